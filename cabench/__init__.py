@@ -1,0 +1,3 @@
+"""cabench: reproduce every table of 'Coordinate Attention for Efficient Mobile Network Design'."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,100 @@
+"""Parameters and multiply-adds, counted with fvcore under the mobile papers' convention.
+
+Convention (MobileNetV2, MobileNeXt, EfficientNet, and this paper): the
+"M-Adds" column counts the multiply-adds of convolutions and fully connected
+layers only. fvcore counts one fused multiply-add as one flop, so its per-op
+numbers are multiply-adds already; but its default total also includes
+BatchNorm, pooling and upsampling, which these papers leave out. Summing the
+``conv`` and ``linear`` (and matrix-product) entries of
+``FlopCountAnalysis.by_operator()`` reproduces MobileNetV2's published 300M.
+(``set_op_handle(name, None)`` does not remove an op that already has a handle
+in fvcore 0.1.5, so the breakdown is filtered instead.)
+
+fvcore has no handle for element-wise ops; it skips them and reports them as
+unsupported. Among them are CA's and SE's ``sigmoid`` and the gating products
+``mul``; :attr:`Complexity.skipped_ops` lists what was skipped for a model.
+Parameters count every trainable and non-trainable ``nn.Parameter``
+(BatchNorm's affine weights included, running statistics excluded), as
+``sum(p.numel() for p in model.parameters())`` and torchvision's model
+metadata do.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from cabench.models.registry import ModelSpec, arch_info, build_model
+
+__all__ = ["PAPER_MADD_OPS", "Complexity", "count_madds", "count_model", "count_params"]
+
+# fvcore operator keys whose flops are multiply-adds of conv / FC layers.
+PAPER_MADD_OPS: frozenset[str] = frozenset({"conv", "linear", "addmm", "matmul", "bmm", "einsum"})
+
+
+@dataclass(frozen=True)
+class Complexity:
+    params: int
+    madds: int | None = None  # paper convention (conv + linear)
+    fvcore_total: int | None = None  # fvcore's own total (adds BN, pooling, ...)
+    input_size: tuple[int, int] | None = None
+    by_operator: dict[str, int] = field(default_factory=dict)
+    skipped_ops: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "params": self.params,
+            "madds": self.madds,
+            "fvcore_total": self.fvcore_total,
+            "input_size": list(self.input_size) if self.input_size else None,
+            "by_operator": self.by_operator,
+            "skipped_ops": self.skipped_ops,
+        }
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_madds(model: nn.Module, input_size: tuple[int, int]) -> tuple[int, int, dict[str, int], dict[str, int]]:
+    """Return (paper-convention multiply-adds, fvcore total, per-op breakdown, skipped ops)."""
+    with warnings.catch_warnings():  # fvcore's import uses the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+    # fvcore logs every skipped op at WARNING through the root logger; the
+    # skipped ops are returned instead.
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, 3, *input_size)
+    analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        by_op = {k: int(v) for k, v in analysis.by_operator().items()}
+        skipped = {k: int(v) for k, v in analysis.unsupported_ops().items()}
+    model.train(was_training)
+    madds = sum(v for k, v in by_op.items() if k in PAPER_MADD_OPS)
+    return madds, sum(by_op.values()), by_op, skipped
+
+
+def count_model(spec: ModelSpec, madds: bool = True, input_size: tuple[int, int] | None = None) -> Complexity:
+    """Count a model spec: parameters always, multiply-adds at the paper's input size if asked."""
+    info = arch_info(spec.arch)
+    model = build_model(spec)
+    params = count_params(model)
+    if not madds:
+        return Complexity(params=params)
+    size = input_size or info.input_size
+    total, fv_total, by_op, skipped = count_madds(info.counting_view(model), size)
+    return Complexity(
+        params=params,
+        madds=total,
+        fvcore_total=fv_total,
+        input_size=size,
+        by_operator=by_op,
+        skipped_ops=skipped,
+    )
