@@ -1,0 +1,208 @@
+"""MobileNetV2 (Sandler et al., CVPR 2018) with a pluggable attention block.
+
+Attention sits after the depthwise 3x3 of each inverted residual, on the
+hidden (expanded) dimension (Figure 3a). As in the authors' ``mbv2_ca.py``,
+the first block (expansion ratio 1, no pointwise expansion) carries no
+attention.
+
+The module layout follows the authors' released MobileNetV2+CA weights, so
+their state dict loads with only the CA gate convs renamed (see
+:func:`load_authors_state_dict`):
+
+* ``features.0``: stem conv-BN-ReLU6 (stride 2);
+* ``features.1`` ... ``features.17``: inverted residuals, each a ``conv``
+  ``Sequential``: ``[pw, bn, relu6,] dw, bn, relu6, attention, pw-linear, bn``
+  (the bracketed part absent when the expansion ratio is 1; ``attention`` is
+  ``nn.Identity`` for the baseline so keys do not move);
+* ``conv``: the last 1x1 conv-BN-ReLU6 to 1280 channels;
+* ``classifier``: dropout then linear.
+
+Without attention the parameter count equals torchvision's ``mobilenet_v2``
+at every width (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from cabench.models.attention import create_attention
+from cabench.models.registry import register_arch
+
+__all__ = [
+    "InvertedResidual",
+    "MobileNetV2",
+    "conv_bn_act",
+    "load_authors_state_dict",
+    "make_divisible",
+]
+
+# t (expansion), c (output channels), n (repeats), s (stride of the first repeat)
+MOBILENETV2_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never below 90% of it."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return new
+
+
+def conv_bn_act(
+    cin: int,
+    cout: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    groups: int = 1,
+    dilation: int = 1,
+    act: bool = True,
+) -> nn.Sequential:
+    """Conv (no bias) + BatchNorm (+ ReLU6): the MobileNetV2 unit."""
+    padding = (kernel_size - 1) // 2 * dilation
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """Inverted residual with linear bottleneck; attention after the depthwise conv."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        stride: int,
+        expand_ratio: float,
+        attention: str = "none",
+        reduction: int | None = None,
+        dilation: int = 1,
+    ) -> None:
+        super().__init__()
+        hidden = round(cin * expand_ratio)
+        self.use_residual = stride == 1 and cin == cout
+        self.hidden_dim = hidden
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers += list(conv_bn_act(cin, hidden, kernel_size=1))
+            block_attention = attention
+        else:
+            block_attention = "none"
+        layers += list(conv_bn_act(hidden, hidden, 3, stride, groups=hidden, dilation=dilation))
+        if expand_ratio != 1:
+            layers.append(create_attention(block_attention, hidden, reduction))
+        layers += list(conv_bn_act(hidden, cout, kernel_size=1, act=False))
+        self.conv = nn.Sequential(*layers)
+
+    @property
+    def expansion(self) -> nn.Sequential | None:
+        """The pointwise expansion (conv, BN, ReLU6), or None for expansion ratio 1."""
+        return self.conv[:3] if len(self.conv) > 6 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return x + y if self.use_residual else y
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 classifier; ``width`` scales every layer but the last 1280-wide conv."""
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        width: float = 1.0,
+        attention: str = "none",
+        reduction: int | None = None,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        cin = make_divisible(32 * width)
+        layers: list[nn.Module] = [conv_bn_act(3, cin, 3, stride=2)]
+        for t, c, n, s in MOBILENETV2_SETTINGS:
+            cout = make_divisible(c * width)
+            for i in range(n):
+                layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t, attention, reduction))
+                cin = cout
+        self.features = nn.Sequential(*layers)
+        self.last_channel = make_divisible(1280 * max(1.0, width))
+        self.conv = conv_bn_act(cin, self.last_channel, kernel_size=1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes))
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.forward_features(x)).flatten(1)
+        return self.classifier(x)
+
+
+def init_weights(model: nn.Module) -> None:
+    """He-normal (fan-out) convs, unit BatchNorm, N(0, 0.01) linear, zero biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                m.bias.data.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+        elif isinstance(m, nn.Linear):
+            m.weight.data.normal_(0, 0.01)
+            m.bias.data.zero_()
+
+
+# The authors' mbv2_ca.py names CA's height and width gate convs conv2 / conv3;
+# cabench (like their coordatt.py) names them conv_h / conv_w.
+_AUTHORS_RENAMES = ((".conv2.", ".conv_h."), (".conv3.", ".conv_w."))
+
+
+def convert_authors_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a state dict written by the authors' ``mbv2_ca.py`` to cabench's names.
+
+    Also strips a DataParallel ``module.`` prefix and unwraps ``{"state_dict": ...}``.
+    """
+    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]  # type: ignore[assignment]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("module."):
+            key = key[len("module.") :]
+        for old, new in _AUTHORS_RENAMES:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+def load_authors_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load the authors' released MobileNetV2+CA weights (strict)."""
+    model.load_state_dict(convert_authors_state_dict(state), strict=True)
+
+
+@register_arch(
+    "mobilenetv2",
+    task="classify",
+    input_size=(224, 224),
+    num_classes=1000,
+    options=("width", "attention", "reduction", "num_classes"),
+)
+def mobilenetv2(**kwargs: object) -> MobileNetV2:
+    """MobileNetV2 classifier (Tables 1, 2, 4)."""
+    return MobileNetV2(**kwargs)  # type: ignore[arg-type]
