@@ -1,0 +1,131 @@
+"""The CI gate: recount every count cell and compare with the paper and with the lock.
+
+Two checks, because they catch different things:
+
+* **against the paper**, at the table's printed precision: a count cell beyond
+  its tolerance fails unless the suite carries a note for it (with evidence);
+* **against the lock** (``suites/counts.lock.json``), exactly: the paper's
+  rounding hides small changes (3.95M is anything in [3.945M, 3.955M)), so the
+  exact integers of every counted model are committed and any difference
+  fails. ``cabench check --update-lock`` rewrites the lock after an intended
+  change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from cabench.measure.complexity import Complexity
+from cabench.runner import ProgressFn, count_specs
+from cabench.store import atomic_write_text
+from cabench.suite import COUNT_COLUMNS, SUITES_DIR, UNIT_SCALE, Suite
+
+__all__ = ["DEFAULT_LOCK", "CheckResult", "check_suites", "read_lock"]
+
+DEFAULT_LOCK = SUITES_DIR / "counts.lock.json"
+
+
+@dataclass
+class CheckResult:
+    cells: int = 0
+    matched: int = 0
+    noted: int = 0
+    failures: list[str] = field(default_factory=list)
+    lock_checked: int = 0
+    unlocked: list[str] = field(default_factory=list)
+    counts: dict[str, Complexity] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def read_lock(path: Path) -> dict[str, dict[str, int | None]]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return dict(data["counts"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a counts lock file ({e})") from None
+
+
+def write_lock(path: Path, counts: dict[str, Complexity], keep: dict[str, dict[str, int | None]]) -> None:
+    merged = dict(keep)
+    for key, c in counts.items():
+        entry: dict[str, int | None] = {"params": c.params}
+        if c.madds is not None:
+            entry["madds"] = c.madds
+        elif key in keep and keep[key].get("madds") is not None:
+            entry["madds"] = keep[key]["madds"]
+        merged[key] = entry
+    body = {
+        "about": "Exact parameter and multiply-add counts of every model the suites count. "
+        "Written by `cabench check --update-lock`; `cabench check` fails when a recount differs.",
+        "counts": dict(sorted(merged.items())),
+    }
+    atomic_write_text(path, json.dumps(body, indent=2) + "\n")
+
+
+def check_suites(
+    suites: Sequence[Suite],
+    lock_path: Path = DEFAULT_LOCK,
+    update_lock: bool = False,
+    progress: ProgressFn | None = None,
+) -> CheckResult:
+    """Recount the count cells of ``suites``; collect every failure as one line."""
+    lock = read_lock(lock_path)
+    wanted = [
+        (row.model.spec(), "madds" in suite.columns)
+        for suite in suites
+        for row in suite.rows
+        if row.model is not None and not row.cited
+    ]
+    counts = count_specs(wanted, progress)
+    result = CheckResult(counts=counts)
+    for suite in suites:
+        for i, row in enumerate(suite.rows):
+            if row.model is None or row.cited:
+                continue
+            c = counts[row.model.spec().key()]
+            for column in COUNT_COLUMNS:
+                if column not in suite.columns or column not in row.published:
+                    continue
+                exact = c.params if column == "params" else c.madds
+                published = row.published[column]
+                if exact is None or isinstance(published, tuple):
+                    continue
+                result.cells += 1
+                value = Decimal(exact) / Decimal(int(UNIT_SCALE[suite.columns[column].unit]))
+                tol = suite.tolerance(column, published)
+                if abs(value - published) <= tol:
+                    result.matched += 1
+                elif column in row.notes:
+                    result.noted += 1
+                else:
+                    unit = suite.columns[column].unit
+                    result.failures.append(
+                        f"{suite.path or suite.id}: row {i + 1} ({row.name}): {column}: counted "
+                        f"{float(value):.4f}{unit}, published {published}{unit} (tolerance {tol}) and no note"
+                    )
+    for key, c in counts.items():
+        locked = lock.get(key)
+        if locked is None:
+            result.unlocked.append(key)
+            continue
+        result.lock_checked += 1
+        for column, exact in (("params", c.params), ("madds", c.madds)):
+            if exact is not None and locked.get(column) is not None and locked[column] != exact:
+                result.failures.append(
+                    f"{lock_path}: {key}: {column} counted {exact:,}, locked {locked[column]:,} "
+                    f"({exact - locked[column]:+,}); rerun with --update-lock if the change is intended"
+                )
+    if update_lock:
+        write_lock(lock_path, counts, lock)
+        result.failures = [f for f in result.failures if not f.startswith(str(lock_path))]
+        result.unlocked = []
+    return result

@@ -1,0 +1,376 @@
+"""Reproduced-vs-published tables: ``reports/<suite>.md``, ``reports/README.md``, ``reports/results.csv``.
+
+A cell's reproduced value comes only from the latest complete run of the
+profile that fills its column (``count`` for Param. and M-Adds). A published
+number is never copied into a reproduced cell; a cell without a run is
+``pending``. Statuses: ``match`` (within the column's tolerance), ``noted``
+(beyond it, with a note giving the evidence), ``drift`` (beyond it, no note),
+``pending`` (nothing reproduced yet), ``cited`` (the paper quotes another
+paper; shown, not checked).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+
+from cabench.runner import PROFILES
+from cabench.store import RunRecord, Store, atomic_write_text
+from cabench.suite import COLUMNS, UNIT_SCALE, Published, Row, Suite
+
+__all__ = ["CSV_COLUMNS", "STATUS_MARKS", "build_cells", "write_reports"]
+
+CSV_COLUMNS = [
+    "suite",
+    "row",
+    "column",
+    "unit",
+    "published",
+    "reproduced",
+    "exact",
+    "delta",
+    "status",
+    "profile",
+    "run_id",
+]
+STATUS_MARKS = {"match": "✅", "noted": "📝", "drift": "❌", "pending": "⏳", "cited": "📖"}
+
+
+@dataclass
+class Cell:
+    suite: str
+    row: str
+    row_name: str
+    row_label: str
+    order: int
+    column: str
+    column_label: str
+    unit: str
+    published: Published | None
+    reproduced: float | None
+    exact: int | None
+    delta: float | None
+    status: str
+    profile: str
+    run_id: str
+    note: str | None
+    tolerance: Decimal | None
+    display: str | None = None  # replaces the number, e.g. "pipeline ok (smoke)"
+
+
+def _published_text(p: Published | None) -> str:
+    if p is None:
+        return ""
+    if isinstance(p, tuple):
+        return f"{p[0]}-{p[1]}"
+    return str(p)
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _decimals(p: Published | None) -> int:
+    if p is None or isinstance(p, tuple):
+        return 2
+    return max(-int(p.as_tuple().exponent), 0)
+
+
+def _profile_for(column: str) -> str | None:
+    for profile in PROFILES.values():
+        if column in profile.fills and profile.available:
+            return profile.name
+    return None
+
+
+def _row_labels(suite: Suite) -> dict[str, str]:
+    """Unique labels: the printed name, disambiguated by the settings that differ."""
+    names = [r.name for r in suite.rows]
+    labels = {}
+    for r in suite.rows:
+        label = r.name
+        if names.count(r.name) > 1 and r.model is not None:
+            extras = [f"{lbl}={getattr(r.model, fld)}" for lbl, fld in suite.settings.items()]
+            if not extras:
+                extras = [f"w={r.model.width:g}"]
+            label = f"{r.name} ({', '.join(extras)})"
+        labels[r.key] = label
+    return labels
+
+
+def _cell(suite: Suite, row: Row, order: int, label: str, column: str, run: RunRecord | None) -> Cell:
+    unit = suite.columns[column].unit
+    published = row.published.get(column)
+    note = row.notes.get(column)
+    tol = suite.tolerance(column, published) if published is not None else None
+    cell = Cell(
+        suite=suite.id,
+        row=row.key,
+        row_name=row.name,
+        row_label=label,
+        order=order,
+        column=column,
+        column_label=suite.column_label(column),
+        unit=unit,
+        published=published,
+        reproduced=None,
+        exact=None,
+        delta=None,
+        status="pending",
+        profile="",
+        run_id="",
+        note=note,
+        tolerance=tol,
+    )
+    if run is not None and run.metrics.get(column) is not None:
+        value = run.metrics[column]
+        if COLUMNS[column].kind == "count":
+            cell.exact = int(value)
+            cell.reproduced = cell.exact / UNIT_SCALE[unit]
+        else:
+            cell.reproduced = float(value)
+        cell.profile, cell.run_id = run.profile, run.run_id
+    if row.cited:
+        cell.status = "cited"
+    elif cell.reproduced is not None and published is not None and not isinstance(published, tuple):
+        cell.delta = cell.reproduced - float(published)
+        within = abs(Decimal(repr(cell.reproduced)) - published) <= tol
+        cell.status = "match" if within else ("noted" if note else "drift")
+    elif cell.reproduced is not None:
+        cell.status = "noted" if note else "match"
+    return cell
+
+
+def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
+    """Every cell of every suite, with its reproduced value from the store (if any)."""
+    cells = []
+    for suite in suites:
+        labels = _row_labels(suite)
+        for order, row in enumerate(suite.rows):
+            runs: dict[str, RunRecord | None] = {}
+            for column in suite.columns:
+                if column not in row.published and row.model is None:
+                    continue
+                if column not in row.published and COLUMNS[column].kind != "count":
+                    continue
+                profile = _profile_for(column)
+                if profile is not None and profile not in runs:
+                    runs[profile] = store.latest(suite.id, row.key, profile) if row.model else None
+                cells.append(_cell(suite, row, order, labels[row.key], column, runs.get(profile) if profile else None))
+    return cells
+
+
+def cells_frame(cells: Sequence[Cell]) -> pd.DataFrame:
+    """Cells as a DataFrame (the schema ``cabench.plots`` draws from)."""
+    rows = []
+    for c in cells:
+        rows.append(
+            {
+                "suite": c.suite,
+                "row": c.row,
+                "row_name": c.row_name,
+                "row_label": c.row_label,
+                "order": c.order,
+                "column": c.column,
+                "column_label": c.column_label,
+                "unit": c.unit,
+                "published": float(c.published) if isinstance(c.published, Decimal) else float("nan"),
+                "reproduced": c.reproduced if c.reproduced is not None else float("nan"),
+                "exact": c.exact,
+                "delta": c.delta if c.delta is not None else float("nan"),
+                "status": c.status,
+                "profile": c.profile,
+                "run_id": c.run_id,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["exact"] = frame["exact"].astype("Int64")
+    return frame
+
+
+def results_csv(cells: Sequence[Cell]) -> str:
+    buf = io.StringIO()
+    frame = pd.DataFrame(
+        [
+            {
+                "suite": c.suite,
+                "row": c.row,
+                "column": c.column,
+                "unit": c.unit,
+                "published": _published_text(c.published),
+                "reproduced": "" if c.reproduced is None else f"{c.reproduced:.6g}",
+                "exact": "" if c.exact is None else str(c.exact),
+                "delta": "" if c.delta is None else f"{c.delta:.6g}",
+                "status": c.status,
+                "profile": c.profile,
+                "run_id": c.run_id,
+            }
+            for c in cells
+        ],
+        columns=CSV_COLUMNS,
+    )
+    frame.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
+
+
+def _format_cell(c: Cell, footnote: int | None) -> str:
+    mark = STATUS_MARKS[c.status]
+    ref = f" [{footnote}]" if footnote else ""
+    pub = _published_text(c.published) or "–"
+    if c.display:
+        return f"{c.display} · {pub} {mark}{ref}"
+    if c.reproduced is None:
+        return f"{pub} {mark}{ref}" if c.status == "cited" else f"— · {pub} {mark}{ref}"
+    d = _decimals(c.published) + 1
+    value = f"{c.reproduced:.{d}f}"
+    if c.delta is not None:
+        return f"**{value}** · {pub} ({c.delta:+.{d}f}) {mark}{ref}"
+    return f"**{value}** · {pub} {mark}{ref}"
+
+
+def suite_summary(cells: Sequence[Cell]) -> dict[str, int]:
+    out = dict.fromkeys(STATUS_MARKS, 0)
+    for c in cells:
+        out[c.status] += 1
+    return out
+
+
+def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None) -> str:
+    by_row: dict[str, dict[str, Cell]] = {}
+    for c in cells:
+        by_row.setdefault(c.row, {})[c.column] = c
+    columns = list(suite.columns)
+    head = ["Settings", *suite.settings, *(suite.column_label(k) for k in columns)]
+    lines = [
+        f"# {suite.title}",
+        "",
+        f"Source: {suite.source}. Suite: `{_display_path(suite.path) if suite.path else suite.id}`.",
+        "",
+        "Each cell: **reproduced** · published (Δ) status. "
+        + " ".join(f"{m} {s}" for s, m in STATUS_MARKS.items())
+        + ". Param. and M-Adds come from the `count` profile (fvcore; multiply-adds of conv and linear layers).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * len(head)) + "|",
+    ]
+    notes: list[str] = []
+    note_index: dict[str, int] = {}
+    for row in suite.rows:
+        row_cells = by_row.get(row.key, {})
+        settings = [str(getattr(row.model, f)) if row.model else "–" for f in suite.settings.values()]
+        values = []
+        for k in columns:
+            c = row_cells.get(k)
+            if c is None:
+                values.append("–")
+                continue
+            ref = None
+            if c.note and c.status in ("noted", "drift", "match"):
+                if c.note not in note_index:
+                    notes.append(c.note)
+                    note_index[c.note] = len(notes)
+                ref = note_index[c.note]
+            values.append(_format_cell(c, ref))
+        name = row.name + (" *(cited)*" if row.cited else "")
+        lines.append("| " + " | ".join([name, *settings, *values]) + " |")
+    if notes:
+        lines += ["", "**Notes**", ""]
+        lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    if suite.notes:
+        lines += ["", "**About this table**", ""]
+        lines += [f"- {n}" for n in suite.notes]
+    cited = [r for r in suite.rows if r.cited and r.source]
+    if cited:
+        lines += ["", "**Cited rows**", ""]
+        lines += [f"- {r.name}: {r.source}" for r in cited]
+    if figure:
+        lines += ["", f"![{suite.id}: published vs reproduced]({figure})"]
+    run_ids = sorted({c.run_id for c in cells if c.run_id})
+    if run_ids:
+        lines += [
+            "",
+            f"Produced by {len(run_ids)} run(s) under `runs/{suite.id}/`, latest `{run_ids[-1]}`; "
+            "each run directory holds config.json, env.json and metrics.json.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def render_index(suites: Sequence[Suite], cells: Sequence[Cell], figures: dict[str, str], env: dict) -> str:
+    lines = [
+        "# cabench reports",
+        "",
+        "What cabench reproduces today of *Coordinate Attention for Efficient Mobile Network Design* "
+        "(Hou, Zhou, Feng, CVPR 2021). Generated by `cabench report`; do not edit by hand.",
+        "",
+        "| Table | Title | ✅ match | 📝 noted | ❌ drift | ⏳ pending | 📖 cited |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for suite in suites:
+        s = suite_summary([c for c in cells if c.suite == suite.id])
+        lines.append(
+            f"| [{suite.id}]({suite.id}.md) | {suite.title} | {s['match']} | {s['noted']} | {s['drift']} "
+            f"| {s['pending']} | {s['cited']} |"
+        )
+    counted = [c for c in cells if COLUMNS[c.column].kind == "count" and c.status != "cited"]
+    cs = suite_summary(counted)
+    lines += [
+        "",
+        f"**Count cells (Param., M-Adds):** {cs['match']} match, {cs['noted']} drift with a note, "
+        f"{cs['drift']} drift without a note, {cs['pending']} pending, of {len(counted)}.",
+        "",
+        "Accuracy and latency cells stay ⏳ pending until a `paper`/`latency` run fills them; "
+        "a `smoke` run never fills them.",
+        "",
+        f"Environment of the latest runs: torch {env.get('torch')}, torchvision {env.get('torchvision')}, "
+        f"fvcore {env.get('fvcore')}, {env.get('device')}, cabench {env.get('cabench')} "
+        f"(commit {env.get('git_commit') or 'unknown'}).",
+    ]
+    if "figure1" in figures:
+        lines += ["", "## Figure 1", "", f"![Figure 1: published vs reproduced]({figures['figure1']})"]
+    per_table = [s for s in suites if s.id in figures]
+    if per_table:
+        lines += ["", "## Published vs reproduced, per table", ""]
+        lines += [f"![{s.id}]({figures[s.id]})" for s in per_table]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures: bool = True) -> list[Path]:
+    """Write every report file; return the paths written."""
+    cells = build_cells(suites, store)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    fig_paths: dict[str, str] = {}
+    if figures:
+        from cabench import plots
+
+        frame = cells_frame(cells)
+        fig_dir = out_dir / "figures"
+        for suite in suites:
+            p = plots.draw_suite_figure(suite.id, suite.title, frame[frame["suite"] == suite.id], fig_dir)
+            if p is not None:
+                fig_paths[suite.id] = f"figures/{p.name}"
+                written.append(p)
+        p = plots.draw_figure1(frame, fig_dir)
+        if p is not None:
+            fig_paths["figure1"] = f"figures/{p.name}"
+            written.append(p)
+    newest = max((c for c in cells if c.run_id), key=lambda c: c.run_id, default=None)
+    env = store.environment_of(newest.suite, newest.row, newest.profile, newest.run_id) if newest else {}
+    for suite in suites:
+        path = out_dir / f"{suite.id}.md"
+        atomic_write_text(path, render_suite(suite, [c for c in cells if c.suite == suite.id], fig_paths.get(suite.id)))
+        written.append(path)
+    index = out_dir / "README.md"
+    atomic_write_text(index, render_index(suites, cells, fig_paths, env))
+    csv = out_dir / "results.csv"
+    atomic_write_text(csv, results_csv(cells))
+    return [*written, index, csv]
