@@ -128,6 +128,11 @@ def test_authors_released_mbv2_ca_state_dict_loads_and_gives_the_same_logits() -
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(ours(x), authors(x), atol=1e-4)
+    plain = MobileNetV2(attention="ca")
+    plain.load_state_dict(authors.state_dict())  # the authors' names, no converter
+    plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(x), authors(x), atol=1e-4)
 
 
 @pytest.mark.parametrize(

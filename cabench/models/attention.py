@@ -121,10 +121,10 @@ class CoordinateAttention(nn.Module):
     h_swish, split back, and mapped to gates ``g^h = sigmoid(conv_h(f^h))`` and
     ``g^w = sigmoid(conv_w(f^w))``; ``y = x * g^h * g^w``.
 
-    Module names follow the authors' ``coordatt.py``; their released
+    Module names follow the authors' ``coordatt.py``. Their released
     MobileNetV2 weights (``mbv2_ca.py``) call ``conv_h``/``conv_w``
-    ``conv2``/``conv3``; :func:`cabench.models.mobilenetv2.load_authors_state_dict`
-    converts.
+    ``conv2``/``conv3``; the block accepts those names too when loading a state
+    dict, so ``model.load_state_dict(authors_state)`` works as it is.
 
     Because BatchNorm and the 1x1 convs act on each spatial position alone, the
     height and width strips can go through ``conv1``/``bn1`` separately with the
@@ -142,6 +142,15 @@ class CoordinateAttention(nn.Module):
         self.act = nn.Hardswish()
         self.conv_h = nn.Conv2d(mip, channels, kernel_size=1, bias=True)
         self.conv_w = nn.Conv2d(mip, channels, kernel_size=1, bias=True)
+
+    # The authors' mbv2_ca.py names of the gate convs -> ours.
+    _AUTHORS_NAMES = (("conv2.", "conv_h."), ("conv3.", "conv_w."))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        for old, new in self._AUTHORS_NAMES:
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _embed(self, strips: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn1(self.conv1(strips)))

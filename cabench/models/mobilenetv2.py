@@ -6,8 +6,9 @@ the first block (expansion ratio 1, no pointwise expansion) carries no
 attention.
 
 The module layout follows the authors' released MobileNetV2+CA weights, so
-their state dict loads with only the CA gate convs renamed (see
-:func:`load_authors_state_dict`):
+their state dict loads as it is (``model.load_state_dict(state)``; CA accepts
+the authors' names for its gate convs), or through :func:`load_authors_state_dict`,
+which also unwraps checkpoints saved from DataParallel:
 
 * ``features.0``: stem conv-BN-ReLU6 (stride 2);
 * ``features.1`` ... ``features.17``: inverted residuals, each a ``conv``
@@ -38,6 +39,7 @@ __all__ = [
     "conv_bn_act",
     "load_authors_state_dict",
     "make_divisible",
+    "unwrap_state_dict",
 ]
 
 # t (expansion), c (output channels), n (repeats), s (stride of the first repeat)
@@ -169,31 +171,20 @@ def init_weights(model: nn.Module) -> None:
             m.bias.data.zero_()
 
 
-# The authors' mbv2_ca.py names CA's height and width gate convs conv2 / conv3;
-# cabench (like their coordatt.py) names them conv_h / conv_w.
-_AUTHORS_RENAMES = ((".conv2.", ".conv_h."), (".conv3.", ".conv_w."))
-
-
-def convert_authors_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a state dict written by the authors' ``mbv2_ca.py`` to cabench's names.
-
-    Also strips a DataParallel ``module.`` prefix and unwraps ``{"state_dict": ...}``.
-    """
+def unwrap_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's plain state dict: unwraps ``{"state_dict": ...}``, strips DataParallel's ``module.``."""
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]  # type: ignore[assignment]
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("module."):
-            key = key[len("module.") :]
-        for old, new in _AUTHORS_RENAMES:
-            key = key.replace(old, new)
-        out[key] = value
-    return out
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def load_authors_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Load the authors' released MobileNetV2+CA weights (strict)."""
-    model.load_state_dict(convert_authors_state_dict(state), strict=True)
+    """Load the authors' released MobileNetV2+CA weights (strict).
+
+    The layout is already cabench's; the CA blocks accept the authors' names for
+    their gate convs (``conv2``/``conv3``) themselves.
+    """
+    model.load_state_dict(unwrap_state_dict(state), strict=True)
 
 
 @register_arch(

@@ -72,7 +72,7 @@ import torch
 from torch import nn
 
 from cabench.models.attention import create_attention
-from cabench.models.mobilenetv2 import conv_bn_act, init_weights, make_divisible
+from cabench.models.mobilenetv2 import conv_bn_act, init_weights, make_divisible, unwrap_state_dict
 from cabench.models.registry import register_arch
 
 __all__ = [
@@ -231,12 +231,8 @@ def convert_authors_state_dict(model: MobileNeXt, state: Mapping[str, torch.Tens
     authors' checkpoint, so load the result with ``strict=False`` when
     ``model`` carries attention.
     """
-    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]  # type: ignore[assignment]
     out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("module."):
-            key = key[len("module.") :]
+    for key, value in unwrap_state_dict(state).items():
         parts = key.split(".")
         if len(parts) > 4 and parts[0] == "features" and parts[2] == "conv":
             block = model.features[int(parts[1])]
