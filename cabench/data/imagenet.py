@@ -1,0 +1,325 @@
+"""ImageNet (ILSVRC-2012) as a torchvision ImageFolder, with the MobileNetV2 training recipe's transforms.
+
+Expected layout (the usual "extracted and sorted into class folders" ImageNet)::
+
+    <root>/train/<wnid>/*.JPEG
+    <root>/val/<wnid>/*.JPEG
+
+Image files are those ending in .jpg, .jpeg or .png (any case); anything else is ignored, the same rule for
+validation and for loading.
+
+The paper trains "using the same methods as in MobileNetV2", i.e. the standard Inception-style augmentation:
+
+* train: RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize(ImageNet mean/std)
+* eval:  Resize(256) + CenterCrop(224) + ToTensor + Normalize(ImageNet mean/std)
+
+Sizes are parameters so that a smoke profile can run smaller.
+
+Where the data lives (``resolve_data_root``), highest precedence first:
+
+1. the command line: ``--data imagenet=/path`` (repeatable; any ``name=path``, e.g. ``coco=...``,
+   ``voc=...``, ``cityscapes=...``), parsed by ``parse_data_option``;
+2. the environment variable ``CABENCH_DATA_<NAME>``, e.g. ``CABENCH_DATA_IMAGENET=/datasets/imagenet``;
+3. the ``[data]`` table of a TOML config file: ``$CABENCH_CONFIG`` if that variable is set (the file must then
+   exist), else ``~/.config/cabench/config.toml`` if it exists::
+
+       [data]
+       imagenet = "/datasets/imagenet"
+
+   A relative path in the config file is taken relative to the file's folder.
+
+``~`` is expanded in every source. Nothing found anywhere gives ``None``.
+
+torch, torchvision and PIL are imported lazily: option parsing and root resolution stay cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cabench.data.errors import DatasetError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        tomllib = None
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "ImageFolderInfo",
+    "config_path",
+    "eval_transform",
+    "imagenet_datasets",
+    "parse_data_option",
+    "resolve_data_root",
+    "train_transform",
+    "validate_imagefolder",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared case-insensitively: .JPEG counts
+_LAYOUT = "expected train/<class>/*.JPEG and val/<class>/*.JPEG"
+_SPLITS = ("train", "val")
+_MAX_NAMES = 5
+
+
+@dataclass(frozen=True)
+class ImageFolderInfo:
+    """What ``validate_imagefolder`` found: the class folder names (sorted) and image counts per split."""
+
+    root: Path
+    classes: tuple[str, ...]
+    n_train: int
+    n_val: int
+
+
+def _is_image(path: str | os.PathLike[str]) -> bool:
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    """Class folder names, sorted; the same rule as torchvision's ``find_classes`` (every sub-directory)."""
+    with os.scandir(split_dir) as it:
+        return sorted(entry.name for entry in it if entry.is_dir())
+
+
+def _images_in(class_dir: Path) -> list[Path]:
+    """Image files under a class folder (recursively, following links, like ImageFolder), sorted."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames.sort()
+        found.extend(Path(dirpath, name) for name in filenames if _is_image(name))
+    return sorted(found)
+
+
+def _names(names: Iterable[str]) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:_MAX_NAMES])
+    more = len(names) - _MAX_NAMES
+    return f"{shown}, ... and {more} more" if more > 0 else shown
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def validate_imagefolder(root: Path, check_images: int = 0) -> ImageFolderInfo:
+    """Check that ``root`` holds ``train/<class>/*`` and ``val/<class>/*`` with the same classes.
+
+    Raises ``DatasetError`` (one line, naming the path) on: a missing root or one that is not a folder; no
+    ``train`` or ``val`` folder; no class folders; train and val class sets that differ; a class folder with no
+    image files. With ``check_images > 0`` it also opens the first ``check_images`` images of each split (classes
+    and files in sorted order) with PIL's ``verify()`` and reports the first unreadable one.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"{root}: dataset root does not exist ({_LAYOUT})")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root is not a folder ({_LAYOUT})")
+    for split in _SPLITS:
+        if not (root / split).is_dir():
+            raise DatasetError(f"{root}: no '{split}' folder ({_LAYOUT})")
+
+    classes = {split: _class_dirs(root / split) for split in _SPLITS}
+    for split in _SPLITS:
+        if not classes[split]:
+            raise DatasetError(f"{root / split}: no class folders ({_LAYOUT})")
+    if classes["train"] != classes["val"]:
+        train, val = set(classes["train"]), set(classes["val"])
+        parts = []
+        if train - val:
+            parts.append(f"{len(train - val)} missing from val ({_names(train - val)})")
+        if val - train:
+            parts.append(f"{len(val - train)} missing from train ({_names(val - train)})")
+        raise DatasetError(f"{root}: train and val class folders differ: {'; '.join(parts)}")
+
+    counts = dict.fromkeys(_SPLITS, 0)
+    sample: dict[str, list[Path]] = {split: [] for split in _SPLITS}
+    for split in _SPLITS:
+        for name in classes[split]:
+            images = _images_in(root / split / name)
+            if not images:
+                exts = ", ".join(IMAGE_EXTENSIONS)
+                raise DatasetError(f"{root / split / name}: class folder has no image files ({exts}, any case)")
+            counts[split] += len(images)
+            if len(sample[split]) < check_images:
+                sample[split].extend(images[: check_images - len(sample[split])])
+
+    if check_images > 0:
+        from PIL import Image
+
+        for split in _SPLITS:
+            for path in sample[split]:
+                try:
+                    with Image.open(path) as image:
+                        image.verify()
+                except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+                    raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {_one_line(exc)})") from exc
+
+    return ImageFolderInfo(root=root, classes=tuple(classes["train"]), n_train=counts["train"], n_val=counts["val"])
+
+
+def train_transform(size: int = 224) -> Any:
+    """MobileNetV2 training augmentation: RandomResizedCrop + horizontal flip + ToTensor + ImageNet Normalize."""
+    if size < 1:
+        raise ValueError(f"train_transform: size must be positive, got {size}")
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def eval_transform(size: int = 224, resize: int = 256) -> Any:
+    """MobileNetV2 evaluation: Resize(shorter side to ``resize``) + CenterCrop(``size``) + ToTensor + Normalize."""
+    if size < 1 or resize < size:
+        raise ValueError(f"eval_transform: need 0 < size <= resize, got size={size}, resize={resize}")
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.Resize(resize),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def _fixed_classes_image_folder() -> type:
+    """An ImageFolder subclass whose class -> index mapping is given rather than discovered.
+
+    Built on first use (torchvision stays a lazy import) and published as a module attribute, so datasets pickle
+    into DataLoader workers, spawned ones included (the module ``__getattr__`` rebuilds it there).
+    """
+    cls = globals().get("_FixedClassesImageFolder")
+    if cls is not None:
+        return cls
+    from torchvision.datasets import ImageFolder
+
+    class _FixedClassesImageFolder(ImageFolder):
+        def __init__(self, root: str, class_to_idx: Mapping[str, int], **kwargs: Any) -> None:
+            self._given_class_to_idx = dict(class_to_idx)
+            super().__init__(root, **kwargs)
+
+        def find_classes(self, directory: str | os.PathLike[str]) -> tuple[list[str], dict[str, int]]:
+            mapping = self._given_class_to_idx
+            return sorted(mapping, key=mapping.__getitem__), dict(mapping)
+
+    _FixedClassesImageFolder.__qualname__ = "_FixedClassesImageFolder"
+    globals()["_FixedClassesImageFolder"] = _FixedClassesImageFolder
+    return _FixedClassesImageFolder
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_FixedClassesImageFolder":
+        return _fixed_classes_image_folder()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def imagenet_datasets(root: Path, size: int = 224, resize: int = 256) -> tuple[Dataset, Dataset]:
+    """Validate ``root`` then return ``(train, val)`` ImageFolders with the MobileNetV2 transforms.
+
+    The val set is built with the train set's ``class_to_idx``, so labels agree by construction.
+    """
+    info = validate_imagefolder(root)
+    from torchvision.datasets import ImageFolder
+
+    train = ImageFolder(str(info.root / "train"), transform=train_transform(size), is_valid_file=_is_image)
+    val = _fixed_classes_image_folder()(
+        str(info.root / "val"),
+        train.class_to_idx,
+        transform=eval_transform(size, resize),
+        is_valid_file=_is_image,
+    )
+    return train, val
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def parse_data_option(values: list[str]) -> dict[str, Path]:
+    """Parse repeated ``--data NAME=PATH`` options into ``{name: Path}`` (names lower-cased, ``~`` expanded).
+
+    Raises ``ValueError`` (one line) on an item without ``=``, an empty or non-identifier name, an empty path,
+    or a name given twice.
+    """
+    parsed: dict[str, Path] = {}
+    for item in values:
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not _NAME.fullmatch(name) or not path:
+            raise ValueError(f"--data {item!r}: expected NAME=PATH, e.g. --data imagenet=/datasets/imagenet")
+        key = name.lower()
+        if key in parsed:
+            raise ValueError(f"--data {item!r}: '{key}' given twice (already {parsed[key]})")
+        parsed[key] = Path(path).expanduser()
+    return parsed
+
+
+def config_path() -> Path | None:
+    """The config file to read: ``$CABENCH_CONFIG`` if set, else ``~/.config/cabench/config.toml`` if it exists."""
+    explicit = os.environ.get("CABENCH_CONFIG", "").strip()
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{path}: config file named by CABENCH_CONFIG does not exist")
+        return path
+    default = Path.home() / ".config" / "cabench" / "config.toml"
+    return default if default.is_file() else None
+
+
+def _config_data_table(path: Path) -> dict[str, Any]:
+    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
+        raise ValueError(f"{path}: reading the config file needs Python >= 3.11 or the 'tomli' package")
+    try:
+        with path.open("rb") as fh:
+            config = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read config file ({_one_line(exc)})") from exc
+    data = config.get("data", {})
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: 'data' must be a table, e.g. [data] imagenet = \"/datasets/imagenet\"")
+    return data
+
+
+def resolve_data_root(name: str, given: dict[str, Path]) -> Path | None:
+    """Where dataset ``name`` lives: ``given`` (the CLI) > ``CABENCH_DATA_<NAME>`` > config ``[data]`` > ``None``."""
+    key = name.lower()
+    cli = {k.lower(): v for k, v in given.items()}
+    if key in cli:
+        return Path(cli[key]).expanduser()
+    env = os.environ.get(f"CABENCH_DATA_{key.upper()}", "").strip()
+    if env:
+        return Path(env).expanduser()
+    path = config_path()
+    if path is None:
+        return None
+    data = _config_data_table(path)
+    if key not in data:
+        return None
+    value = data[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{path}: [data] {key} must be a non-empty path string, got {value!r}")
+    found = Path(value.strip()).expanduser()
+    return found if found.is_absolute() else path.parent / found
