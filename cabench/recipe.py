@@ -1,0 +1,159 @@
+"""Training recipes: plain data in ``suites/recipes/<id>.yaml``, validated here.
+
+A recipe is what a paper says about training (optimizer, schedule, batch,
+augmentation), with the source it was read from and notes on every reading
+or deviation. Run knobs (steps, workers, AMP, ...) are not part of a recipe;
+they live in :class:`cabench.tasks.TrainSettings`.
+
+``batch_size`` is the **global** batch: the engine divides it over processes
+and keeps the learning rate, so a recipe means the same thing on 1 or 8 GPUs.
+Command-line overrides go through :meth:`Recipe.with_overrides`, which returns
+the overrides it applied so a run records them next to the recipe id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cabench.suite import SUITES_DIR
+
+__all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "known_recipes", "load_recipe"]
+
+RECIPES_DIR = SUITES_DIR / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message is one line naming the file and field."""
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    source: str
+    task: Literal["classify", "detect", "segment"]
+
+    # Optimizer.
+    optimizer: Literal["sgd", "rmsprop"]
+    lr: float = Field(gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    weight_decay_norm: bool = True  # False: no weight decay on normalization-layer parameters
+    nesterov: bool = False
+    rmsprop_decay: float = Field(default=0.9, gt=0, lt=1)  # RMSProp's square-average decay (torch: alpha)
+    optimizer_eps: float | None = Field(default=None, gt=0)  # None: the optimizer's default
+
+    # Batch and schedule. batch_size is GLOBAL (all processes together).
+    batch_size: int = Field(gt=0)
+    epochs: int = Field(gt=0)
+    schedule: Literal["cosine", "step", "poly"]
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    step_gamma: float | None = Field(default=None, gt=0)  # schedule step: lr *= step_gamma ...
+    step_epochs: float | None = Field(default=None, gt=0)  # ... every step_epochs (fractional allowed)
+    poly_power: float = Field(default=0.9, gt=0)  # schedule poly: lr * (1 - t) ** poly_power
+
+    # Regularization.
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    dropout: float | None = Field(default=None, ge=0, lt=1)  # None: keep the model's own
+    bn_momentum: float | None = Field(default=None, gt=0, lt=1)  # PyTorch convention; None: keep the model's
+    ema: bool = False
+    ema_decay: float = Field(default=0.9999, gt=0, lt=1)
+
+    # Augmentation (applied by the data layer).
+    train_size: int = Field(default=224, gt=0)
+    eval_resize: int = Field(default=256, gt=0)
+    random_resized_crop: bool = True
+    hflip: bool = True
+    autoaugment: bool = False
+    mixup: bool = False
+    random_erasing: bool = False
+
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.schedule == "step" and (self.step_gamma is None or self.step_epochs is None):
+            raise ValueError("schedule 'step' needs step_gamma and step_epochs")
+        if self.schedule != "step" and (self.step_gamma is not None or self.step_epochs is not None):
+            raise ValueError(f"step_gamma/step_epochs only apply to schedule 'step', not {self.schedule!r}")
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError("nesterov only applies to optimizer 'sgd'")
+        return self
+
+    def with_overrides(self, **overrides: Any) -> tuple[Recipe, dict[str, Any]]:
+        """Apply command-line overrides; ``None`` values mean "not given" and are dropped.
+
+        Returns the validated new recipe and the overrides that changed something,
+        to be recorded in the run's config. Raises :class:`RecipeError` (one line).
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(given) - set(type(self).model_fields) - {"id", "source", "notes"})
+        if unknown or {"id", "source", "notes"} & set(given):
+            bad = unknown or sorted({"id", "source", "notes"} & set(given))
+            raise RecipeError(f"recipe {self.id}: cannot override {', '.join(bad)}")
+        data = self.model_dump()
+        applied = {k: v for k, v in given.items() if data.get(k) != v}
+        data.update(applied)
+        try:
+            recipe = Recipe.model_validate(data)
+        except ValidationError as e:
+            raise RecipeError(f"recipe {self.id} with overrides {applied}: {_first_error(e)}") from None
+        return recipe, applied
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "missing field"
+    field = ".".join(str(p) for p in err["loc"]) or "(recipe)"
+    return f"{field}: {msg}"
+
+
+def known_recipes(directory: Path = RECIPES_DIR) -> dict[str, Path]:
+    """Recipe id (file stem) -> path, for every ``*.yaml`` in ``directory``."""
+    if not directory.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
+
+
+def load_recipe(name_or_path: str | Path, directory: Path = RECIPES_DIR) -> Recipe:
+    """Load a recipe by id (``suites/recipes/<id>.yaml``) or by path.
+
+    Raises :class:`RecipeError` (a ``ValueError``) with one line: the file, the field, the problem.
+    """
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        known = known_recipes(directory)
+        if str(name_or_path) not in known:
+            raise RecipeError(
+                f"unknown recipe {str(name_or_path)!r}; expected a file or one of {', '.join(known) or '(none)'}"
+            )
+        path = known[str(name_or_path)]
+    where = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise RecipeError(f"{where}: cannot read recipe file ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{where}: YAML syntax error{at}: {problem}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: a recipe must be a YAML mapping")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(f"{where}: {_first_error(e)}") from None
+    if recipe.id != path.stem:
+        raise RecipeError(f"{where}: id: {recipe.id!r} differs from the file name {path.stem!r}")
+    return recipe
