@@ -127,36 +127,160 @@ def show(suite: Annotated[str, typer.Argument(help="Suite id (table1 ... table9)
     out.print(f"Source: {s.source}. * = the cell carries a note. File: {s.path}")
 
 
+DataOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        help="Dataset roots as NAME=PATH, repeatable (imagenet=/datasets/imagenet). Also read from "
+        "CABENCH_DATA_<NAME> or a [data] table in ~/.config/cabench/config.toml (or $CABENCH_CONFIG).",
+    ),
+]
+
+
 @app.command()
 def run(
     suites: Annotated[list[str], typer.Argument(help="Suite ids, suite file paths, or `all`.")],
-    profile: Annotated[str, typer.Option(help="What to run: `count` fills Param./M-Adds.")] = "count",
+    profile: Annotated[
+        str, typer.Option(help="count (Param./M-Adds), latency, smoke (pipeline check), paper (full recipe).")
+    ] = "count",
     rows: Annotated[
         list[str] | None, typer.Option("--rows", help="Only these rows (row id or printed name); repeatable.")
     ] = None,
+    data: DataOpt = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Override the recipe's epochs (recorded; marked in reports).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the recipe's GLOBAL batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override the recipe's initial learning rate.")] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader workers per process.")] = 4,
+    amp: Annotated[str, typer.Option(help="off, bf16 or fp16 (fp16 on CUDA only).")] = "off",
+    channels_last: Annotated[bool, typer.Option(help="channels_last memory format (GPU).")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
+    sync_bn: Annotated[bool, typer.Option(help="SyncBatchNorm across processes (CUDA).")] = False,
+    ckpt_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: at epoch ends only).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    nproc: Annotated[int, typer.Option(help="Launch this many processes with torchrun (DDP).")] = 1,
+    threads: Annotated[int, typer.Option(help="latency: CPU threads (pinned and recorded).")] = 1,
+    rounds: Annotated[int, typer.Option(help="latency: timed rounds, rows interleaved (median taken).")] = 40,
     runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")] = Path("runs"),
 ) -> None:
     """Run a profile for every row of the given suites and record each result under `runs/`.
 
     `cabench run all` counts every model of Tables 1-9 (each distinct model once) in seconds on a CPU.
+    `cabench run table2 --profile paper --data imagenet=PATH` trains the rows that lack a result, resuming
+    an interrupted run; `--profile smoke` does the same for a few steps on generated data and fills no cell.
+    `--nproc 4` runs under torchrun (global batch and lr kept); for several machines, see the README's
+    multi-node torchrun line.
     """
-    from cabench.runner import run_suites
     from cabench.store import Store
 
+    if nproc > 1:
+        from cabench.tasks.distributed import launch_torchrun, under_torchrun
+
+        if not under_torchrun():
+            raise typer.Exit(launch_torchrun(nproc, sys.argv[1:]))
     start = time.perf_counter()
+    store = Store(runs_dir)
     with user_errors():
         loaded = _load_suites(suites)
-        progress, update = _progress(f"{profile}")
-        with progress:
-            records = run_suites(loaded, Store(runs_dir), profile, set(rows) if rows else None, update)
+        if profile == "count":
+            from cabench.runner import run_suites
+
+            progress, update = _progress(f"{profile}")
+            with progress:
+                records = run_suites(loaded, store, profile, set(rows) if rows else None, update)
+        elif profile == "latency":
+            from cabench.jobs import run_latency
+
+            loaded = [s for s in loaded if "latency" in s.columns] if suites == ["all"] else loaded
+            with err.status("timing rows, interleaved ..."):
+                records = run_latency(loaded, store, set(rows) if rows else None, threads=threads, rounds=rounds)
+        elif profile in ("smoke", "paper"):
+            records = _train(loaded, store, profile, rows, data, epochs, batch_size, lr, locals())
+        else:
+            fail(f"unknown profile {profile!r}; expected count, latency, smoke or paper")
     if rows and not records:
         fail(f"no row matches --rows {', '.join(rows)} in {', '.join(s.id for s in loaded)}")
     elapsed = time.perf_counter() - start
-    models = len({r.config["model_key"] for r in records})
-    out.print(
-        f"{profile}: {len(records)} rows of {len(loaded)} suite(s), {models} distinct models, "
-        f"{elapsed:.1f} s -> {runs_dir}/. Next: cabench report"
+    _summary(profile, records, elapsed, runs_dir, len(loaded))
+
+
+def _train(loaded, store, profile, rows, data, epochs, batch_size, lr, opts) -> list:  # type: ignore[no-untyped-def]
+    from cabench.data.errors import DatasetError
+    from cabench.data.imagenet import parse_data_option
+    from cabench.jobs import TrainOptions, run_training
+    from cabench.tasks.classification import TrainingInterrupted
+
+    options = TrainOptions(
+        data=parse_data_option(data or []),
+        overrides={k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v is not None},
+        knobs={
+            "workers": opts["workers"],
+            "amp": opts["amp"],
+            "channels_last": opts["channels_last"],
+            "compile": opts["compile"],
+            "sync_bn": opts["sync_bn"],
+            "ckpt_every_steps": opts["ckpt_every"],
+            "seed": opts["seed"],
+        },
+        fixtures_dir=store.root / "_fixtures",
     )
+    progress = Progress(
+        TextColumn("[bold]{task.description}[/]"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[ips]} img/s"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task(profile, total=None, loss="-", lr="-", ips="-")
+
+    def on_row(suite: Suite, row, what: str) -> None:  # type: ignore[no-untyped-def]
+        progress.update(task, description=f"{suite.id}/{row.key}", completed=0)
+        err.print(f"{suite.id}/{row.key}: {what}", markup=False, highlight=False)
+
+    def on_step(event: dict) -> None:
+        progress.update(
+            task,
+            completed=event.get("step", 0),
+            total=event.get("total_steps"),
+            loss=f"{event.get('loss', float('nan')):.3f}",
+            lr=f"{event.get('lr', float('nan')):.4g}",
+            ips=f"{event.get('img_per_s', 0):.0f}",
+        )
+
+    try:
+        with progress:
+            return run_training(loaded, store, profile, options, set(rows) if rows else None, on_row, on_step)
+    except DatasetError as e:
+        fail(str(e))
+    except TrainingInterrupted as e:
+        err.print(f"cabench: interrupted; checkpoint saved ({e}). Run the same command again to resume.")
+        raise typer.Exit(130) from None
+
+
+def _summary(profile: str, records: list, elapsed: float, runs_dir: Path, n_suites: int) -> None:  # type: ignore[type-arg]
+    if profile == "count":
+        models = len({r.config["model_key"] for r in records})
+        out.print(
+            f"{profile}: {len(records)} rows of {n_suites} suite(s), {models} distinct models, "
+            f"{elapsed:.1f} s -> {runs_dir}/. Next: cabench report"
+        )
+        return
+    table = Table(title=f"{profile}: {len(records)} rows, {elapsed:.1f} s -> {runs_dir}/", title_justify="left")
+    keys = {"latency": ("latency", "latency_ratio"), "smoke": ("train_loss", "steps", "img_per_s")}.get(
+        profile, ("top1", "top5", "epochs", "img_per_s")
+    )
+    for col in ("suite", "row", *keys, "run"):
+        table.add_column(col)
+    for r in records:
+        vals = [r.metrics.get(k) for k in keys]
+        table.add_row(r.suite, r.row, *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals), r.run_id)
+    out.print(table)
+    if profile == "smoke":
+        out.print("smoke proves the pipeline only: reports show 'pipeline ok (smoke)', never these numbers.")
 
 
 @app.command()
@@ -260,6 +384,92 @@ def count(
     table.add_row("fvcore total (adds BN, pooling, ...)", f"{c.fvcore_total:,}")
     table.add_row("ops fvcore skipped", ", ".join(f"{k.split('::')[-1]}×{v}" for k, v in c.skipped_ops.items()) or "–")
     out.print(table)
+
+
+@app.command("eval")
+def eval_(
+    target: Annotated[str, typer.Argument(help="An architecture (mobilenetv2, ...) or a suite (table2).")],
+    checkpoint: Annotated[Path, typer.Option(help="cabench checkpoint, or a state dict (the authors' layout too).")],
+    row: Annotated[str | None, typer.Option(help="With a suite: the row whose cell this fills.")] = None,
+    data: DataOpt = None,
+    width: Annotated[float, typer.Option(help="Width multiplier (with an architecture).")] = 1.0,
+    attention: Annotated[str | None, typer.Option(help="none, se, cbam, ca, x, y.")] = None,
+    reduction: Annotated[int | None, typer.Option(help="Reduction ratio r.")] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 4,
+    runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")] = Path("runs"),
+) -> None:
+    """Top-1/top-5 of a checkpoint on ImageNet val; with a suite and --row, fills that cell ("eval" profile)."""
+    from cabench.data.errors import DatasetError
+    from cabench.data.imagenet import parse_data_option
+    from cabench.jobs import TrainOptions, evaluate_checkpoint
+    from cabench.models.registry import ModelSpec, architectures
+    from cabench.store import Store
+
+    with user_errors():
+        suite = row_obj = None
+        if target in architectures():
+            spec = ModelSpec(target, width, attention, reduction)
+        else:
+            suite = load_suite(find_suite(target))
+            if row is None:
+                fail(f"{target} is a suite: name the row with --row (one of {', '.join(r.key for r in suite.rows)})")
+            try:
+                row_obj = suite.row(row)
+            except KeyError:
+                fail(f"{suite.path}: no row {row!r}; rows: {', '.join(r.key for r in suite.rows)}")
+            if row_obj.model is None:
+                fail(f"{suite.path}: row {row!r} is cited; there is no model to evaluate")
+            spec = row_obj.model.spec()
+        options = TrainOptions(data=parse_data_option(data or []), overrides={}, knobs={"workers": workers})
+        try:
+            with err.status(f"evaluating {checkpoint} ..."):
+                metrics, record = evaluate_checkpoint(spec, checkpoint, options, Store(runs_dir), suite, row_obj)
+        except DatasetError as e:
+            fail(str(e))
+    out.print(
+        f"{spec.key()}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  on {metrics['n']} images"
+        + (f" -> {record.path}" if record else "")
+    )
+
+
+@app.command()
+def fixtures(
+    kind: Annotated[str, typer.Argument(help="Which dataset format: imagenet.")],
+    directory: Annotated[Path, typer.Argument(help="Where to write it (must not exist or be empty).")],
+    seed: Annotated[int, typer.Option(help="Seed; the same seed writes the same bytes.")] = 0,
+) -> None:
+    """Write a tiny dataset in a real on-disk format (real JPEGs), for trying the pipeline without data."""
+    from cabench.data.errors import DatasetError
+
+    if kind != "imagenet":
+        fail(f"unknown fixture {kind!r}; available: imagenet")
+    from cabench.data.fixtures import write_imagenet_fixture
+
+    try:
+        root = write_imagenet_fixture(directory, seed=seed)
+    except DatasetError as e:
+        fail(str(e))
+    n = sum(1 for _ in root.rglob("*.JPEG"))
+    out.print(
+        f"imagenet fixture: {n} JPEG images in {root}/{{train,val}}/<class>/. Try: "
+        f"cabench run table1 --profile smoke --data imagenet={root}"
+    )
+
+
+@app.command()
+def bench(
+    threads: Annotated[int, typer.Option(help="CPU threads for the latency runs.")] = 1,
+    rounds: Annotated[int, typer.Option(help="Timed rounds, models interleaved.")] = 40,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """CA block benchmark: MobileNetV2 vs authors'-style CA vs cabench CA latency (ratios), and training img/s."""
+    from cabench.measure.ca_benchmark import format_ca_benchmark, run_ca_benchmark
+
+    result = run_ca_benchmark(threads=threads, rounds=rounds)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        out.print(format_ca_benchmark(result))
 
 
 def main() -> None:

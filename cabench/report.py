@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from cabench.runner import PROFILES
 from cabench.store import RunRecord, Store, atomic_write_text
 from cabench.suite import COLUMNS, UNIT_SCALE, Published, Row, Suite
 
@@ -61,6 +60,7 @@ class Cell:
     note: str | None
     tolerance: Decimal | None
     display: str | None = None  # replaces the number, e.g. "pipeline ok (smoke)"
+    provenance: str | None = None  # how a non-paper number was produced (footnoted)
 
 
 def _published_text(p: Published | None) -> str:
@@ -84,10 +84,31 @@ def _decimals(p: Published | None) -> int:
     return max(-int(p.as_tuple().exponent), 0)
 
 
-def _profile_for(column: str) -> str | None:
-    for profile in PROFILES.values():
-        if column in profile.fills and profile.available:
-            return profile.name
+# Which profiles may fill a column, by column kind. A smoke run fills nothing:
+# it only earns an accuracy cell the words "pipeline ok (smoke)".
+FILLED_BY = {"count": ("count",), "latency": ("latency",), "accuracy": ("paper", "eval")}
+RUN_PROFILES = ("count", "latency", "paper", "eval", "smoke")
+
+
+def _filling_run(column: str, runs: dict[str, RunRecord | None]) -> RunRecord | None:
+    """The latest complete run of a profile allowed to fill ``column`` that has a value for it."""
+    candidates = [
+        r
+        for p in FILLED_BY[COLUMNS[column].kind]
+        if (r := runs.get(p)) is not None and r.metrics.get(column) is not None
+    ]
+    return max(candidates, key=lambda r: r.run_id, default=None)
+
+
+def _provenance(suite: Suite, run: RunRecord) -> str | None:
+    """A footnote when a cell was not produced by the suite's own recipe, as is."""
+    if run.profile == "eval":
+        ckpt = run.config.get("checkpoint", {})
+        return f"evaluated from checkpoint {ckpt.get('path', '?')} (sha256 {str(ckpt.get('sha256', '?'))[:12]}…)"
+    recipe, overrides = run.config.get("recipe"), run.config.get("overrides") or {}
+    if recipe != suite.recipe or overrides:
+        changed = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+        return f"recipe {recipe}" + (f" with overrides {changed}" if changed else "") + f", not {suite.recipe}"
     return None
 
 
@@ -137,6 +158,8 @@ def _cell(suite: Suite, row: Row, order: int, label: str, column: str, run: RunR
             cell.reproduced = cell.exact / UNIT_SCALE[unit]
         else:
             cell.reproduced = float(value)
+            if COLUMNS[column].kind == "accuracy":
+                cell.provenance = _provenance(suite, run)
         cell.profile, cell.run_id = run.profile, run.run_id
     if row.cited:
         cell.status = "cited"
@@ -154,18 +177,45 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
     cells = []
     for suite in suites:
         labels = _row_labels(suite)
+        row_cells: list[tuple[Row, Cell, RunRecord | None]] = []
         for order, row in enumerate(suite.rows):
-            runs: dict[str, RunRecord | None] = {}
+            runs = {p: store.latest(suite.id, row.key, p) for p in RUN_PROFILES} if row.model else {}
             for column in suite.columns:
-                if column not in row.published and row.model is None:
+                if column not in row.published and (row.model is None or COLUMNS[column].kind != "count"):
                     continue
-                if column not in row.published and COLUMNS[column].kind != "count":
-                    continue
-                profile = _profile_for(column)
-                if profile is not None and profile not in runs:
-                    runs[profile] = store.latest(suite.id, row.key, profile) if row.model else None
-                cells.append(_cell(suite, row, order, labels[row.key], column, runs.get(profile) if profile else None))
+                run = _filling_run(column, runs)
+                cell = _cell(suite, row, order, labels[row.key], column, run)
+                smoke = runs.get("smoke")
+                if COLUMNS[column].kind == "accuracy" and cell.reproduced is None and smoke and not row.cited:
+                    cell.display, cell.profile, cell.run_id = "pipeline ok (smoke)", "smoke", smoke.run_id
+                row_cells.append((row, cell, run))
+        _latency_status(suite, row_cells)
+        cells += [c for _, c, _ in row_cells]
     return cells
+
+
+def _latency_status(suite: Suite, row_cells: list[tuple[Row, Cell, RunRecord | None]]) -> None:
+    """Latency is compared as a ratio to the baseline row: the paper's milliseconds are a Pixel 4's.
+
+    A row matches when its measured ratio lies within the ratio range its
+    published range allows: [row low / baseline high, row high / baseline low].
+    """
+    by_row = {row.key: (row, cell) for row, cell, _ in row_cells if cell.column == "latency"}
+    base = by_row.get(suite.baseline or "")
+    for row, cell in by_row.values():
+        if cell.reproduced is None or base is None or row.cited:
+            continue
+        run_ratio = None
+        for r, c, run in row_cells:
+            if r.key == row.key and c.column == "latency" and run is not None:
+                run_ratio = run.metrics.get("latency_ratio")
+        pub, base_pub = cell.published, base[1].published
+        if run_ratio is None or not isinstance(pub, tuple) or not isinstance(base_pub, tuple):
+            continue
+        lo, hi = float(pub[0]) / float(base_pub[1]), float(pub[1]) / float(base_pub[0])
+        cell.display = f"{run_ratio:.2f}× ({cell.reproduced:.1f} ms)"
+        within = lo <= run_ratio <= hi
+        cell.status = "match" if within else ("noted" if cell.note else "drift")
 
 
 def cells_frame(cells: Sequence[Cell]) -> pd.DataFrame:
@@ -266,7 +316,10 @@ def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None)
     note_index: dict[str, int] = {}
     for row in suite.rows:
         row_cells = by_row.get(row.key, {})
-        settings = [str(getattr(row.model, f)) if row.model else "–" for f in suite.settings.values()]
+        settings = [
+            "–" if row.model is None or getattr(row.model, f) is None else str(getattr(row.model, f))
+            for f in suite.settings.values()
+        ]
         values = []
         for k in columns:
             c = row_cells.get(k)
@@ -274,11 +327,12 @@ def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None)
                 values.append("–")
                 continue
             ref = None
-            if c.note and c.status in ("noted", "drift", "match"):
-                if c.note not in note_index:
-                    notes.append(c.note)
-                    note_index[c.note] = len(notes)
-                ref = note_index[c.note]
+            text = c.note if c.note and c.status in ("noted", "drift", "match") else c.provenance
+            if text:
+                if text not in note_index:
+                    notes.append(text)
+                    note_index[text] = len(notes)
+                ref = note_index[text]
             values.append(_format_cell(c, ref))
         name = row.name + (" *(cited)*" if row.cited else "")
         lines.append("| " + " | ".join([name, *settings, *values]) + " |")

@@ -150,6 +150,42 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
         return RunRecord(suite, row, profile, run_id, final, metrics, config)
 
+    def begin_run(self, suite: str, row: str, profile: str, config: dict[str, Any]) -> Path:
+        """Create the directory of a long run (training): config and env now, metrics when it completes.
+
+        Until :meth:`finish_run` writes ``metrics.json`` the run is unfinished:
+        reports ignore it and :meth:`unfinished` finds it again to resume.
+        """
+        parent = self.cell_dir(suite, row, profile)
+        parent.mkdir(parents=True, exist_ok=True)
+        run_dir = parent / new_run_id()
+        tmp = parent / f".{run_dir.name}.tmp"
+        tmp.mkdir()
+        (tmp / "config.json").write_text(_json(config))
+        (tmp / "env.json").write_text(_json(environment()))
+        os.replace(tmp, run_dir)
+        return run_dir
+
+    def finish_run(self, run_dir: Path, metrics: dict[str, Any]) -> None:
+        """Mark a run complete by writing its metrics atomically."""
+        atomic_write_text(run_dir / "metrics.json", _json({**metrics, "status": "complete"}))
+
+    def unfinished(self, suite: str, row: str, profile: str, resume_key: str) -> Path | None:
+        """The latest run of this cell that started with the same ``resume_key`` and never completed."""
+        parent = self.cell_dir(suite, row, profile)
+        if not parent.is_dir():
+            return None
+        for run_dir in sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
+            if (run_dir / "metrics.json").exists():
+                continue
+            try:
+                config = json.loads((run_dir / "config.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if config.get("resume_key") == resume_key:
+                return run_dir
+        return None
+
     def environment_of(self, suite: str, row: str, profile: str, run_id: str) -> dict[str, Any]:
         """The env.json of one run ({} if it cannot be read)."""
         try:

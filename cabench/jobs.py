@@ -1,0 +1,277 @@
+"""Row-level jobs beyond counting: train (smoke/paper), latency, and evaluation from a checkpoint.
+
+* ``smoke`` trains each row a few steps on generated ImageFolder data (or the
+  fixture given with ``--data``) and evaluates it, through the same engine as
+  ``paper``. Its metrics are recorded, but the report only ever shows
+  "pipeline ok (smoke)" for it.
+* ``paper`` trains each row with its suite's recipe on real data, resuming an
+  unfinished run of the same configuration and skipping rows already done.
+* ``latency`` times every row of a suite at batch 1, eval mode, rounds
+  interleaved, and records milliseconds and the ratio to the suite's baseline.
+* :func:`evaluate_checkpoint` fills a cell from a checkpoint (``eval`` profile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cabench.models.registry import ModelSpec, arch_info, build_model
+from cabench.store import RunRecord, Store
+from cabench.suite import Row, Suite
+
+__all__ = ["SMOKE", "TrainOptions", "evaluate_checkpoint", "run_latency", "run_training"]
+
+EventFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SmokeSettings:
+    """How small the smoke profile runs: seconds per row on a CPU."""
+
+    steps: int = 3
+    batch_size: int = 8
+    image_size: int = 64
+
+
+SMOKE = SmokeSettings()
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What the user asked for on the command line."""
+
+    data: dict[str, Path]
+    overrides: dict[str, Any]  # recipe overrides: epochs, batch_size, lr, ...
+    knobs: dict[str, Any]  # run knobs: workers, amp, channels_last, compile, sync_bn, ckpt_every_steps, seed
+    fixtures_dir: Path = Path("runs/_fixtures")
+
+
+def _selected(suite: Suite, rows: set[str] | None) -> list[Row]:
+    return [r for r in suite.rows if r.model is not None and not r.cited and (not rows or {r.key, r.name} & rows)]
+
+
+def _imagenet_root(profile: str, options: TrainOptions) -> Path:
+    from cabench.data.imagenet import resolve_data_root, validate_imagefolder
+
+    root = resolve_data_root("imagenet", options.data)
+    if root is None:
+        if profile == "paper":
+            raise ValueError(
+                "the paper profile needs ImageNet: pass --data imagenet=PATH "
+                "(or set CABENCH_DATA_IMAGENET, or [data] imagenet in the config file)"
+            )
+        root = options.fixtures_dir / "imagenet"
+        if not root.exists():
+            from cabench.data.fixtures import write_imagenet_fixture
+
+            write_imagenet_fixture(root)
+    validate_imagefolder(root, check_images=2)
+    return root
+
+
+def _resume_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_training(
+    suites: Sequence[Suite],
+    store: Store,
+    profile: str,
+    options: TrainOptions,
+    rows: set[str] | None = None,
+    on_row: Callable[[Suite, Row, str], None] | None = None,
+    on_step: EventFn | None = None,
+) -> list[RunRecord]:
+    """Train and evaluate every selected classification row; return the completed runs."""
+    from cabench.data.imagenet import imagenet_datasets
+    from cabench.recipe import load_recipe
+    from cabench.tasks import distributed
+    from cabench.tasks.classification import TrainSettings, train_classifier
+
+    for suite in suites:
+        if suite.task != "classify":
+            raise ValueError(f"{suite.id}: the {profile} profile runs classification suites only for now")
+        if suite.recipe is None:
+            raise ValueError(f"{suite.path or suite.id}: recipe: the suite names no training recipe")
+    root = _imagenet_root(profile, options)
+    distributed.init_distributed()  # under torchrun: every rank joins before choosing run directories
+    smoke = profile == "smoke"
+    records: list[RunRecord] = []
+    for suite in suites:
+        recipe, applied = load_recipe(suite.recipe).with_overrides(**options.overrides)  # type: ignore[arg-type]
+        size = SMOKE.image_size if smoke else recipe.train_size
+        resize = round(size * recipe.eval_resize / recipe.train_size)
+        train_ds, val_ds = imagenet_datasets(root, size=size, resize=resize)
+        for row in _selected(suite, rows):
+            assert row.model is not None
+            spec = row.model.spec()
+            knobs = dict(options.knobs)
+            if smoke:
+                knobs.update(max_steps=SMOKE.steps, log_every=1, batch_size=SMOKE.batch_size, workers=0)
+            settings = TrainSettings.from_recipe(recipe, **knobs)
+            config = {
+                "suite": suite.id,
+                "row": row.key,
+                "profile": profile,
+                "model": spec.as_dict(),
+                "model_key": spec.key(),
+                "recipe": recipe.id,
+                "overrides": applied,
+                "data": {"imagenet": str(root)},
+                "image_size": size,
+                "seed": settings.seed,
+                "settings": settings.resolved() | {"config": None},
+            }
+            key = _resume_key({k: config[k] for k in ("model_key", "recipe", "overrides", "data", "image_size")})
+            config["resume_key"] = key
+            done = store.latest(suite.id, row.key, profile)
+            if done is not None and done.config.get("resume_key") == key and not smoke:
+                if on_row:
+                    on_row(suite, row, "done already, skipped")
+                records.append(done)
+                continue
+            run_dir = None
+            if distributed.is_main():
+                run_dir = store.unfinished(suite.id, row.key, profile, key) or store.begin_run(
+                    suite.id, row.key, profile, config
+                )
+            run_dir = distributed.broadcast_path(run_dir)
+            if on_row:
+                on_row(suite, row, f"training -> {run_dir}")
+            model = build_model(spec)
+            metrics = train_classifier(model, train_ds, val_ds, settings, run_dir, progress=on_step)
+            if distributed.is_main():
+                store.finish_run(run_dir, {**metrics, "pipeline": "ok"})
+            records.append(RunRecord(suite.id, row.key, profile, run_dir.name, run_dir, metrics, config))
+    return records
+
+
+def run_latency(
+    suites: Sequence[Suite],
+    store: Store,
+    rows: set[str] | None = None,
+    threads: int = 1,
+    rounds: int = 40,
+    warmup: int = 10,
+) -> list[RunRecord]:
+    """Time every selected row of each suite (interleaved) and record ms and the ratio to the baseline row."""
+    from cabench.measure.latency import measure_latency
+
+    records = []
+    for suite in suites:
+        if "latency" not in suite.columns:
+            raise ValueError(f"{suite.id}: the suite has no latency column")
+        selected = _selected(suite, rows)
+        baseline = next((r for r in suite.rows if r.key == suite.baseline), None)
+        if baseline is not None and baseline not in selected:
+            selected.insert(0, baseline)  # the ratio needs the baseline measured in the same run
+        models = {r.key: build_model(r.model.spec()).eval() for r in selected if r.model is not None}
+        size = arch_info(selected[0].model.spec().arch).input_size if selected and selected[0].model else (224, 224)
+        results = measure_latency(models, input_size=size, threads=threads, warmup=warmup, rounds=rounds)
+        base_ms = results[baseline.key].median_ms if baseline is not None else None
+        for row in selected:
+            assert row.model is not None
+            r = results[row.key]
+            metrics = {"latency": r.median_ms, **{f"latency_{k}": v for k, v in r.as_dict().items()}}
+            if base_ms:
+                metrics["latency_ratio"] = r.median_ms / base_ms
+            config = {
+                "suite": suite.id,
+                "row": row.key,
+                "profile": "latency",
+                "model": row.model.spec().as_dict(),
+                "input_size": list(size),
+                "batch_size": 1,
+                "threads": threads,
+                "rounds": rounds,
+                "warmup": warmup,
+                "baseline": suite.baseline,
+                "interleaved_with": sorted(models),
+            }
+            records.append(store.write_run(suite.id, row.key, "latency", config, metrics))
+    return records
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_weights(model: Any, path: Path) -> str:
+    """Load a cabench checkpoint or a plain/authors' state dict into ``model``; return the file's sha256.
+
+    Raises ``ValueError`` with one line naming the first key that does not fit.
+    """
+    import torch
+
+    from cabench.models.mobilenetv2 import unwrap_state_dict
+
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    state = blob.get("model", blob) if isinstance(blob, dict) else blob
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: no state dict inside")
+    state = unwrap_state_dict(state)
+    own = model.state_dict()
+    renamed = {k.replace(".conv2.", ".conv_h.").replace(".conv3.", ".conv_w."): k for k in state}
+    for key, tensor in own.items():
+        source = renamed.get(key, key)
+        if source not in state:
+            raise ValueError(f"{path}: missing key {key!r} for this model")
+        if tuple(state[source].shape) != tuple(tensor.shape):
+            raise ValueError(
+                f"{path}: {source}: shape {tuple(state[source].shape)} does not fit the model's {tuple(tensor.shape)}"
+            )
+    extra = [k for k in state if k not in own and renamed.get(k, k) not in own and k not in renamed.values()]
+    if extra:
+        raise ValueError(f"{path}: unexpected key {extra[0]!r} for this model")
+    model.load_state_dict(state)
+    return sha256_of(path)
+
+
+def evaluate_checkpoint(
+    spec: ModelSpec,
+    checkpoint: Path,
+    options: TrainOptions,
+    store: Store | None = None,
+    suite: Suite | None = None,
+    row: Row | None = None,
+    batch_size: int = 100,
+) -> tuple[dict[str, Any], RunRecord | None]:
+    """Top-1/top-5 of a checkpoint on ImageNet val; recorded as an ``eval`` run of a suite cell if given."""
+    import torch
+
+    from cabench.data.imagenet import imagenet_datasets
+    from cabench.tasks.classification import evaluate_classifier
+
+    root = _imagenet_root("eval", options)
+    model = build_model(spec)
+    sha = load_weights(model, checkpoint)
+    _, val_ds = imagenet_datasets(root)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    metrics = evaluate_classifier(model.to(device), val_ds, batch_size, options.knobs.get("workers", 0), device)
+    config = {
+        "profile": "eval",
+        "model": spec.as_dict(),
+        "model_key": spec.key(),
+        "checkpoint": {"path": str(checkpoint), "sha256": sha},
+        "data": {"imagenet": str(root)},
+        "recipe": None,
+    }
+    record = None
+    if store is not None:
+        suite_id, row_key = (suite.id, row.key) if suite and row else ("_eval", spec.key())
+        record = store.write_run(suite_id, row_key, "eval", config | {"suite": suite_id, "row": row_key}, metrics)
+    return metrics, record
