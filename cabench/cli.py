@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cabench.suite import COLUMNS, Suite, SuiteError, find_suite, known_suites, load_suite
+from cabench.suite import Suite, SuiteError, find_suite, known_suites, load_suite
 
 app = typer.Typer(
     name="cabench",
@@ -481,4 +481,7 @@ def main() -> None:
         sys.exit(130)
 
 
-__all__ = ["COLUMNS", "app", "main"]
+__all__ = ["app", "main"]
+
+if __name__ == "__main__":
+    main()
