@@ -36,6 +36,7 @@ pooled over the width. Both use the CA block's layers for one direction only.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -112,6 +113,40 @@ class CBAM(nn.Module):
         return x * torch.sigmoid(self.spatial_bn(self.spatial_conv(pooled)))
 
 
+def _round_up(value: int, multiple: int = 16) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(kind: str, a: int, b: int, c: int, d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Small constant tensors of the CA inference path, made once per shape, dtype and device.
+
+    ``("ones", w, 0, 0, 0)``: a vector of ``w`` ones; ``("fill", w, 0, 0, 0)``: ``w`` values ``1 / w``;
+    ``("zeros", rows, cols, 0, 0)``: a zero matrix; ``("pool", h, w, offset, length)``: the ``(h * w, length)``
+    matrix ``P`` with ``x.view(C, h * w) @ P`` = the row means at columns ``[0, h)`` and the column means at
+    columns ``[offset, offset + w)``, zeros elsewhere. Made outside inference mode (usable in and out of it), never
+    part of a state dict, never trained.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        if kind == "ones":
+            t = torch.ones(a, dtype=torch.float64)
+        elif kind == "fill":
+            t = torch.full((a,), 1.0 / a, dtype=torch.float64)
+        elif kind == "zeros":
+            t = torch.zeros(a, b, dtype=torch.float64)
+        elif kind == "pool":
+            h, w, offset, length = a, b, c, d
+            t = torch.zeros(h, w, length, dtype=torch.float64)
+            i = torch.arange(h)
+            t[i, :, i] = 1.0 / w  # z^h(i): mean over the width of row i (Eq. 4)
+            j = torch.arange(w)
+            t[:, j, offset + j] = 1.0 / h  # z^w(j): mean over the height of column j (Eq. 5)
+            t = t.view(h * w, length)
+        else:
+            raise ValueError(kind)
+        return t.to(dtype=dtype, device=device)
+
+
 class CoordinateAttention(nn.Module):
     """Coordinate Attention (Section 3.2, Eq. 4-9).
 
@@ -126,13 +161,35 @@ class CoordinateAttention(nn.Module):
     ``conv2``/``conv3``; the block accepts those names too when loading a state
     dict, so ``model.load_state_dict(authors_state)`` works as it is.
 
-    Because BatchNorm and the 1x1 convs act on each spatial position alone, the
-    height and width strips can go through ``conv1``/``bn1`` separately with the
-    same result as the concatenated tensor; the forward pass does this to avoid
-    the transpose, concatenation and split of the reference implementation.
+    Two ways to compute the same function (tested against a from-scratch Eq. 4-9
+    reference to 1e-5):
+
+    * **Module path** (training, anything that needs gradients, batches of more
+      than one image, non-contiguous inputs such as channels_last, tracing for
+      operation counts): both pooled strips concatenated to ``(N, C, H + W, 1)``,
+      then the ``conv1``/``bn1``/``conv_h``/``conv_w`` modules. In training,
+      BatchNorm takes its statistics over both strips together, as Eq. 6 reads.
+    * **Inference path** (eval mode, gradients off, one contiguous image): the
+      same arithmetic with fewer and cheaper eager operations, for latency.
+      Pooling is a matrix-vector product (row sums) and one reduction (column
+      sums), or for maps of at most 64 pixels one matrix product with a constant
+      pooling matrix; ``conv1`` is one ``addmm`` over the concatenated strips
+      (the 1/W of the means folded into its ``alpha``), BatchNorm is applied with
+      ``F.batch_norm`` to the ``mip x (H + W)`` result, both gate convs run as one
+      batched product with one in-place sigmoid, and the gates are applied with
+      two full-size operations (the rank-one gate map ``g^h g^w`` then an
+      in-place product with ``x``; for maps wider than 28, ``x * g^h`` then an
+      in-place ``* g^w``). Strips are zero-padded to a multiple of 16 columns,
+      which keeps CPU BLAS on its fast kernels; padded columns are computed and
+      dropped. Nothing is cached between calls, so changed weights, BatchNorm
+      statistics or modes take effect at once.
     """
 
     kind = "ca"
+    # Widths up to this apply the gates through the rank-one gate map (cheaper than two broadcast
+    # products when rows are short); pooling is one matrix product for maps of at most this many pixels.
+    _GATE_MAP_MAX_WIDTH = 28
+    _POOL_GEMM_MAX_PIXELS = 64
 
     def __init__(self, channels: int, reduction: int = 32) -> None:
         super().__init__()
@@ -152,21 +209,98 @@ class CoordinateAttention(nn.Module):
                 state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _embed(self, strips: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn1(self.conv1(strips)))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Cheapest tests first: this runs once per block per call. Tracing (fvcore's operation counts) takes
+        # the module path so that counts are the convolutions' own.
+        if (
+            not self.training
+            and not torch.is_grad_enabled()
+            and x.shape[0] == 1
+            and x.is_contiguous()
+            and not torch.jit.is_tracing()
+        ):
+            return self._forward_inference(x)
+        return self._forward_modules(x)
+
+    def _forward_modules(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 4-9 through the block's modules, on the concatenated strips (any mode, differentiable)."""
         h, w = x.shape[-2:]
-        z_h = x.mean(dim=3, keepdim=True)  # (N, C, H, 1)
-        z_w = x.mean(dim=2, keepdim=True)  # (N, C, 1, W)
-        if self.training:
-            # BatchNorm statistics must be taken over both strips together (Eq. 6).
-            f = self._embed(torch.cat([z_h, z_w.transpose(2, 3)], dim=2))
-            f_h, f_w = torch.split(f, [h, w], dim=2)
-            f_w = f_w.transpose(2, 3)
+        z_h = x.mean(dim=3, keepdim=True)  # (N, C, H, 1), Eq. 4
+        z_w = x.mean(dim=2, keepdim=True)  # (N, C, 1, W), Eq. 5
+        # BatchNorm statistics (training) are taken over both strips together (Eq. 6).
+        f = self.act(self.bn1(self.conv1(torch.cat([z_h, z_w.transpose(2, 3)], dim=2))))
+        f_h, f_w = torch.split(f, [h, w], dim=2)
+        g_h = torch.sigmoid(self.conv_h(f_h))  # (N, C, H, 1), Eq. 7
+        g_w = torch.sigmoid(self.conv_w(f_w.transpose(2, 3)))  # (N, C, 1, W), Eq. 8
+        return x * g_h * g_w  # Eq. 9
+
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 4-9 for one contiguous image, eval mode, no autograd (see the class docstring)."""
+        _, c, h, w = x.shape
+        dtype, device = x.dtype, x.device
+        # Parameters straight from the registries: nn.Module attribute lookup costs ~1 us per name.
+        mods = self._modules
+        conv1, bn = mods["conv1"]._parameters, mods["bn1"]
+        gate_h, gate_w = mods["conv_h"]._parameters, mods["conv_w"]._parameters
+        w1 = conv1["weight"]
+        mip = w1.shape[0]
+        w1 = w1.view(mip, c)
+        # Column layout of the strips: compact [h | w | pad] (conv1 and both gate convs over all `length`
+        # columns: 3 * mip * C * length multiply-adds) or split [h | pad | w | pad], two halves of hp columns
+        # (conv1 over 2 hp columns, each gate conv over its hp: 4 * mip * C * hp), whichever is cheaper.
+        hp = _round_up(max(h, w))
+        length = _round_up(h + w)
+        compact = 3 * length < 4 * hp
+        if not compact:
+            length = 2 * hp
+        w_offset = h if compact else hp
+        if h * w <= self._POOL_GEMM_MAX_PIXELS:
+            pool = _constant("pool", h, w, w_offset, length, dtype, device)
+            f = torch.addmm(conv1["bias"].view(mip, 1), w1, torch.mm(x.view(c, h * w), pool))
         else:
-            f_h, f_w = self._embed(z_h), self._embed(z_w)
-        return x * torch.sigmoid(self.conv_h(f_h)) * torch.sigmoid(self.conv_w(f_w))
+            if h == w:  # sums; the 1/W of both means goes into addmm's alpha
+                z_h = torch.mv(x.view(c * h, w), _constant("ones", w, 0, 0, 0, dtype, device))
+                z_w = x.sum(dim=2)
+                alpha = 1.0 / w
+            else:
+                z_h = torch.mv(x.view(c * h, w), _constant("fill", w, 0, 0, 0, dtype, device))
+                z_w = x.mean(dim=2)
+                alpha = 1.0
+            parts = [z_h.view(c, h)]
+            if w_offset > h:
+                parts.append(_constant("zeros", c, w_offset - h, 0, 0, dtype, device))
+            parts.append(z_w.view(c, w))
+            if length > w_offset + w:
+                parts.append(_constant("zeros", c, length - w_offset - w, 0, 0, dtype, device))
+            f = torch.addmm(conv1["bias"].view(mip, 1), w1, torch.cat(parts, dim=1), alpha=alpha)
+        bn_params, bn_buffers = bn._parameters, bn._buffers
+        f = F.batch_norm(
+            f.unsqueeze(0),
+            bn_buffers["running_mean"],
+            bn_buffers["running_var"],
+            bn_params["weight"],
+            bn_params["bias"],
+            False,
+            0.0,
+            bn.eps,
+        )
+        f = F.hardswish(f, inplace=True)  # (1, mip, length)
+        weights = torch.stack([gate_h["weight"].view(c, mip), gate_w["weight"].view(c, mip)])  # (2, C, mip)
+        biases = torch.stack([gate_h["bias"], gate_w["bias"]]).unsqueeze(2)  # (2, C, 1)
+        if compact:  # both gate convs over every column: rows [0, C) are conv_h's, rows [C, 2C) conv_w's
+            a = torch.addmm(biases.view(2 * c, 1), weights.view(2 * c, mip), f[0])  # (2C, length)
+            row, g_w_offset = length, c * length + h
+        else:  # conv_h over the first half of the columns, conv_w over the second
+            a = torch.baddbmm(biases, weights, f.as_strided((2, mip, hp), (hp, length, 1)))  # (2, C, hp)
+            row, g_w_offset = hp, c * hp
+        a = a.sigmoid_()
+        g_h = a.as_strided((1, c, h, 1), (c * row, row, 1, 1))  # Eq. 7
+        g_w = a.as_strided((1, c, 1, w), (c * row, row, 1, 1), g_w_offset)  # Eq. 8
+        if a.dtype != x.dtype:  # e.g. under autocast: let type promotion decide, as x * g_h * g_w does
+            return x * g_h * g_w
+        if w <= self._GATE_MAP_MAX_WIDTH:
+            return torch.mul(g_h, g_w).mul_(x)  # Eq. 9
+        return torch.mul(x, g_h).mul_(g_w)
 
 
 class DirectionalAttention(nn.Module):

@@ -1,0 +1,266 @@
+"""The fast CA block still computes Eq. 4-9; the authors'-style block is the same function; the timers behave.
+
+The reference below is written from the paper's equations in float64 with explicit sums and weight products,
+using the block's own parameters, and compared on fresh random inputs: every path of the block (the batch-1
+inference path with its pooling and layout variants, and the module path used for training, gradients, batches and
+channels_last inputs) must agree with it to 1e-5.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cabench.measure.ca_benchmark import format_ca_benchmark
+from cabench.measure.ca_reference import AuthorsStyleCoordinateAttention, swap_in_authors_style
+from cabench.measure.latency import LatencyResult, measure_latency, training_throughput
+from cabench.models.attention import CoordinateAttention
+from cabench.models.mobilenetv2 import MobileNetV2
+
+ATOL = 1e-5
+
+
+def _eq_4_to_9(block: nn.Module, x: torch.Tensor, training: bool) -> torch.Tensor:
+    """Eq. 4-9 in float64 from the block's parameters (BatchNorm: batch statistics if ``training``)."""
+    p = {k: v.detach().double() for k, v in block.state_dict().items() if v.is_floating_point()}
+    x = x.double()
+    _, c, h, w = x.shape
+    z_h = x.sum(dim=3) / w  # Eq. 4: (N, C, H)
+    z_w = x.sum(dim=2) / h  # Eq. 5: (N, C, W)
+    z = torch.cat([z_h, z_w], dim=2)  # (N, C, H + W)
+    w1 = p["conv1.weight"].reshape(-1, c)
+    f = torch.einsum("mc,ncl->nml", w1, z) + p["conv1.bias"][None, :, None]
+    if training:
+        mean = f.mean(dim=(0, 2), keepdim=True)
+        var = ((f - mean) ** 2).mean(dim=(0, 2), keepdim=True)
+    else:
+        mean, var = p["bn1.running_mean"][None, :, None], p["bn1.running_var"][None, :, None]
+    eps = block.bn1.eps
+    f = (f - mean) / torch.sqrt(var + eps) * p["bn1.weight"][None, :, None] + p["bn1.bias"][None, :, None]
+    f = f * torch.clamp(f + 3, 0, 6) / 6  # Eq. 6, delta = h_swish
+    f_h, f_w = f[:, :, :h], f[:, :, h:]
+    mip = f.shape[1]
+    a_h = torch.einsum("cm,nml->ncl", p["conv_h.weight"].reshape(c, mip), f_h) + p["conv_h.bias"][None, :, None]
+    a_w = torch.einsum("cm,nml->ncl", p["conv_w.weight"].reshape(c, mip), f_w) + p["conv_w.bias"][None, :, None]
+    g_h, g_w = torch.sigmoid(a_h), torch.sigmoid(a_w)  # Eq. 7, 8
+    return x * g_h[:, :, :, None] * g_w[:, :, None, :]  # Eq. 9
+
+
+def _randomize(block: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in block.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        for prm in block.parameters():
+            prm.add_(torch.randn(prm.shape, generator=g) * 0.1)
+
+
+def _check(block: nn.Module, x: torch.Tensor, training: bool, grad: bool = False) -> torch.Tensor:
+    block.train(training)
+    with torch.set_grad_enabled(grad):
+        got = block(x)
+    want = _eq_4_to_9(block, x, training)
+    assert got.shape == x.shape
+    assert (got.double() - want).abs().max().item() < ATOL
+    return got
+
+
+# (C, H, W): pooling by one matrix product (<= 64 pixels) or by a matrix-vector product and a reduction; compact
+# ([h | w | pad]) or split ([h | pad | w | pad]) strip layouts; square and non-square maps; gates applied through
+# the gate map (W <= 28) or by two products (W > 28).
+SHAPES = [(64, 7, 7), (40, 5, 12), (16, 8, 8), (48, 14, 14), (24, 20, 11), (32, 2, 40), (16, 9, 30), (8, 56, 56)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("training", [False, True])
+def test_every_path_is_eq_4_to_9(shape: tuple[int, int, int], training: bool) -> None:
+    block = CoordinateAttention(shape[0], reduction=4)
+    _randomize(block, seed=sum(shape))
+    for batch in (1, 2):
+        for _ in range(3):  # fresh inputs each time
+            _check(block, torch.randn(batch, *shape), training)
+
+
+def test_the_inference_path_is_taken_exactly_when_it_may_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    block = CoordinateAttention(16, reduction=4)
+    calls: list[int] = []
+    fast = block._forward_inference
+    monkeypatch.setattr(block, "_forward_inference", lambda x: calls.append(1) or fast(x))
+    x = torch.randn(1, 16, 7, 7)
+    cases = [
+        (False, False, x, 1),  # eval, no grad, one contiguous image
+        (False, True, x, 0),  # gradients on
+        (True, False, x, 0),  # training
+        (False, False, torch.randn(2, 16, 7, 7), 0),  # a batch
+        (False, False, x.contiguous(memory_format=torch.channels_last), 0),
+    ]
+    for training, grad, inp, expected in cases:
+        calls.clear()
+        block.train(training)
+        with torch.set_grad_enabled(grad):
+            block(inp)
+        assert len(calls) == expected, (training, grad, inp.shape)
+
+
+def test_eval_with_gradients_is_eq_4_to_9_and_differentiable() -> None:
+    block = CoordinateAttention(32, reduction=4)
+    _randomize(block, seed=3)
+    x = torch.randn(1, 32, 7, 7, requires_grad=True)
+    y = _check(block, x, training=False, grad=True)
+    y.square().sum().backward()
+    assert x.grad is not None and block.conv1.weight.grad is not None and block.conv_w.bias.grad is not None
+
+
+def test_changed_weights_and_modes_take_effect_at_once() -> None:
+    """No stale state: in-place, .data, load_state_dict and train()/eval() changes between calls all show."""
+    block = CoordinateAttention(48, reduction=4)
+    _randomize(block, seed=5)
+    shape = (1, 48, 14, 14)
+    _check(block, torch.randn(shape), training=False)
+    with torch.no_grad():
+        block.conv1.weight.mul_(1.5)  # in place (bumps the version counter)
+    _check(block, torch.randn(shape), training=False)
+    block.bn1.running_var.data.mul_(3.0)  # through .data (does not bump it)
+    block.conv_h.bias.data.add_(0.5)
+    _check(block, torch.randn(shape), training=False)
+    other = CoordinateAttention(48, reduction=4)
+    _randomize(other, seed=6)
+    block.load_state_dict(other.state_dict())
+    _check(block, torch.randn(shape), training=False)
+    mean_before = block.bn1.running_mean.clone()
+    _check(block, torch.randn(shape), training=True)  # batch statistics, and updates the running ones
+    assert not torch.equal(mean_before, block.bn1.running_mean)
+    _check(block, torch.randn(shape), training=False)  # the updated running statistics are used
+    _check(block, torch.randn(1, 48, 7, 7), training=False)  # another map size right after
+
+
+def test_channels_last_input() -> None:
+    block = CoordinateAttention(32, reduction=4)
+    _randomize(block, seed=7)
+    for training in (False, True):
+        for size in (7, 14):
+            x = torch.randn(1, 32, size, size).contiguous(memory_format=torch.channels_last)
+            y = _check(block, x, training)
+            assert y.is_contiguous(memory_format=torch.channels_last)
+    y = _check(block, torch.randn(1, 32, 14, 14), training=False)
+    assert y.is_contiguous()
+
+
+def test_parameter_names_and_shapes_are_unchanged() -> None:
+    block = CoordinateAttention(96)
+    assert {k: tuple(v.shape) for k, v in block.state_dict().items()} == {
+        "conv1.weight": (8, 96, 1, 1),
+        "conv1.bias": (8,),
+        "bn1.weight": (8,),
+        "bn1.bias": (8,),
+        "bn1.running_mean": (8,),
+        "bn1.running_var": (8,),
+        "bn1.num_batches_tracked": (),
+        "conv_h.weight": (96, 8, 1, 1),
+        "conv_h.bias": (96,),
+        "conv_w.weight": (96, 8, 1, 1),
+        "conv_w.bias": (96,),
+    }
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_authors_style_block_is_the_same_function(training: bool) -> None:
+    ours = CoordinateAttention(64, reduction=8)
+    _randomize(ours, seed=11)
+    theirs = AuthorsStyleCoordinateAttention(64, reduction=8)
+    theirs.load_state_dict(ours.state_dict())  # same names, same shapes
+    for shape in ((1, 64, 7, 7), (2, 64, 14, 9), (1, 64, 28, 28)):
+        x = torch.randn(shape)
+        ours.train(training)
+        theirs.train(training)
+        with torch.no_grad():
+            a, b = ours(x), theirs(x)
+        assert (a - b).abs().max().item() < ATOL
+        assert (b.double() - _eq_4_to_9(theirs, x, training)).abs().max().item() < ATOL
+
+
+def test_swap_in_authors_style_keeps_the_weights_and_the_logits() -> None:
+    torch.manual_seed(0)
+    model = MobileNetV2(width=0.5, attention="ca", num_classes=10).eval()
+    swapped = MobileNetV2(width=0.5, attention="ca", num_classes=10)
+    swapped.load_state_dict(model.state_dict())
+    assert swap_in_authors_style(swapped) == 16
+    swapped.eval()
+    assert not any(type(m) is CoordinateAttention for m in swapped.modules())
+    assert swapped.state_dict().keys() == model.state_dict().keys()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert (model(x) - swapped(x)).abs().max().item() < 1e-4
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_measure_latency_returns_one_result_per_model_and_restores_state() -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, b = _Tiny(), _Tiny().eval()
+        results = measure_latency({"a": a, "b": b}, input_size=(8, 8), threads=1, warmup=1, rounds=3)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(previous)
+    assert list(results) == ["a", "b"]
+    assert a.training and not b.training  # modes restored
+    for r in results.values():
+        assert isinstance(r, LatencyResult)
+        assert 0 < r.p10_ms <= r.median_ms <= r.p90_ms
+        assert r.rounds == 3 and r.threads == 1
+        assert set(r.as_dict()) == {"median_ms", "p10_ms", "p90_ms", "rounds", "threads"}
+    with pytest.raises(ValueError):
+        measure_latency({"a": a}, rounds=0)
+
+
+def test_training_throughput_is_images_per_second() -> None:
+    model = _Tiny().eval()
+    before = torch.get_num_threads()
+    ips = training_throughput(model, batch_size=4, input_size=(8, 8), steps=1, warmup=0, threads=1)
+    assert ips > 0
+    assert not model.training
+    assert torch.get_num_threads() == before
+
+
+def test_benchmark_report_formats_a_result() -> None:
+    row = {"median_ms": 2.0, "p10_ms": 1.9, "p90_ms": 2.2, "rounds": 3, "threads": 1}
+    result = {
+        "threads": 1,
+        "rounds": 3,
+        "torch": torch.__version__,
+        "check": {"max_abs_diff_logits": 1e-8, "atol": 1e-4, "max_abs_logit": 0.1, "passed": True},
+        "runs": [
+            {
+                "allocator": "default",
+                "latency": {
+                    "baseline": {"model": "base", **row, "ratio": 1.0},
+                    "cabench_ca": {"model": "ca", **row, "median_ms": 2.4, "ratio": 1.2},
+                },
+                "page_faults_per_call": {"baseline": 0.0, "cabench_ca": 0.0},
+            }
+        ],
+        "training": {
+            "batch_size": 64,
+            "steps": 1,
+            "threads": 1,
+            "mobilenetv2_img_per_s": 10.0,
+            "mobilenetv2_ca_img_per_s": 9.0,
+            "ca_over_plain": 0.9,
+        },
+    }
+    text = format_ca_benchmark(result)
+    assert "1.200x" in text and "allocator: default" in text and "9.0 img/s" in text
