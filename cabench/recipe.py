@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cabench.suite import SUITES_DIR
+from cabench.yamlio import read_yaml_mapping
 
 __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "known_recipes", "load_recipe"]
 
@@ -137,19 +137,7 @@ def load_recipe(name_or_path: str | Path, directory: Path = RECIPES_DIR) -> Reci
             )
         path = known[str(name_or_path)]
     where = str(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise RecipeError(f"{where}: cannot read recipe file ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise RecipeError(f"{where}: YAML syntax error{at}: {problem}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where}: a recipe must be a YAML mapping")
+    data = read_yaml_mapping(path, "recipe", RecipeError)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cabench.models.registry import ModelSpec, validate_spec
+from cabench.yamlio import read_yaml_mapping
 
 __all__ = [
     "COLUMNS",
@@ -202,19 +203,7 @@ def load_suite(path: str | Path) -> Suite:
     """Load and validate a suite file; raise :class:`SuiteError` (one line) if it is unusable."""
     path = Path(path)
     where = str(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SuiteError(f"{where}: cannot read suite file ({e.strerror})") from None
-    try:
-        data = yaml.load(text, Loader=_DecimalLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SuiteError(f"{where}: YAML syntax error{at}: {problem}") from None
-    if not isinstance(data, dict):
-        raise SuiteError(f"{where}: a suite must be a YAML mapping with id, title, columns and rows")
+    data = read_yaml_mapping(path, "suite", SuiteError, _DecimalLoader)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
