@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cabench.suite import SUITES_DIR
-from cabench.yamlio import read_yaml_mapping
+from cabench.yamlio import first_validation_error, read_yaml_mapping
 
 __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "known_recipes", "load_recipe"]
 
@@ -106,13 +106,8 @@ class Recipe(BaseModel):
 
 
 def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "missing":
-        msg = "missing field"
-    field = ".".join(str(p) for p in err["loc"]) or "(recipe)"
+    loc, msg = first_validation_error(e)
+    field = ".".join(str(p) for p in loc) or "(recipe)"
     return f"{field}: {msg}"
 
 

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cabench.models.registry import ModelSpec, validate_spec
-from cabench.yamlio import read_yaml_mapping
+from cabench.yamlio import first_validation_error, read_yaml_mapping
 
 __all__ = [
     "COLUMNS",
@@ -207,13 +207,8 @@ def load_suite(path: str | Path) -> Suite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "missing":
-            msg = "missing field"
-        raise SuiteError(f"{where}: {_location(path, data, tuple(err['loc']))}: {msg}") from None
+        loc, msg = first_validation_error(e)
+        raise SuiteError(f"{where}: {_location(path, data, loc)}: {msg}") from None
     _check_semantics(suite, where)
     return suite.model_copy(update={"path": path})
 

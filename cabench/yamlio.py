@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-__all__ = ["read_yaml_mapping"]
+__all__ = ["first_validation_error", "read_yaml_mapping"]
 
 
 def read_yaml_mapping(
@@ -29,3 +30,14 @@ def read_yaml_mapping(
     if not isinstance(data, dict):
         raise error(f"{where}: a {what} must be a YAML mapping")
     return data
+
+
+def first_validation_error(e: ValidationError) -> tuple[tuple[Any, ...], str]:
+    """The location and a short message of a pydantic error's first problem."""
+    err = e.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "missing field"
+    return tuple(err["loc"]), msg
