@@ -219,7 +219,7 @@ def _train(loaded, store, profile, rows, data, epochs, batch_size, lr, opts) -> 
             "amp": opts["amp"],
             "channels_last": opts["channels_last"],
             "compile": opts["compile"],
-            "sync_bn": opts["sync_bn"],
+            "sync_bn": opts["sync_bn"] or None,  # off: keep the recipe's
             "ckpt_every_steps": opts["ckpt_every"],
             "seed": opts["seed"],
         },

@@ -47,14 +47,19 @@ class Recipe(BaseModel):
     rmsprop_decay: float = Field(default=0.9, gt=0, lt=1)  # RMSProp's square-average decay (torch: alpha)
     optimizer_eps: float | None = Field(default=None, gt=0)  # None: the optimizer's default
 
-    # Batch and schedule. batch_size is GLOBAL (all processes together).
+    # Batch and schedule. batch_size is GLOBAL (all processes together). A run lasts either
+    # `epochs` passes over the training set or `iterations` global steps (exactly one is set).
     batch_size: int = Field(gt=0)
-    epochs: int = Field(gt=0)
-    schedule: Literal["cosine", "step", "poly"]
+    epochs: int | None = Field(default=None, gt=0)
+    iterations: int | None = Field(default=None, gt=0)
+    schedule: Literal["cosine", "step", "multistep", "poly"]
     warmup_epochs: float = Field(default=0.0, ge=0)
-    step_gamma: float | None = Field(default=None, gt=0)  # schedule step: lr *= step_gamma ...
-    step_epochs: float | None = Field(default=None, gt=0)  # ... every step_epochs (fractional allowed)
+    warmup_iterations: int = Field(default=0, ge=0)
+    step_gamma: float | None = Field(default=None, gt=0)  # schedule step/multistep: lr *= step_gamma ...
+    step_epochs: float | None = Field(default=None, gt=0)  # ... step: every step_epochs (fractional allowed)
+    milestones: list[int] = Field(default_factory=list)  # ... multistep: at these global steps
     poly_power: float = Field(default=0.9, gt=0)  # schedule poly: lr * (1 - t) ** poly_power
+    sync_bn: bool = False  # synchronized BatchNorm across processes (CUDA); `--sync-bn` also turns it on
 
     # Regularization.
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
@@ -63,7 +68,9 @@ class Recipe(BaseModel):
     ema: bool = False
     ema_decay: float = Field(default=0.9999, gt=0, lt=1)
 
-    # Augmentation (applied by the data layer).
+    # Augmentation (applied by the data layer). Classification: train_size, eval_resize and the flags.
+    # Detection: train_size is the detector's fixed input (the SSD resizes every image to it).
+    # Segmentation: random scale in scale_range, crop_size crops, eval_size padding (None: full size).
     train_size: int = Field(default=224, gt=0)
     eval_resize: int = Field(default=256, gt=0)
     random_resized_crop: bool = True
@@ -71,15 +78,28 @@ class Recipe(BaseModel):
     autoaugment: bool = False
     mixup: bool = False
     random_erasing: bool = False
+    crop_size: int | None = Field(default=None, gt=0)
+    scale_range: tuple[float, float] | None = None
+    eval_size: int | None = Field(default=None, gt=0)
 
     notes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        if (self.epochs is None) == (self.iterations is None):
+            raise ValueError("give exactly one of epochs and iterations")
+        if self.schedule == "multistep" and (self.step_gamma is None or not self.milestones):
+            raise ValueError("schedule 'multistep' needs step_gamma and milestones")
+        if self.milestones and (self.schedule != "multistep" or self.milestones != sorted(self.milestones)):
+            raise ValueError("milestones must be increasing and only apply to schedule 'multistep'")
+        if self.task == "segment" and (self.crop_size is None or self.scale_range is None):
+            raise ValueError("a segmentation recipe needs crop_size and scale_range")
         if self.schedule == "step" and (self.step_gamma is None or self.step_epochs is None):
             raise ValueError("schedule 'step' needs step_gamma and step_epochs")
-        if self.schedule != "step" and (self.step_gamma is not None or self.step_epochs is not None):
-            raise ValueError(f"step_gamma/step_epochs only apply to schedule 'step', not {self.schedule!r}")
+        if self.schedule != "step" and self.step_epochs is not None:
+            raise ValueError(f"step_epochs only applies to schedule 'step', not {self.schedule!r}")
+        if self.schedule not in ("step", "multistep") and self.step_gamma is not None:
+            raise ValueError(f"step_gamma only applies to schedules 'step' and 'multistep', not {self.schedule!r}")
         if self.nesterov and self.optimizer != "sgd":
             raise ValueError("nesterov only applies to optimizer 'sgd'")
         return self

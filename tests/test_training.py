@@ -26,8 +26,8 @@ from torch.utils.data import TensorDataset
 from cabench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cabench.recipe import Recipe, RecipeError, load_recipe
 from cabench.tasks import TrainingInterrupted, TrainSettings, evaluate_classifier, lr_at, train_classifier
-from cabench.tasks.classification import _EpochSampler
 from cabench.tasks.distributed import torchrun_command
+from cabench.tasks.engine import _EpochSampler
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -336,7 +336,7 @@ def test_global_batch_is_split_across_ranks_without_changing_it() -> None:
 
 
 def test_global_batch_must_divide_over_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import cabench.tasks.classification as engine
+    import cabench.tasks.engine as engine
 
     monkeypatch.setattr(engine, "init_distributed", lambda: (0, 2, 0, torch.device("cpu")))
     with pytest.raises(ValueError, match="global batch 7 does not divide over 2 processes"):
