@@ -150,6 +150,10 @@ def run(
     epochs: Annotated[
         int | None, typer.Option(help="Override the recipe's epochs (recorded; marked in reports).")
     ] = None,
+    iterations: Annotated[
+        int | None,
+        typer.Option(help="Override the recipe's iterations (detection/segmentation recipes; marked in reports)."),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Override the recipe's GLOBAL batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Override the recipe's initial learning rate.")] = None,
     workers: Annotated[int, typer.Option(help="DataLoader workers per process.")] = 4,
@@ -159,6 +163,16 @@ def run(
     sync_bn: Annotated[bool, typer.Option(help="SyncBatchNorm across processes (CUDA).")] = False,
     ckpt_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: at epoch ends only).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    backbone_checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backbone-checkpoint",
+            help="Detection/segmentation: initialise the backbone from an ImageNet checkpoint (cabench or the "
+            "authors' MobileNetV2+CA state dict). PATH for every selected row, or ROW=PATH per row; repeatable. "
+            "Recorded with its sha256; cells trained without one are marked 'from scratch'.",
+        ),
+    ] = None,
+    tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard logs (needs tensorboard).")] = False,
     nproc: Annotated[int, typer.Option(help="Launch this many processes with torchrun (DDP).")] = 1,
     threads: Annotated[int, typer.Option(help="latency: CPU threads (pinned and recorded).")] = 1,
     rounds: Annotated[int, typer.Option(help="latency: timed rounds, rows interleaved (median taken).")] = 40,
@@ -196,7 +210,7 @@ def run(
             with err.status("timing rows, interleaved ..."):
                 records = run_latency(loaded, store, set(rows) if rows else None, threads=threads, rounds=rounds)
         elif profile in ("smoke", "paper"):
-            records = _train(loaded, store, profile, rows, data, epochs, batch_size, lr, locals())
+            records = _train(loaded, store, profile, rows, data, locals())
         else:
             fail(f"unknown profile {profile!r}; expected count, latency, smoke or paper")
     if rows and not records:
@@ -205,7 +219,21 @@ def run(
     _summary(profile, records, elapsed, runs_dir, len(loaded))
 
 
-def _train(loaded, store, profile, rows, data, epochs, batch_size, lr, opts) -> list:  # type: ignore[no-untyped-def]
+def _backbones(entries: list[str]) -> dict[str, Path]:
+    """``PATH`` (every row, key ``*``) or ``ROW=PATH`` entries of --backbone-checkpoint."""
+    out: dict[str, Path] = {}
+    for entry in entries:
+        row, sep, path = entry.partition("=")
+        key, value = (row.strip(), path.strip()) if sep and row.strip() else ("*", entry.strip())
+        if not value:
+            raise ValueError(f"--backbone-checkpoint {entry!r}: expected PATH or ROW=PATH")
+        if key in out:
+            raise ValueError(f"--backbone-checkpoint: {key if key != '*' else 'a plain PATH'} given twice")
+        out[key] = Path(value).expanduser()
+    return out
+
+
+def _train(loaded, store, profile, rows, data, opts) -> list:  # type: ignore[no-untyped-def]
     from cabench.data.errors import DatasetError
     from cabench.data.imagenet import parse_data_option
     from cabench.jobs import TrainOptions, run_training
@@ -213,7 +241,7 @@ def _train(loaded, store, profile, rows, data, epochs, batch_size, lr, opts) -> 
 
     options = TrainOptions(
         data=parse_data_option(data or []),
-        overrides={k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v is not None},
+        overrides={k: opts[k] for k in ("epochs", "iterations", "batch_size", "lr") if opts[k] is not None},
         knobs={
             "workers": opts["workers"],
             "amp": opts["amp"],
@@ -222,8 +250,10 @@ def _train(loaded, store, profile, rows, data, epochs, batch_size, lr, opts) -> 
             "sync_bn": opts["sync_bn"] or None,  # off: keep the recipe's
             "ckpt_every_steps": opts["ckpt_every"],
             "seed": opts["seed"],
+            "tensorboard": opts["tensorboard"],
         },
         fixtures_dir=store.root / "_fixtures",
+        backbones=_backbones(opts["backbone_checkpoint"] or []),
     )
     progress = Progress(
         TextColumn("[bold]{task.description}[/]"),
@@ -231,11 +261,12 @@ def _train(loaded, store, profile, rows, data, epochs, batch_size, lr, opts) -> 
         TextColumn("step {task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[ips]} img/s"),
         TimeElapsedColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
         console=err,
         transient=True,
         disable=not err.is_terminal,
     )
-    task = progress.add_task(profile, total=None, loss="-", lr="-", ips="-")
+    task = progress.add_task(profile, total=None, loss="-", lr="-", ips="-", eta="-")
 
     def on_row(suite: Suite, row, what: str) -> None:  # type: ignore[no-untyped-def]
         progress.update(task, description=f"{suite.id}/{row.key}", completed=0)
@@ -249,6 +280,7 @@ def _train(loaded, store, profile, rows, data, epochs, batch_size, lr, opts) -> 
             loss=f"{event.get('loss', float('nan')):.3f}",
             lr=f"{event.get('lr', float('nan')):.4g}",
             ips=f"{event.get('img_per_s', 0):.0f}",
+            eta=_duration(event["eta_s"]) if "eta_s" in event else "-",
         )
 
     try:
@@ -261,6 +293,16 @@ def _train(loaded, store, profile, rows, data, epochs, batch_size, lr, opts) -> 
         raise typer.Exit(130) from None
 
 
+def _duration(seconds: float) -> str:
+    """``1d 02:03:04`` / ``02:03:04`` / ``03:04``."""
+    s = max(0, round(seconds))
+    days, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    clock = f"{h:02d}:{m:02d}:{s:02d}" if h or days else f"{m:02d}:{s:02d}"
+    return f"{days}d {clock}" if days else clock
+
+
 def _summary(profile: str, records: list, elapsed: float, runs_dir: Path, n_suites: int) -> None:  # type: ignore[type-arg]
     if profile == "count":
         models = len({r.config["model_key"] for r in records})
@@ -270,8 +312,9 @@ def _summary(profile: str, records: list, elapsed: float, runs_dir: Path, n_suit
         )
         return
     table = Table(title=f"{profile}: {len(records)} rows, {elapsed:.1f} s -> {runs_dir}/", title_justify="left")
+    headline = [k for k in ("top1", "top5", "ap", "ap50", "map", "miou") if any(k in r.metrics for r in records)]
     keys = {"latency": ("latency", "latency_ratio"), "smoke": ("train_loss", "steps", "img_per_s")}.get(
-        profile, ("top1", "top5", "epochs", "img_per_s")
+        profile, (*headline, "steps", "img_per_s")
     )
     for col in ("suite", "row", *keys, "run"):
         table.add_column(col)
@@ -434,26 +477,26 @@ def eval_(
 
 @app.command()
 def fixtures(
-    kind: Annotated[str, typer.Argument(help="Which dataset format: imagenet.")],
+    kind: Annotated[str, typer.Argument(help="Which dataset format: imagenet, coco, voc or cityscapes.")],
     directory: Annotated[Path, typer.Argument(help="Where to write it (must not exist or be empty).")],
     seed: Annotated[int, typer.Option(help="Seed; the same seed writes the same bytes.")] = 0,
 ) -> None:
-    """Write a tiny dataset in a real on-disk format (real JPEGs), for trying the pipeline without data."""
+    """Write a tiny dataset in a real on-disk format (real JPEG/PNG files, real annotation files).
+
+    The smoke profile and the tests train and evaluate on these through the real loaders and evaluators.
+    """
     from cabench.data.errors import DatasetError
+    from cabench.data.sources import FIXTURES, write_fixture
 
-    if kind != "imagenet":
-        fail(f"unknown fixture {kind!r}; available: imagenet")
-    from cabench.data.fixtures import write_imagenet_fixture
-
+    if kind not in FIXTURES:
+        fail(f"unknown fixture {kind!r}; available: {', '.join(FIXTURES)}")
     try:
-        root = write_imagenet_fixture(directory, seed=seed)
+        root = write_fixture(kind, directory, seed=seed)
     except DatasetError as e:
         fail(str(e))
-    n = sum(1 for _ in root.rglob("*.JPEG"))
-    out.print(
-        f"imagenet fixture: {n} JPEG images in {root}/{{train,val}}/<class>/. Try: "
-        f"cabench run table1 --profile smoke --data imagenet={root}"
-    )
+    files = sum(1 for p in root.rglob("*") if p.is_file())
+    _, layout, command = FIXTURES[kind]
+    out.print(f"{kind} fixture: {files} files in {root} ({layout}). Try: {command.format(root=root)}", markup=False)
 
 
 @app.command()

@@ -16,15 +16,28 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cabench.models.registry import ModelSpec, arch_info, build_model
 from cabench.store import RunRecord, Store
 from cabench.suite import Row, Suite
 
-__all__ = ["SMOKE", "TrainOptions", "evaluate_checkpoint", "run_latency", "run_training"]
+if TYPE_CHECKING:
+    from cabench.data.sources import DataSource
+    from cabench.tasks.engine import Task
+
+__all__ = [
+    "SMOKE",
+    "TrainOptions",
+    "evaluate_checkpoint",
+    "load_backbone",
+    "load_weights",
+    "make_task",
+    "run_latency",
+    "run_training",
+]
 
 EventFn = Callable[[dict[str, Any]], None]
 
@@ -34,7 +47,8 @@ class SmokeSettings:
     """How small the smoke profile runs: seconds per row on a CPU."""
 
     steps: int = 3
-    batch_size: int = 8
+    batch_size: int = 8  # classification; dense tasks use dense_batch_size
+    dense_batch_size: int = 4
     image_size: int = 64
 
 
@@ -46,36 +60,64 @@ class TrainOptions:
     """What the user asked for on the command line."""
 
     data: dict[str, Path]
-    overrides: dict[str, Any]  # recipe overrides: epochs, batch_size, lr, ...
+    overrides: dict[str, Any]  # recipe overrides: epochs, iterations, batch_size, lr, ...
     knobs: dict[str, Any]  # run knobs: workers, amp, channels_last, compile, sync_bn, ckpt_every_steps, seed
     fixtures_dir: Path = Path("runs/_fixtures")
+    # Backbone initialisation for detection/segmentation rows: row key (or "*" for every row) -> checkpoint.
+    backbones: dict[str, Path] = field(default_factory=dict)
 
 
 def _selected(suite: Suite, rows: set[str] | None) -> list[Row]:
     return [r for r in suite.rows if r.model is not None and not r.cited and (not rows or {r.key, r.name} & rows)]
 
 
-def _imagenet_root(profile: str, options: TrainOptions) -> Path:
-    from cabench.data.imagenet import resolve_data_root, validate_imagefolder
+def _data_root(source: DataSource, profile: str, options: TrainOptions) -> Path:
+    """The validated root of ``source``: given, configured, or (not for ``paper``) the generated fixture."""
+    from cabench.data.imagenet import resolve_data_root
+    from cabench.data.sources import write_fixture
 
-    root = resolve_data_root("imagenet", options.data)
+    root = resolve_data_root(source.data_key, options.data)
     if root is None:
         if profile == "paper":
+            key = source.data_key
             raise ValueError(
-                "the paper profile needs ImageNet: pass --data imagenet=PATH "
-                "(or set CABENCH_DATA_IMAGENET, or [data] imagenet in the config file)"
+                f"the paper profile needs {source.title}: pass --data {key}=PATH "
+                f"(or set CABENCH_DATA_{key.upper()}, or [data] {key} in the config file)"
             )
-        root = options.fixtures_dir / "imagenet"
+        root = options.fixtures_dir / source.fixture
         if not root.exists():
-            from cabench.data.fixtures import write_imagenet_fixture
-
-            write_imagenet_fixture(root)
-    validate_imagefolder(root, check_images=2)
+            write_fixture(source.fixture, root)
+    source.validate(root)
     return root
+
+
+def _imagenet_root(profile: str, options: TrainOptions) -> Path:
+    from cabench.data.sources import DATA_SOURCES
+
+    return _data_root(DATA_SOURCES["imagenet"], profile, options)
 
 
 def _resume_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def make_task(suite: Suite) -> Task:
+    """The engine task for a suite: its loss and its evaluator."""
+    if suite.task == "classify":
+        from cabench.tasks.classification import ClassificationTask
+
+        return ClassificationTask()
+    if suite.task == "detect":
+        from cabench.tasks.detection import DetectionTask
+
+        return DetectionTask(headline=tuple(c for c in ("ap", "map") if c in suite.columns) or ("ap",))
+    from cabench.tasks.segmentation import SegmentationTask
+
+    return SegmentationTask()
+
+
+def _backbone_for(row: Row, options: TrainOptions) -> Path | None:
+    return options.backbones.get(row.key) or options.backbones.get(row.name) or options.backbones.get("*")
 
 
 def run_training(
@@ -87,47 +129,78 @@ def run_training(
     on_row: Callable[[Suite, Row, str], None] | None = None,
     on_step: EventFn | None = None,
 ) -> list[RunRecord]:
-    """Train and evaluate every selected classification row; return the completed runs."""
-    from cabench.data.imagenet import imagenet_datasets
+    """Train and evaluate every selected row of ``suites`` with its recipe; return the completed runs.
+
+    Everything a user can get wrong (recipe, dataset, backbone checkpoints) is checked for every suite
+    and row before the first step of training.
+    """
+    from cabench.data.sources import DATA_SOURCES
     from cabench.recipe import load_recipe
     from cabench.tasks import distributed
-    from cabench.tasks.classification import TrainSettings, train_classifier
+    from cabench.tasks.engine import TrainSettings, train
 
+    smoke = profile == "smoke"
+    plans = []
     for suite in suites:
-        if suite.task != "classify":
-            raise ValueError(f"{suite.id}: the {profile} profile runs classification suites only for now")
         if suite.recipe is None:
             raise ValueError(f"{suite.path or suite.id}: recipe: the suite names no training recipe")
-    root = _imagenet_root(profile, options)
+        recipe, applied = load_recipe(suite.recipe).with_overrides(**options.overrides)
+        source = DATA_SOURCES[recipe.dataset]
+        if recipe.task != suite.task or source.task != suite.task:
+            raise ValueError(
+                f"{suite.path or suite.id}: recipe {recipe.id} is for {recipe.task}, the suite is {suite.task}"
+            )
+        selected = _selected(suite, rows)
+        if suite.task == "classify" and any(_backbone_for(r, options) for r in selected):
+            raise ValueError("--backbone-checkpoint applies to detection and segmentation rows only")
+        backbones = {}
+        for row in selected:
+            path = _backbone_for(row, options)
+            if path is not None:
+                assert row.model is not None
+                backbones[row.key] = (path, load_backbone(build_model(row.model.spec()), path, row=row.key))
+        plans.append((suite, recipe, applied, source, selected, backbones))
+    roots = {name: _data_root(DATA_SOURCES[name], profile, options) for name in {p[1].dataset for p in plans}}
     distributed.init_distributed()  # under torchrun: every rank joins before choosing run directories
-    smoke = profile == "smoke"
     records: list[RunRecord] = []
-    for suite in suites:
-        recipe, applied = load_recipe(suite.recipe).with_overrides(**options.overrides)  # type: ignore[arg-type]
-        size = SMOKE.image_size if smoke else recipe.train_size
-        resize = round(size * recipe.eval_resize / recipe.train_size)
-        train_ds, val_ds = imagenet_datasets(root, size=size, resize=resize)
-        for row in _selected(suite, rows):
+    for suite, recipe, applied, source, selected, backbones in plans:
+        root = roots[recipe.dataset]
+        train_ds, val_ds = source.build(root, recipe, smoke)
+        task = make_task(suite)
+        for row in selected:
             assert row.model is not None
             spec = row.model.spec()
             knobs = dict(options.knobs)
             if smoke:
-                knobs.update(max_steps=SMOKE.steps, log_every=1, batch_size=SMOKE.batch_size, workers=0)
+                batch = SMOKE.batch_size if suite.task == "classify" else SMOKE.dense_batch_size
+                knobs.update(max_steps=SMOKE.steps, log_every=1, batch_size=batch, workers=0)
             settings = TrainSettings.from_recipe(recipe, **knobs)
+            backbone = None
+            if row.key in backbones:
+                path, sha = backbones[row.key]
+                backbone = {"path": str(path), "sha256": sha}
             config = {
                 "suite": suite.id,
                 "row": row.key,
                 "profile": profile,
+                "task": suite.task,
                 "model": spec.as_dict(),
                 "model_key": spec.key(),
                 "recipe": recipe.id,
                 "overrides": applied,
-                "data": {"imagenet": str(root)},
-                "image_size": size,
+                "data": {source.data_key: str(root)},
+                "dataset": recipe.dataset,
+                "image_size": SMOKE.image_size if smoke and suite.task == "classify" else recipe.train_size,
+                "backbone_checkpoint": backbone,
                 "seed": settings.seed,
                 "settings": settings.resolved() | {"config": None},
             }
-            key = _resume_key({k: config[k] for k in ("model_key", "recipe", "overrides", "data", "image_size")})
+            key = _resume_key(
+                {
+                    k: config[k]
+                    for k in ("model_key", "recipe", "overrides", "data", "image_size", "backbone_checkpoint")
+                }
+            )
             config["resume_key"] = key
             done = store.latest(suite.id, row.key, profile)
             if done is not None and done.config.get("resume_key") == key and not smoke:
@@ -144,7 +217,9 @@ def run_training(
             if on_row:
                 on_row(suite, row, f"training -> {run_dir}")
             model = build_model(spec)
-            metrics = train_classifier(model, train_ds, val_ds, settings, run_dir, progress=on_step)
+            if backbone is not None:
+                load_backbone(model, Path(backbone["path"]), row=row.key)
+            metrics = train(model, train_ds, val_ds, settings, run_dir, task, progress=on_step)
             if distributed.is_main():
                 store.finish_run(run_dir, {**metrics, "pipeline": "ok"})
             records.append(RunRecord(suite.id, row.key, profile, run_dir.name, run_dir, metrics, config))
@@ -205,11 +280,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_weights(model: Any, path: Path) -> str:
-    """Load a cabench checkpoint or a plain/authors' state dict into ``model``; return the file's sha256.
-
-    Raises ``ValueError`` with one line naming the first key that does not fit.
-    """
+def _read_state(path: Path) -> dict[str, Any]:
+    """The state dict inside a cabench checkpoint or a plain / DataParallel / authors' state-dict file."""
     import torch
 
     from cabench.models.mobilenetv2 import unwrap_state_dict
@@ -223,21 +295,74 @@ def load_weights(model: Any, path: Path) -> str:
     state = blob.get("model", blob) if isinstance(blob, dict) else blob
     if not isinstance(state, dict):
         raise ValueError(f"{path}: no state dict inside")
-    state = unwrap_state_dict(state)
+    return unwrap_state_dict(state)
+
+
+def _authors_name(key: str, own: dict[str, Any]) -> str:
+    """The authors' CA names ``conv2``/``conv3`` are cabench's ``conv_h``/``conv_w``."""
+    if key in own:
+        return key
+    renamed = key.replace(".conv2.", ".conv_h.").replace(".conv3.", ".conv_w.")
+    return renamed if renamed in own else key
+
+
+def load_weights(model: Any, path: Path) -> str:
+    """Load a cabench checkpoint or a plain/authors' state dict into ``model``; return the file's sha256.
+
+    Raises ``ValueError`` with one line naming the first key that does not fit.
+    """
+    state = _read_state(path)
     own = model.state_dict()
-    renamed = {k.replace(".conv2.", ".conv_h.").replace(".conv3.", ".conv_w."): k for k in state}
+    renamed = {_authors_name(k, own): k for k in state}
     for key, tensor in own.items():
-        source = renamed.get(key, key)
-        if source not in state:
+        source = renamed.get(key)
+        if source is None:
             raise ValueError(f"{path}: missing key {key!r} for this model")
         if tuple(state[source].shape) != tuple(tensor.shape):
             raise ValueError(
                 f"{path}: {source}: shape {tuple(state[source].shape)} does not fit the model's {tuple(tensor.shape)}"
             )
-    extra = [k for k in state if k not in own and renamed.get(k, k) not in own and k not in renamed.values()]
+    extra = [source for key, source in renamed.items() if key not in own]
     if extra:
         raise ValueError(f"{path}: unexpected key {extra[0]!r} for this model")
-    model.load_state_dict(state)
+    model.load_state_dict({key: state[source] for key, source in renamed.items()})
+    return sha256_of(path)
+
+
+# Classifier parameters that a dense model replaces with its own head.
+_CLASSIFIER_PREFIXES = ("classifier.", "fc.", "head.")
+
+
+def load_backbone(model: Any, path: Path, row: str | None = None) -> str:
+    """Initialise a detector's or segmenter's backbone from a classification checkpoint; return its sha256.
+
+    Every non-classifier tensor of the checkpoint (a cabench checkpoint or the authors' released
+    state dict) must find the same name in the model, directly or under ``backbone.`` (the SSD's
+    feature extractor), with the same shape; the classifier head is dropped. Raises ``ValueError``
+    with one line naming the first tensor that does not fit (another architecture, width or
+    attention block than the row's).
+    """
+    state = _read_state(path)
+    own = model.state_dict()
+    where = f"{path}" + (f" (row {row})" if row else "")
+    loaded: dict[str, Any] = {}
+    for key, tensor in state.items():
+        if key.startswith(_CLASSIFIER_PREFIXES):
+            continue
+        target = next(
+            (t for t in (_authors_name(key, own), _authors_name(f"backbone.{key}", own)) if t in own),
+            None,
+        )
+        if target is None:
+            raise ValueError(f"{where}: {key!r} has no counterpart in this model's backbone")
+        if tuple(tensor.shape) != tuple(own[target].shape):
+            raise ValueError(
+                f"{where}: {key}: shape {tuple(tensor.shape)} does not fit the backbone's {tuple(own[target].shape)}"
+            )
+        loaded[target] = tensor
+    if not loaded:
+        raise ValueError(f"{where}: no backbone tensors inside")
+    model.load_state_dict(loaded, strict=False)
     return sha256_of(path)
 
 

@@ -36,6 +36,7 @@ class Recipe(BaseModel):
     id: str
     source: str
     task: Literal["classify", "detect", "segment"]
+    dataset: Literal["imagenet", "coco", "voc-detection", "voc-segmentation", "cityscapes"] = "imagenet"
 
     # Optimizer.
     optimizer: Literal["sgd", "rmsprop"]

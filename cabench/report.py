@@ -105,11 +105,18 @@ def _provenance(suite: Suite, run: RunRecord) -> str | None:
     if run.profile == "eval":
         ckpt = run.config.get("checkpoint", {})
         return f"evaluated from checkpoint {ckpt.get('path', '?')} (sha256 {str(ckpt.get('sha256', '?'))[:12]}…)"
+    parts = []
     recipe, overrides = run.config.get("recipe"), run.config.get("overrides") or {}
     if recipe != suite.recipe or overrides:
         changed = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
-        return f"recipe {recipe}" + (f" with overrides {changed}" if changed else "") + f", not {suite.recipe}"
-    return None
+        parts.append(f"recipe {recipe}" + (f" with overrides {changed}" if changed else "") + f", not {suite.recipe}")
+    if suite.task in ("detect", "segment"):
+        backbone = run.config.get("backbone_checkpoint")
+        if backbone:
+            parts.append(f"backbone from {backbone['path']} (sha256 {str(backbone['sha256'])[:12]}…)")
+        else:
+            parts.append("trained from scratch: no ImageNet-pretrained backbone (the paper's backbones are pretrained)")
+    return "; ".join(parts) or None
 
 
 def _row_labels(suite: Suite) -> dict[str, str]:

@@ -1,0 +1,103 @@
+"""Object detection as an engine task: torchvision SSD losses for training, the dataset's evaluator for metrics.
+
+Batches are ``(images, targets)`` tuples of per-image tensors and target dicts
+(images may differ in size; the SSD's own transform resizes them). Training
+sums the SSD's loss dict (smooth-L1 box regression + hard-negative-mined
+cross-entropy). Evaluation runs the model in eval mode on this rank's share of
+the dataset, feeds the post-processed detections to the dataset's evaluator
+(``ds.make_evaluator()``: COCO AP through pycocotools, or VOC07 11-point mAP),
+gathers every rank's evaluator state and lets rank 0 compute the metrics,
+which are then broadcast so every rank returns the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from cabench.tasks.distributed import get_rank, get_world_size, is_distributed
+from cabench.tasks.engine import TrainSettings, autocast, eval_loader, gather_objects, unwrap
+
+__all__ = ["DetectionTask", "collate_detection", "evaluate_detector"]
+
+
+def collate_detection(samples: list[tuple[Tensor, dict[str, Any]]]) -> tuple[tuple[Tensor, ...], tuple[dict, ...]]:
+    """``[(image, target), ...]`` -> ``((image, ...), (target, ...))``; no stacking, sizes may differ."""
+    images, targets = zip(*samples, strict=True)
+    return tuple(images), tuple(targets)
+
+
+def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in target.items()}
+
+
+class DetectionTask:
+    """SSD training and evaluation; ``headline`` names the suite's main metric (``ap`` or ``map``)."""
+
+    name = "detect"
+
+    def __init__(self, headline: tuple[str, ...] = ("ap",)) -> None:
+        self.headline = headline
+
+    collate = staticmethod(collate_detection)
+
+    def batch_size_of(self, batch: Any) -> int:
+        return len(batch[0])
+
+    def loss(self, net: nn.Module, batch: Any, device: torch.device, settings: TrainSettings) -> Tensor:
+        images, targets = batch
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [_to_device(t, device) for t in targets]
+        losses = net(images, targets)
+        return sum(v.float() for v in losses.values())  # type: ignore[return-value]
+
+    def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
+        batch = settings.eval_batch_size or max(1, settings.batch_size // get_world_size())
+        return evaluate_detector(model, ds, batch, settings.workers, device, amp=settings.amp)
+
+
+def _cpu(t: Tensor) -> Tensor:
+    return t.float().cpu() if t.is_floating_point() else t.cpu()
+
+
+@torch.no_grad()
+def evaluate_detector(
+    model: nn.Module,
+    ds: Dataset,
+    batch_size: int,
+    workers: int,
+    device: torch.device | str,
+    *,
+    amp: str = "off",
+) -> dict[str, Any]:
+    """The dataset's detection metrics for ``model`` (see the module docstring); ``n`` is the image count."""
+    device = torch.device(device)
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    evaluator = ds.make_evaluator()  # type: ignore[attr-defined]
+    n = 0
+    try:
+        for images, targets in eval_loader(ds, batch_size, workers, collate=collate_detection):
+            with autocast(device, amp):
+                outputs = net([im.to(device, non_blocking=True) for im in images])
+            outputs = [
+                {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs
+            ]
+            evaluator.update(list(targets), outputs)
+            n += len(images)
+    finally:
+        net.train(was_training)
+    states = gather_objects(evaluator.state())
+    counts = gather_objects(n)
+    result: list[Any] = [None]
+    if get_rank() == 0:
+        evaluator.merge(states)
+        result[0] = {**evaluator.compute(), "val_n": int(sum(counts))}
+    if is_distributed():
+        dist.broadcast_object_list(result, src=0)
+    return result[0]

@@ -1,0 +1,99 @@
+"""Semantic segmentation as an engine task: pixel cross-entropy (ignore 255), mIoU from a confusion matrix.
+
+Batches are ``(images [N,3,H,W], masks [N,H,W])`` padded to a common size by
+:func:`cabench.data.segmentation_transforms.pad_collate` (padding carries the
+ignore label, so it never counts). The model returns logits at the input
+resolution; evaluation takes their arg-max, accumulates one confusion matrix
+per rank, sums it over ranks and reports mIoU, pixel accuracy and per-class
+IoU (all percent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from cabench.tasks.distributed import get_world_size
+from cabench.tasks.engine import TrainSettings, autocast, eval_loader, unwrap
+
+__all__ = ["IGNORE_INDEX", "SegmentationTask", "evaluate_segmenter"]
+
+IGNORE_INDEX = 255
+
+
+def _collate(samples: list[Any]) -> Any:
+    from cabench.data.segmentation_transforms import pad_collate
+
+    return pad_collate(samples)
+
+
+class SegmentationTask:
+    """DeepLabV3-style training and single-scale evaluation."""
+
+    name = "segment"
+    headline = ("miou",)
+    collate = staticmethod(_collate)
+
+    def batch_size_of(self, batch: Any) -> int:
+        return len(batch[0])
+
+    def loss(self, net: nn.Module, batch: Any, device: torch.device, settings: TrainSettings) -> Tensor:
+        images, masks = batch
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        if settings.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits = net(images)
+        return nn.functional.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
+
+    def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
+        batch = settings.eval_batch_size or max(1, settings.batch_size // get_world_size())
+        return evaluate_segmenter(
+            model, ds, batch, settings.workers, device, amp=settings.amp, channels_last=settings.channels_last
+        )
+
+
+@torch.no_grad()
+def evaluate_segmenter(
+    model: nn.Module,
+    ds: Dataset,
+    batch_size: int,
+    workers: int,
+    device: torch.device | str,
+    *,
+    amp: str = "off",
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """``{"miou", "pixel_acc", "per_class_iou", "val_n"}`` of ``model`` on ``ds``, the same on every rank."""
+    from cabench.metrics.segmentation import ConfusionMatrix
+
+    device = torch.device(device)
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    matrix = ConfusionMatrix(
+        ds.num_classes,  # type: ignore[attr-defined]
+        ignore_index=IGNORE_INDEX,
+        class_names=getattr(ds, "class_names", None),
+        device=device,
+    )
+    n = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        for images, masks in eval_loader(ds, batch_size, workers, collate=_collate):
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp):
+                logits = net(images)
+            matrix.update(logits.argmax(dim=1), masks.to(device, non_blocking=True))
+            n += images.shape[0]
+    finally:
+        net.train(was_training)
+    matrix.all_reduce()
+    from cabench.tasks.distributed import all_reduce_sum
+
+    all_reduce_sum(n)
+    return {**matrix.compute(), "val_n": int(n.item())}
