@@ -14,8 +14,9 @@ Profiles say what they fill, and nothing else:
 * ``paper``: the suite's recipe on real data; fills the accuracy columns.
 * ``eval`` (``cabench eval``): accuracy of a given checkpoint.
 
-Classification suites (Tables 1-5) train today; detection and segmentation
-training (Tables 6-9) is not available yet.
+Every suite trains through :mod:`cabench.jobs` and the shared engine
+(:mod:`cabench.tasks.engine`): classification (Tables 1-5), SSDLite320
+detection (Tables 6-7) and DeepLabV3 segmentation (Tables 8-9).
 """
 
 from __future__ import annotations
@@ -36,18 +37,16 @@ class Profile:
     name: str
     fills: tuple[str, ...]
     description: str
-    available: bool
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("count", ("params", "madds"), "parameters and multiply-adds (fvcore), CPU, seconds", True),
-        Profile("latency", ("latency",), "batch-1 CPU latency, ratio to the baseline row (not yet available)", False),
-        Profile("smoke", (), "train/eval a few steps on generated data; fills no cell (not yet available)", False),
-        Profile(
-            "paper", ("top1", "ap", "map", "miou"), "the paper's full recipe on real data (not yet available)", False
-        ),
+        Profile("count", ("params", "madds"), "parameters and multiply-adds (fvcore), CPU, seconds"),
+        Profile("latency", ("latency",), "batch-1 CPU latency of every row, interleaved; ratio to the baseline row"),
+        Profile("smoke", (), "train a few steps and evaluate on generated data, real loaders and evaluators"),
+        Profile("paper", ("top1", "ap", "map", "miou"), "the suite's recipe on real data (--data); resumable"),
+        Profile("eval", ("top1",), "`cabench eval`: accuracy of a given checkpoint, footnoted with its sha256"),
     )
 }
 
