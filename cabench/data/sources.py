@@ -32,22 +32,29 @@ def _imagenet(root: Path, recipe: Any, smoke: bool) -> tuple[Any, Any]:
     return imagenet_datasets(root, size=size, resize=resize)
 
 
-def _detection_transforms() -> dict[str, Any]:
+def _detection_transforms(recipe: Any) -> dict[str, Any]:
+    """SSD augmentation, then the resize to the detector's input done in the loader (the SSD's own resize
+    is then the identity), so zoomed-out canvases never travel through the DataLoader."""
     from cabench.data.detection_transforms import detection_eval_transform, ssdlite_train_transform
 
-    return {"train_transform": ssdlite_train_transform(), "eval_transform": detection_eval_transform()}
+    size = (recipe.train_size, recipe.train_size)
+    flip = 0.5 if recipe.hflip else 0.0
+    return {
+        "train_transform": ssdlite_train_transform(size=size, flip_p=flip),
+        "eval_transform": detection_eval_transform(),
+    }
 
 
 def _coco(root: Path, recipe: Any, smoke: bool) -> tuple[Any, Any]:
     from cabench.data.coco import coco_datasets
 
-    return coco_datasets(root, **_detection_transforms())
+    return coco_datasets(root, **_detection_transforms(recipe))
 
 
 def _voc_detection(root: Path, recipe: Any, smoke: bool) -> tuple[Any, Any]:
     from cabench.data.voc_detection import voc_detection_datasets
 
-    return voc_detection_datasets(root, **_detection_transforms())
+    return voc_detection_datasets(root, **_detection_transforms(recipe))
 
 
 def _segmentation_sizes(recipe: Any, smoke: bool) -> dict[str, Any]:

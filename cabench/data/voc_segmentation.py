@@ -1,0 +1,229 @@
+"""Pascal VOC 2012 semantic segmentation with the SBD augmentation ("train_aug"), for Table 8.
+
+Layout (the standard one; ``root`` is the folder that contains ``VOCdevkit/``, or ``VOCdevkit`` itself)::
+
+    VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+    VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt, val.txt   (train.txt, trainval.txt unused)
+    VOCdevkit/VOC2012/SegmentationClassAug/<id>.png    mode-L PNG, class indices 0..20, 255 = ignore
+    VOCdevkit/VOC2012/SegmentationClass/<id>.png       palette PNG (optional), same indices
+
+* train: the ids of ``train_aug.txt`` (10,582 for the real set), masks from ``SegmentationClassAug/``;
+* val: the ids of ``val.txt`` (1,449), masks from ``SegmentationClass/`` when that folder exists, else from
+  ``SegmentationClassAug/``.
+
+A list line is either one id (``2007_000032``) or the DeepLab list style of two paths relative to ``VOC2012``
+(``/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png``), which are then used as given. Blank
+lines are skipped. Masks are read as the stored *indices* (a palette PNG is never converted to RGB); 21 classes
+including background, 255 is the ignore label (object borders, "difficult" regions).
+
+Checks: ``validate_voc_segmentation`` (and the dataset builder) check the structure eagerly and fast: the
+folders and list files, every list line's form, and that every listed image and mask exists (one directory
+listing per folder, not one ``stat`` per file). What needs the files opened (readable PNG, single channel, same
+size as the image, values in 0..20 or 255) is checked when a sample is loaded, raising ``DatasetError`` naming
+the file; ``check_samples=N`` makes the validator open the first N samples of each split too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from cabench.data.errors import DatasetError
+from cabench.data.segmentation_transforms import (
+    IGNORE_INDEX,
+    SegmentationEvalTransform,
+    SegmentationTrainTransform,
+    bad_values,
+    check_same_size,
+    read_label_png,
+    read_rgb,
+)
+
+__all__ = [
+    "VOC_SEGMENTATION_CLASSES",
+    "VocSegmentation",
+    "validate_voc_segmentation",
+    "voc_segmentation_datasets",
+]
+
+VOC_SEGMENTATION_CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+_LAYOUT = "expected VOCdevkit/VOC2012/{JPEGImages,ImageSets/Segmentation,SegmentationClassAug}"
+_LIST_FORMS = "'<id>' or '/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png'"
+
+
+class _Listing:
+    """Existence checks through one ``os.listdir`` per folder (fast on network file systems)."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, frozenset[str]] = {}
+
+    def exists(self, path: Path) -> bool:
+        folder = path.parent
+        if folder not in self._names:
+            try:
+                self._names[folder] = frozenset(os.listdir(folder))
+            except OSError:
+                self._names[folder] = frozenset()
+        return path.name in self._names[folder]
+
+
+def _read_list(list_path: Path, voc: Path, mask_dir: str, listing: _Listing) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs of a list file; ``DatasetError`` naming ``list:line`` for a bad line or missing file."""
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{list_path}: cannot read list file ({type(exc).__name__})") from exc
+    pairs: list[tuple[Path, Path]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) == 1:
+            image, mask = voc / "JPEGImages" / f"{tokens[0]}.jpg", voc / mask_dir / f"{tokens[0]}.png"
+        elif len(tokens) == 2:
+            image, mask = voc / tokens[0].lstrip("/"), voc / tokens[1].lstrip("/")
+        else:
+            raise DatasetError(f"{list_path}:{lineno}: expected {_LIST_FORMS}, got {line.strip()!r}")
+        for what, path in (("image", image), ("mask", mask)):
+            if not listing.exists(path):
+                raise DatasetError(f"{list_path}:{lineno}: {what} {path} does not exist")
+        pairs.append((image, mask))
+    if not pairs:
+        raise DatasetError(f"{list_path}: list file has no entries")
+    return pairs
+
+
+@dataclass(frozen=True)
+class _VocLayout:
+    voc: Path
+    train: list[tuple[Path, Path]]
+    val: list[tuple[Path, Path]]
+    val_mask_dir: str
+
+
+def _voc2012_dir(root: Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"{root}: dataset root does not exist ({_LAYOUT})")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root is not a folder ({_LAYOUT})")
+    for candidate in (root / "VOCdevkit" / "VOC2012", root / "VOC2012"):
+        if candidate.is_dir():
+            return candidate
+    raise DatasetError(f"{root}: no VOCdevkit/VOC2012 folder (give the folder containing VOCdevkit, or VOCdevkit)")
+
+
+def _layout(root: Path) -> _VocLayout:
+    voc = _voc2012_dir(root)
+    for sub in ("JPEGImages", "SegmentationClassAug", "ImageSets/Segmentation"):
+        if not (voc / sub).is_dir():
+            raise DatasetError(f"{voc}: no '{sub}' folder ({_LAYOUT})")
+    lists = voc / "ImageSets" / "Segmentation"
+    for name in ("train_aug.txt", "val.txt"):
+        if not (lists / name).is_file():
+            raise DatasetError(f"{lists}: no '{name}' list file")
+    val_mask_dir = "SegmentationClass" if (voc / "SegmentationClass").is_dir() else "SegmentationClassAug"
+    listing = _Listing()
+    train = _read_list(lists / "train_aug.txt", voc, "SegmentationClassAug", listing)
+    val = _read_list(lists / "val.txt", voc, val_mask_dir, listing)
+    return _VocLayout(voc=voc, train=train, val=val, val_mask_dir=val_mask_dir)
+
+
+class VocSegmentation(Dataset):
+    """VOC 2012 segmentation samples: ``(image float32 [3,H,W] normalized, mask int64 [H,W] in 0..20 or 255)``.
+
+    ``samples`` is the list of ``(image_path, mask_path)``; ``transform(image uint8 [3,H,W], mask uint8 [H,W])``
+    produces the output pair (default: normalization only). Built by :func:`voc_segmentation_datasets`.
+    """
+
+    ignore_index: int = IGNORE_INDEX
+
+    def __init__(self, samples: list[tuple[Path, Path]], transform: Any = None, split: str = "") -> None:
+        self.samples = list(samples)
+        self.transform = transform if transform is not None else SegmentationEvalTransform()
+        self.split = split
+        self.num_classes = len(VOC_SEGMENTATION_CLASSES)
+        self.class_names = list(VOC_SEGMENTATION_CLASSES)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(split={self.split!r}, n={len(self)}, transform={self.transform!r})"
+
+    def load(self, i: int) -> tuple[Tensor, Tensor]:
+        """Sample ``i`` before the transform: ``(image uint8 [3,H,W], mask uint8 [H,W])``, with its checks."""
+        image_path, mask_path = self.samples[i]
+        image = read_rgb(image_path)
+        mask = read_label_png(mask_path)
+        check_same_size(image, mask, image_path, mask_path)
+        bad = (mask >= self.num_classes) & (mask != IGNORE_INDEX)
+        if bad.any():
+            allowed = f"0..{self.num_classes - 1} and {IGNORE_INDEX}"
+            raise DatasetError(f"{mask_path}: label values outside {allowed}: {bad_values(mask[bad])}")
+        return image, torch.from_numpy(mask.astype(np.uint8))
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        image, mask = self.load(i)
+        return self.transform(image, mask)
+
+
+def validate_voc_segmentation(root: Path, check_samples: int = 0) -> None:
+    """Check the VOC 2012 + SBD layout under ``root``; ``DatasetError`` (one line, naming the file) if wrong.
+
+    Structure only by default (folders, list files, every listed image and mask present); with
+    ``check_samples > 0`` it also loads the first ``check_samples`` samples of each split (readable files,
+    mask size and values).
+    """
+    layout = _layout(root)
+    if check_samples > 0:
+        for samples in (layout.train, layout.val):
+            dataset = VocSegmentation(samples)
+            for i in range(min(check_samples, len(dataset))):
+                dataset.load(i)
+
+
+def voc_segmentation_datasets(
+    root: Path,
+    *,
+    crop_size: int = 513,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    eval_size: int | None = 513,
+) -> tuple[VocSegmentation, VocSegmentation]:
+    """Validate ``root`` (structure) then return ``(train, val)``: train_aug with the DeepLabV3 train transform
+    (``crop_size``, ``scale_range``), val with normalization and padding to ``eval_size`` (None: native size)."""
+    layout = _layout(root)
+    train = VocSegmentation(
+        layout.train, SegmentationTrainTransform(crop_size=crop_size, scale_range=scale_range), split="train_aug"
+    )
+    val = VocSegmentation(layout.val, SegmentationEvalTransform(eval_size), split="val")
+    return train, val

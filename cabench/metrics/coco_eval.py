@@ -1,0 +1,138 @@
+"""COCO box AP through pycocotools' ``COCOeval`` (the official implementation), silenced.
+
+:class:`CocoEvaluator` takes the ground truth as a COCO-format dict (``images`` with id/width/height,
+``annotations`` with id/image_id/category_id/bbox/area/iscrowd, ``categories`` with id/name), which
+:meth:`cabench.data.coco.CocoDetection.ground_truth` builds from the annotation file.
+
+Conventions:
+
+* model outputs are torchvision SSD eval outputs in the frame of the image given to the model (the original
+  image: the eval transform does not resize), ``boxes`` xyxy -> COCO ``[x, y, w, h]`` (no +1), ``labels``
+  contiguous 1..C-1 -> category id ``sorted(category ids)[label - 1]`` (the datasets' mapping);
+* only images passed to :meth:`CocoEvaluator.update` are evaluated (``params.imgIds``), as in torchvision's
+  reference scripts; an image recorded twice (a padded distributed sampler) keeps its first detections;
+* :meth:`CocoEvaluator.compute` returns ``stats[0:6]`` as percentages: ``ap`` (IoU .50:.95), ``ap50``, ``ap75``,
+  ``ap_s``, ``ap_m``, ``ap_l`` (COCOeval's 101-point interpolation, 100 detections per image). A stat COCOeval
+  leaves undefined (no ground truth in that size range) is returned as -1.0, as COCOeval reports it. No
+  detections at all gives zeros (pycocotools' ``loadRes`` cannot take an empty list).
+
+pycocotools is imported on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cabench.metrics.voc_eval import DetectionEvaluator, to_numpy
+
+__all__ = ["STAT_NAMES", "CocoEvaluator", "DetectionEvaluator"]
+
+STAT_NAMES: tuple[str, ...] = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
+
+
+class CocoEvaluator:
+    """COCO box AP over the images given to :meth:`update`; see the module docstring."""
+
+    def __init__(self, ground_truth: Mapping[str, Any]) -> None:
+        for key in ("images", "annotations", "categories"):
+            if key not in ground_truth:
+                raise ValueError(f"ground truth needs '{key}'")
+        self._gt_dict = {key: list(ground_truth[key]) for key in ("images", "annotations", "categories")}
+        self.category_ids: list[int] = sorted(int(c["id"]) for c in self._gt_dict["categories"])
+        self.num_classes = len(self.category_ids) + 1
+        self._category_array = np.asarray(self.category_ids, dtype=np.int64)
+        self._image_ids = {int(img["id"]) for img in self._gt_dict["images"]}
+        self._gt = None  # pycocotools.coco.COCO, built on first compute
+        # image id -> (xywh float64 [K, 4], scores float64 [K], category ids int64 [K])
+        self._detections: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def update(self, targets: list[dict], outputs: list[dict]) -> None:
+        """Record one batch of SSD outputs; ``targets[i]["image_id"]`` names the COCO image."""
+        if len(targets) != len(outputs):
+            raise ValueError(f"update: {len(targets)} targets but {len(outputs)} outputs")
+        for target, output in zip(targets, outputs, strict=True):
+            image_id = int(target["image_id"])
+            if image_id not in self._image_ids:
+                raise ValueError(f"update: image_id {image_id} is not in the ground truth's images")
+            if image_id in self._detections:
+                continue
+            boxes = to_numpy(output["boxes"], np.float64).reshape(-1, 4)
+            scores = to_numpy(output["scores"], np.float64).reshape(-1)
+            labels = to_numpy(output["labels"], np.int64).reshape(-1)
+            if not len(boxes) == len(scores) == len(labels):
+                raise ValueError(
+                    f"update: image {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
+                )
+            if labels.size and (labels.min() < 1 or labels.max() >= self.num_classes):
+                raise ValueError(f"update: image {image_id}: labels must lie in 1..{self.num_classes - 1}")
+            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+            self._detections[image_id] = (xywh, scores, self._category_array[labels - 1])
+
+    def state(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Picklable: image id -> (xywh boxes, scores, category ids) numpy arrays."""
+        return dict(self._detections)
+
+    def merge(self, states: list[Any]) -> None:
+        """Replace the state by the union of ``states`` (own included); first occurrence of an image wins."""
+        merged: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for state in states:
+            for image_id, dets in state.items():
+                merged.setdefault(int(image_id), dets)
+        self._detections = merged
+
+    def _ground_truth(self) -> Any:
+        if self._gt is None:
+            from pycocotools.coco import COCO
+
+            gt = COCO()
+            gt.dataset = {
+                "images": [dict(img) for img in self._gt_dict["images"]],
+                "annotations": [dict(ann) for ann in self._gt_dict["annotations"]],
+                "categories": [dict(cat) for cat in self._gt_dict["categories"]],
+            }
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt.createIndex()
+            self._gt = gt
+        return self._gt
+
+    def compute(self) -> dict[str, float]:
+        """``{"ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l"}`` in percent (see the module docstring)."""
+        image_ids = sorted(self._detections)
+        results: list[dict[str, Any]] = []
+        for image_id in image_ids:
+            xywh, scores, categories = self._detections[image_id]
+            for box, score, category in zip(xywh.tolist(), scores.tolist(), categories.tolist(), strict=True):
+                results.append(
+                    {
+                        "id": len(results) + 1,
+                        "image_id": image_id,
+                        "category_id": category,
+                        "bbox": box,
+                        "score": score,
+                        "area": box[2] * box[3],
+                        "iscrowd": 0,
+                    }
+                )
+        if not results:
+            return dict.fromkeys(STAT_NAMES, 0.0)
+
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        gt = self._ground_truth()
+        dt = COCO()
+        dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": results}
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt.createIndex()
+            coco_eval = COCOeval(gt, dt, iouType="bbox")
+            coco_eval.params.imgIds = image_ids
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        stats = [float(s) for s in coco_eval.stats[:6]]
+        return {name: (100.0 * s if s >= 0 else -1.0) for name, s in zip(STAT_NAMES, stats, strict=True)}

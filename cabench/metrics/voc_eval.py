@@ -1,0 +1,223 @@
+"""Pascal VOC2007 detection metric: 11-point interpolated AP per class, "difficult" objects ignored. Pure numpy.
+
+Definition (the VOC2007 devkit's, ``VOCevaldet.m``; Everingham et al., IJCV 2010, Sec. 4.2):
+
+* per class, the detections of all evaluated images are sorted by score (descending; ties keep the order of
+  images by id, then the model's order);
+* each detection is compared with the ground-truth boxes of that class in its image; ``ovmax`` is the best IoU and
+  ``jmax`` the first box reaching it. If ``ovmax > 0.5`` (:data:`IOU_THRESHOLD`, strict as in the devkit's
+  python port; the MATLAB code uses ``>=``, which differs only at exactly 0.5): a difficult ``jmax`` makes the
+  detection neither TP nor FP; an unmatched ``jmax`` makes it a TP and marks ``jmax`` matched; an already
+  matched ``jmax`` makes it a FP (duplicate). Otherwise it is a FP;
+* the number of positives counts only non-difficult boxes;
+* ``AP = mean over t in {0, 0.1, ..., 1} of max(precision at recall >= t)`` (0 where no such point). The
+  thresholds are exactly ``k / 10`` (the devkit's python port accumulates ``0.1`` steps, whose float drift can
+  flip a comparison at exact ties such as recall 3/10);
+* mAP is the mean over classes with at least one non-difficult box among the evaluated images.
+
+Box convention. Ground truth is kept as in the XML files: 1-based *inclusive* pixel indices, and IoU uses the
+devkit's "+1" rule: ``area = (x2 - x1 + 1) * (y2 - y1 + 1)``, intersection width ``min(x2) - max(x1) + 1``.
+Model outputs are in the datasets' continuous 0-based frame (pixel ``c`` covers ``[c, c + 1)``; the loader maps
+an XML box to ``[xmin - 1, ymin - 1, xmax, ymax]``) and are mapped back before matching with
+``(x1 + 1, y1 + 1, x2, y2)``. Under that mapping the devkit's "+1" IoU equals the plain IoU of the continuous
+boxes, so ground truth fed back as predictions scores exactly 100.
+
+Only images passed to :meth:`VocEvaluator.update` are evaluated (their ground truth alone counts), so a
+subset evaluation is well defined; the full test set gives the standard number.
+
+This module also defines :class:`DetectionEvaluator`, the protocol both detection evaluators follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "IOU_THRESHOLD",
+    "DetectionEvaluator",
+    "VocEvaluator",
+    "VocGroundTruth",
+    "devkit_iou",
+    "to_numpy",
+    "voc07_ap",
+]
+
+IOU_THRESHOLD = 0.5
+
+
+@runtime_checkable
+class DetectionEvaluator(Protocol):
+    """Accumulates detections over (a shard of) an evaluation set; merges shards; computes the metric."""
+
+    def update(self, targets: list[dict], outputs: list[dict]) -> None: ...
+
+    def state(self) -> Any: ...
+
+    def merge(self, states: list[Any]) -> None: ...
+
+    def compute(self) -> dict[str, Any]: ...
+
+
+def to_numpy(value: Any, dtype: Any) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array of ``dtype``."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=dtype)
+
+
+def devkit_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU matrix ``[len(boxes), len(gt)]`` of 1-based inclusive pixel boxes, with the devkit's "+1" rule."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
+    iw = np.minimum(boxes[:, None, 2], gt[None, :, 2]) - np.maximum(boxes[:, None, 0], gt[None, :, 0]) + 1.0
+    ih = np.minimum(boxes[:, None, 3], gt[None, :, 3]) - np.maximum(boxes[:, None, 1], gt[None, :, 1]) + 1.0
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    area_d = (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0)
+    area_g = (gt[:, 2] - gt[:, 0] + 1.0) * (gt[:, 3] - gt[:, 1] + 1.0)
+    union = area_d[:, None] + area_g[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def voc07_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC2007 11-point AP: mean over ``t = k/10`` of the largest precision at recall ``>= t`` (0 if none)."""
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    total = 0.0
+    for k in range(11):
+        reached = recall >= k / 10
+        total += float(precision[reached].max()) if reached.any() else 0.0
+    return total / 11.0
+
+
+class VocGroundTruth:
+    """Ground truth of one image: ``boxes`` (float64 ``[N, 4]``, XML convention: 1-based inclusive), ``labels``
+    (int64 ``[N]``, 1..C-1) and ``difficult`` (bool ``[N]``)."""
+
+    __slots__ = ("boxes", "difficult", "labels")
+
+    def __init__(self, boxes: Any, labels: Any, difficult: Any | None = None) -> None:
+        self.boxes = to_numpy(boxes, np.float64).reshape(-1, 4)
+        self.labels = to_numpy(labels, np.int64).reshape(-1)
+        n = len(self.labels)
+        self.difficult = np.zeros(n, dtype=bool) if difficult is None else to_numpy(difficult, bool).reshape(-1)
+        if len(self.boxes) != n or len(self.difficult) != n:
+            raise ValueError(f"ground truth: {len(self.boxes)} boxes, {n} labels, {len(self.difficult)} flags")
+
+
+class VocEvaluator:
+    """VOC2007 11-point mAP over the images given to :meth:`update`; see the module docstring.
+
+    Args:
+        class_names: index 0 is the background, so ``class_names[label]`` names a label.
+        ground_truth: image id -> :class:`VocGroundTruth` (or a ``(boxes, labels, difficult)`` tuple), boxes in
+            the XML convention. Difficulty is read from here, never from the outputs or targets.
+    """
+
+    def __init__(self, class_names: Sequence[str], ground_truth: Mapping[int, VocGroundTruth | tuple]) -> None:
+        if len(class_names) < 2:
+            raise ValueError("class_names needs the background and at least one class")
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.ground_truth: dict[int, VocGroundTruth] = {
+            int(k): v if isinstance(v, VocGroundTruth) else VocGroundTruth(*v) for k, v in ground_truth.items()
+        }
+        for image_id, gt in self.ground_truth.items():
+            if gt.labels.size and (gt.labels.min() < 1 or gt.labels.max() >= self.num_classes):
+                raise ValueError(f"ground truth of image {image_id}: labels outside 1..{self.num_classes - 1}")
+        # image id -> (boxes in the XML convention float64 [K, 4], scores float64 [K], labels int64 [K])
+        self._detections: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def update(self, targets: list[dict], outputs: list[dict]) -> None:
+        """Record one batch: ``outputs[i]`` (boxes xyxy in the continuous frame, scores, labels) for the image
+        ``targets[i]["image_id"]``. An image already recorded keeps its first detections."""
+        if len(targets) != len(outputs):
+            raise ValueError(f"update: {len(targets)} targets but {len(outputs)} outputs")
+        for target, output in zip(targets, outputs, strict=True):
+            image_id = int(target["image_id"])
+            if image_id not in self.ground_truth:
+                raise ValueError(f"update: image_id {image_id} is not in the evaluator's ground truth")
+            if image_id in self._detections:
+                continue
+            boxes = to_numpy(output["boxes"], np.float64).reshape(-1, 4)
+            scores = to_numpy(output["scores"], np.float64).reshape(-1)
+            labels = to_numpy(output["labels"], np.int64).reshape(-1)
+            if not len(boxes) == len(scores) == len(labels):
+                raise ValueError(
+                    f"update: image {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
+                )
+            if labels.size and (labels.min() < 1 or labels.max() >= self.num_classes):
+                raise ValueError(f"update: image {image_id}: labels must lie in 1..{self.num_classes - 1}")
+            devkit = boxes + np.array([1.0, 1.0, 0.0, 0.0])
+            self._detections[image_id] = (devkit, scores, labels)
+
+    def state(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Picklable: image id -> (boxes, scores, labels) numpy arrays."""
+        return dict(self._detections)
+
+    def merge(self, states: list[Any]) -> None:
+        """Replace the state by the union of ``states`` (own included); an image seen twice (a padded
+        distributed sampler) keeps its first occurrence."""
+        merged: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for state in states:
+            for image_id, dets in state.items():
+                merged.setdefault(int(image_id), dets)
+        self._detections = merged
+
+    def _class_records(self, label: int, image_ids: list[int]) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(n_positives, scores, outcome)`` of one class; outcome 1 = TP, 0 = FP, -1 = ignored (difficult)."""
+        n_pos = 0
+        scores: list[np.ndarray] = []
+        outcomes: list[np.ndarray] = []
+        for image_id in image_ids:
+            gt = self.ground_truth[image_id]
+            in_class = gt.labels == label
+            gt_boxes, gt_difficult = gt.boxes[in_class], gt.difficult[in_class]
+            n_pos += int((~gt_difficult).sum())
+            boxes, det_scores, det_labels = self._detections[image_id]
+            mine = det_labels == label
+            if not mine.any():
+                continue
+            boxes, det_scores = boxes[mine], det_scores[mine]
+            order = np.argsort(-det_scores, kind="stable")
+            boxes, det_scores = boxes[order], det_scores[order]
+            outcome = np.zeros(len(det_scores), dtype=np.int8)
+            if len(gt_boxes):
+                iou = devkit_iou(boxes, gt_boxes)
+                best = iou.argmax(axis=1)
+                best_iou = iou[np.arange(len(best)), best]
+                matched = np.zeros(len(gt_boxes), dtype=bool)
+                for d in np.flatnonzero(best_iou > IOU_THRESHOLD):
+                    j = best[d]
+                    if gt_difficult[j]:
+                        outcome[d] = -1
+                    elif not matched[j]:
+                        outcome[d] = 1
+                        matched[j] = True
+            scores.append(det_scores)
+            outcomes.append(outcome)
+        if not scores:
+            return n_pos, np.zeros(0), np.zeros(0, dtype=np.int8)
+        all_scores, all_outcomes = np.concatenate(scores), np.concatenate(outcomes)
+        order = np.argsort(-all_scores, kind="stable")
+        return n_pos, all_scores[order], all_outcomes[order]
+
+    def compute(self) -> dict[str, Any]:
+        """``{"map": percent, "per_class_ap": {name: percent}}`` over classes with a non-difficult box among the
+        evaluated images (classes without one have no AP and are left out)."""
+        image_ids = sorted(self._detections)
+        per_class: dict[str, float] = {}
+        for label in range(1, self.num_classes):
+            n_pos, _, outcome = self._class_records(label, image_ids)
+            if n_pos == 0:
+                continue
+            counted = outcome[outcome >= 0]
+            tp = np.cumsum(counted == 1)
+            fp = np.cumsum(counted == 0)
+            recall = tp / n_pos
+            precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+            per_class[self.class_names[label]] = 100.0 * voc07_ap(recall, precision)
+        mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
+        return {"map": mean, "per_class_ap": per_class}
