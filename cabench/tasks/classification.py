@@ -23,9 +23,9 @@ from cabench.tasks.engine import (
     TrainSettings,
     autocast,
     eval_loader,
+    eval_mode,
     lr_at,
     train,
-    unwrap,
 )
 
 __all__ = [
@@ -60,9 +60,7 @@ class ClassificationTask:
         return nn.functional.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
 
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
-        from cabench.tasks.distributed import get_world_size
-
-        batch = settings.eval_batch_size or max(1, settings.batch_size // get_world_size())
+        batch = settings.eval_batch_per_process()
         ev = evaluate_classifier(
             model, ds, batch, settings.workers, device, amp=settings.amp, channels_last=settings.channels_last
         )
@@ -88,12 +86,9 @@ def evaluate_classifier(
     twice) and the sums are all-reduced; every rank returns the same numbers. ``batch_size`` is per process.
     """
     device = torch.device(device)
-    net = unwrap(model)
-    was_training = net.training
-    net.eval()
     loader = eval_loader(ds, batch_size, workers, pin_memory=pin_memory, seed=seed)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, n
-    try:
+    with eval_mode(model) as net:
         for images, labels in loader:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
@@ -109,8 +104,6 @@ def evaluate_classifier(
             sums[1] += hit[:, :1].any(dim=1).sum()
             sums[2] += hit.any(dim=1).sum()
             sums[3] += labels.numel()
-    finally:
-        net.train(was_training)
     all_reduce_sum(sums)
     loss, c1, c5, n = sums.tolist()
     if n == 0:

@@ -19,8 +19,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from cabench.tasks.distributed import get_rank, get_world_size, is_distributed
-from cabench.tasks.engine import TrainSettings, autocast, eval_loader, gather_objects, unwrap
+from cabench.tasks.distributed import get_rank, is_distributed
+from cabench.tasks.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects
 
 __all__ = ["DetectionTask", "collate_detection", "evaluate_detector"]
 
@@ -56,7 +56,7 @@ class DetectionTask:
         return sum(v.float() for v in losses.values())  # type: ignore[return-value]
 
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
-        batch = settings.eval_batch_size or max(1, settings.batch_size // get_world_size())
+        batch = settings.eval_batch_per_process()
         return evaluate_detector(model, ds, batch, settings.workers, device, amp=settings.amp)
 
 
@@ -76,12 +76,9 @@ def evaluate_detector(
 ) -> dict[str, Any]:
     """The dataset's detection metrics for ``model`` (see the module docstring); ``n`` is the image count."""
     device = torch.device(device)
-    net = unwrap(model)
-    was_training = net.training
-    net.eval()
     evaluator = ds.make_evaluator()  # type: ignore[attr-defined]
     n = 0
-    try:
+    with eval_mode(model) as net:
         for images, targets in eval_loader(ds, batch_size, workers, collate=collate_detection):
             with autocast(device, amp):
                 outputs = net([im.to(device, non_blocking=True) for im in images])
@@ -90,8 +87,6 @@ def evaluate_detector(
             ]
             evaluator.update(list(targets), outputs)
             n += len(images)
-    finally:
-        net.train(was_training)
     states = gather_objects(evaluator.state())
     counts = gather_objects(n)
     result: list[Any] = [None]

@@ -91,6 +91,7 @@ __all__ = [
     "TrainingInterrupted",
     "autocast",
     "eval_loader",
+    "eval_mode",
     "lr_at",
     "train",
     "unwrap",
@@ -219,6 +220,10 @@ class TrainSettings:
             raise ValueError(f"max_steps must be positive, not {self.max_steps}")
         if self.log_every < 1 or self.ckpt_every_steps < 0 or self.workers < 0:
             raise ValueError("log_every must be >= 1; ckpt_every_steps and workers >= 0")
+
+    def eval_batch_per_process(self) -> int:
+        """``eval_batch_size``, else this process's share of the global training batch."""
+        return self.eval_batch_size or max(1, self.batch_size // get_world_size())
 
     def resolved(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -550,6 +555,18 @@ def eval_loader(
         drop_last=False,
         collate=collate,
     )
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The plain module (outside compile/DDP wrappers) in eval mode; its previous mode is restored after."""
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
 
 
 def gather_objects(obj: Any) -> list[Any]:

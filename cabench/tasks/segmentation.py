@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from cabench.tasks.distributed import get_world_size
-from cabench.tasks.engine import TrainSettings, autocast, eval_loader, unwrap
+from cabench.tasks.distributed import all_reduce_sum
+from cabench.tasks.engine import TrainSettings, autocast, eval_loader, eval_mode
 
 __all__ = ["IGNORE_INDEX", "SegmentationTask", "evaluate_segmenter"]
 
@@ -50,7 +50,7 @@ class SegmentationTask:
         return nn.functional.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
 
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
-        batch = settings.eval_batch_size or max(1, settings.batch_size // get_world_size())
+        batch = settings.eval_batch_per_process()
         return evaluate_segmenter(
             model, ds, batch, settings.workers, device, amp=settings.amp, channels_last=settings.channels_last
         )
@@ -71,9 +71,6 @@ def evaluate_segmenter(
     from cabench.metrics.segmentation import ConfusionMatrix
 
     device = torch.device(device)
-    net = unwrap(model)
-    was_training = net.training
-    net.eval()
     matrix = ConfusionMatrix(
         ds.num_classes,  # type: ignore[attr-defined]
         ignore_index=IGNORE_INDEX,
@@ -81,7 +78,7 @@ def evaluate_segmenter(
         device=device,
     )
     n = torch.zeros((), dtype=torch.int64, device=device)
-    try:
+    with eval_mode(model) as net:
         for images, masks in eval_loader(ds, batch_size, workers, collate=_collate):
             images = images.to(device, non_blocking=True)
             if channels_last:
@@ -90,10 +87,6 @@ def evaluate_segmenter(
                 logits = net(images)
             matrix.update(logits.argmax(dim=1), masks.to(device, non_blocking=True))
             n += images.shape[0]
-    finally:
-        net.train(was_training)
     matrix.all_reduce()
-    from cabench.tasks.distributed import all_reduce_sum
-
     all_reduce_sum(n)
     return {**matrix.compute(), "val_n": int(n.item())}
