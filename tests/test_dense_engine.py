@@ -107,3 +107,22 @@ def test_a_backbone_of_another_attention_block_is_one_line(tmp_path: Path) -> No
         load_backbone(dense, path, row="mbv2-os16-ca")
     msg = str(info.value)
     assert "\n" not in msg and str(path) in msg and "mbv2-os16-ca" in msg and "has no counterpart" in msg
+
+
+def test_the_report_says_whether_a_dense_cell_started_from_an_imagenet_backbone(tmp_path: Path) -> None:
+    from cabench.report import build_cells
+    from cabench.store import Store
+    from cabench.suite import find_suite, load_suite
+
+    suite = load_suite(find_suite("table8"))
+    store = Store(tmp_path / "runs")
+    base = {"recipe": suite.recipe, "overrides": {}, "suite": "table8", "profile": "paper"}
+    # Stand-in paper runs: this test is about the footnote, not about a number.
+    store.write_run("table8", "mbv2-os16", "paper", base | {"backbone_checkpoint": None}, {"miou": 12.5})
+    backbone = {"path": "/ckpt/mbv2_ca.pth", "sha256": "ab" * 32}
+    store.write_run("table8", "mbv2-os16-ca", "paper", base | {"backbone_checkpoint": backbone}, {"miou": 13.5})
+    cells = {(c.row, c.column): c for c in build_cells([suite], store)}
+    scratch, pretrained = cells[("mbv2-os16", "miou")], cells[("mbv2-os16-ca", "miou")]
+    assert scratch.reproduced == 12.5 and "trained from scratch" in (scratch.provenance or "")
+    assert "backbone from /ckpt/mbv2_ca.pth (sha256 abababababab" in (pretrained.provenance or "")
+    assert "scratch" not in (pretrained.provenance or "")
