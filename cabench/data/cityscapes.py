@@ -23,22 +23,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-import torch
-from torch import Tensor
-from torch.utils.data import Dataset
 
 from cabench.data.errors import DatasetError
+from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
     bad_values,
-    check_same_size,
-    read_label_png,
-    read_rgb,
 )
 
 __all__ = [
@@ -171,42 +166,21 @@ def _layout(root: Path) -> dict[str, list[tuple[Path, Path]]]:
     return {split: _split_samples(root, split) for split in _SPLITS}
 
 
-class CityscapesSegmentation(Dataset):
+class CityscapesSegmentation(PairedSegmentationDataset):
     """Cityscapes fine samples: ``(image float32 [3,H,W] normalized, mask int64 [H,W] trainIds 0..18 or 255)``.
 
     ``samples`` is the list of ``(leftImg8bit_path, labelIds_path)``; ``transform(image uint8 [3,H,W], mask uint8
     [H,W])`` produces the output pair (default: normalization only). Built by :func:`cityscapes_datasets`.
     """
 
-    ignore_index: int = IGNORE_INDEX
+    CLASSES = CITYSCAPES_CLASSES
 
-    def __init__(self, samples: list[tuple[Path, Path]], transform: Any = None, split: str = "") -> None:
-        self.samples = list(samples)
-        self.transform = transform if transform is not None else SegmentationEvalTransform()
-        self.split = split
-        self.num_classes = len(CITYSCAPES_CLASSES)
-        self.class_names = list(CITYSCAPES_CLASSES)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(split={self.split!r}, n={len(self)}, transform={self.transform!r})"
-
-    def load(self, i: int) -> tuple[Tensor, Tensor]:
-        """Sample ``i`` before the transform: ``(image uint8 [3,H,W], trainIds uint8 [H,W])``, with its checks."""
-        image_path, label_path = self.samples[i]
-        image = read_rgb(image_path)
-        label_ids = read_label_png(label_path)
-        check_same_size(image, label_ids, image_path, label_path)
-        unknown = label_ids > MAX_LABEL_ID
+    def labels_to_mask(self, labels: np.ndarray, label_path: Path) -> np.ndarray:
+        """labelIds -> trainIds (uint8 ``[H, W]``); ``DatasetError`` for a labelId above ``MAX_LABEL_ID``."""
+        unknown = labels > MAX_LABEL_ID
         if unknown.any():
-            raise DatasetError(f"{label_path}: unknown labelIds (> {MAX_LABEL_ID}): {bad_values(label_ids[unknown])}")
-        return image, torch.from_numpy(labelids_to_trainids(label_ids))
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        image, mask = self.load(i)
-        return self.transform(image, mask)
+            raise DatasetError(f"{label_path}: unknown labelIds (> {MAX_LABEL_ID}): {bad_values(labels[unknown])}")
+        return labelids_to_trainids(labels)
 
 
 def validate_cityscapes(root: Path, check_samples: int = 0) -> None:
@@ -216,9 +190,7 @@ def validate_cityscapes(root: Path, check_samples: int = 0) -> None:
     also loads the first ``check_samples`` samples of each split (readable files, sizes, labelIds).
     """
     for samples in _layout(root).values():
-        dataset = CityscapesSegmentation(samples)
-        for i in range(min(check_samples, len(dataset))):
-            dataset.load(i)
+        CityscapesSegmentation(samples).check_first(check_samples)
 
 
 def cityscapes_datasets(

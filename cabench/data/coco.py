@@ -34,16 +34,15 @@ import json
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform
 from cabench.data.errors import DatasetError
 
@@ -54,8 +53,12 @@ __all__ = [
     "BBOX_TOLERANCE",
     "COCO_CATEGORIES",
     "CocoDetection",
+    "DetectionTransform",
+    "checked_index",
     "coco_datasets",
     "coco_paths",
+    "dataset_rows",
+    "open_annotated_image",
     "validate_coco",
 ]
 
@@ -470,7 +473,7 @@ class CocoDetection(Dataset):
         ann_file: Path,
         image_dir: Path,
         *,
-        transform: Callable[[Image.Image, dict], tuple[torch.Tensor, dict]] | None = None,
+        transform: DetectionTransform | None = None,
         remove_empty: bool = False,
     ) -> None:
         index = _load_index(ann_file, image_dir)
@@ -485,13 +488,7 @@ class CocoDetection(Dataset):
         self._category_array = np.asarray(self.category_ids, dtype=np.int64)
         boxes = index.ann_boxes
         self._usable = ~index.ann_crowd & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-        if remove_empty:
-            row_of_ann = np.repeat(np.arange(len(index.image_ids)), np.diff(index.offsets))
-            has_box = np.zeros(len(index.image_ids), dtype=bool)
-            has_box[row_of_ann[self._usable]] = True
-            self._rows = np.flatnonzero(has_box)
-        else:
-            self._rows = np.arange(len(index.image_ids))
+        self._rows = dataset_rows(index.offsets, self._usable, remove_empty)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -537,22 +534,11 @@ class CocoDetection(Dataset):
         return self.image_dir / self._index.file_names[int(self._rows[i])]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images")
-        i = i % len(self)
+        i = checked_index(i, len(self))
         row = int(self._rows[i])
-        path = self.image_path(i)
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
-        except OSError as exc:
-            raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {_one_line(exc)})") from exc
         expected = (int(self._index.widths[row]), int(self._index.heights[row]))
-        if image.size != expected:
-            raise DatasetError(
-                f"{path}: image is {image.size[0]}x{image.size[1]} but {self.ann_file} says "
-                f"{expected[0]}x{expected[1]} (image id {int(self._index.image_ids[row])})"
-            )
+        note = f" (image id {int(self._index.image_ids[row])})"
+        image = open_annotated_image(self.image_path(i), expected, str(self.ann_file), note)
         return self.transform(image, self.target(i))
 
     def ground_truth(self) -> dict[str, list[dict[str, Any]]]:
@@ -598,8 +584,8 @@ class CocoDetection(Dataset):
 def coco_datasets(
     root: Path,
     *,
-    train_transform: Callable[[Image.Image, dict], tuple[torch.Tensor, dict]] | None = None,
-    eval_transform: Callable[[Image.Image, dict], tuple[torch.Tensor, dict]] | None = None,
+    train_transform: DetectionTransform | None = None,
+    eval_transform: DetectionTransform | None = None,
 ) -> tuple[CocoDetection, CocoDetection]:
     """Validate ``root`` and return ``(train2017, val2017)``.
 

@@ -36,16 +36,16 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform
 from cabench.data.errors import DatasetError
 
@@ -309,7 +309,7 @@ class VocDetection(Dataset):
         image_sets: Sequence[tuple[str, str]],
         *,
         keep_difficult: bool,
-        transform: Callable[[Image.Image, dict], tuple[torch.Tensor, dict]] | None = None,
+        transform: DetectionTransform | None = None,
         remove_empty: bool = False,
     ) -> None:
         if not image_sets:
@@ -324,14 +324,7 @@ class VocDetection(Dataset):
         parts = [_load_set(self.devkit, year, split) for year, split in self.image_sets]
         self._records = parts[0] if len(parts) == 1 else _VocRecords.concatenate(parts)
         self._kept = np.ones(len(self._records.labels), dtype=bool) if keep_difficult else ~self._records.difficult
-        if remove_empty:
-            n_images = len(self._records.names)
-            row_of_object = np.repeat(np.arange(n_images), np.diff(self._records.offsets))
-            has_object = np.zeros(n_images, dtype=bool)
-            has_object[row_of_object[self._kept]] = True
-            self._rows = np.flatnonzero(has_object)
-        else:
-            self._rows = np.arange(len(self._records.names))
+        self._rows = dataset_rows(self._records.offsets, self._kept, remove_empty)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -366,23 +359,10 @@ class VocDetection(Dataset):
         }
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images")
-        i = i % len(self)
+        i = checked_index(i, len(self))
         row = int(self._rows[i])
-        path = self.image_path(i)
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
-        except OSError as exc:
-            raise DatasetError(
-                f"{path}: unreadable image ({type(exc).__name__}: {' '.join(str(exc).split())})"
-            ) from exc
         expected = (int(self._records.widths[row]), int(self._records.heights[row]))
-        if image.size != expected:
-            raise DatasetError(
-                f"{path}: image is {image.size[0]}x{image.size[1]} but its annotation says {expected[0]}x{expected[1]}"
-            )
+        image = open_annotated_image(self.image_path(i), expected, "its annotation")
         return self.transform(image, self.target(i))
 
     def make_evaluator(self) -> VocEvaluator:
@@ -405,8 +385,8 @@ class VocDetection(Dataset):
 def voc_detection_datasets(
     root: Path,
     *,
-    train_transform: Callable[[Image.Image, dict], tuple[torch.Tensor, dict]] | None = None,
-    eval_transform: Callable[[Image.Image, dict], tuple[torch.Tensor, dict]] | None = None,
+    train_transform: DetectionTransform | None = None,
+    eval_transform: DetectionTransform | None = None,
 ) -> tuple[VocDetection, VocDetection]:
     """Validate ``root`` and return ``(train, test)``: VOC2007+2012 trainval (difficult dropped, empty images
     dropped) and VOC2007 test (all kept). ``train_transform`` defaults to no augmentation (to tensor only)."""

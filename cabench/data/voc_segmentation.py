@@ -28,23 +28,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
-from torch.utils.data import Dataset
 
 from cabench.data.errors import DatasetError
+from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
     bad_values,
-    check_same_size,
-    read_label_png,
-    read_rgb,
 )
+from cabench.data.voc_detection import VOC_CLASSES
 
 __all__ = [
     "VOC_SEGMENTATION_CLASSES",
@@ -53,29 +48,7 @@ __all__ = [
     "voc_segmentation_datasets",
 ]
 
-VOC_SEGMENTATION_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+VOC_SEGMENTATION_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)  # mask index = detection label
 _LAYOUT = "expected VOCdevkit/VOC2012/{JPEGImages,ImageSets/Segmentation,SegmentationClassAug}"
 _LIST_FORMS = "'<id>' or '/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png'"
 
@@ -158,43 +131,22 @@ def _layout(root: Path) -> _VocLayout:
     return _VocLayout(voc=voc, train=train, val=val, val_mask_dir=val_mask_dir)
 
 
-class VocSegmentation(Dataset):
+class VocSegmentation(PairedSegmentationDataset):
     """VOC 2012 segmentation samples: ``(image float32 [3,H,W] normalized, mask int64 [H,W] in 0..20 or 255)``.
 
     ``samples`` is the list of ``(image_path, mask_path)``; ``transform(image uint8 [3,H,W], mask uint8 [H,W])``
     produces the output pair (default: normalization only). Built by :func:`voc_segmentation_datasets`.
     """
 
-    ignore_index: int = IGNORE_INDEX
+    CLASSES = VOC_SEGMENTATION_CLASSES
 
-    def __init__(self, samples: list[tuple[Path, Path]], transform: Any = None, split: str = "") -> None:
-        self.samples = list(samples)
-        self.transform = transform if transform is not None else SegmentationEvalTransform()
-        self.split = split
-        self.num_classes = len(VOC_SEGMENTATION_CLASSES)
-        self.class_names = list(VOC_SEGMENTATION_CLASSES)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(split={self.split!r}, n={len(self)}, transform={self.transform!r})"
-
-    def load(self, i: int) -> tuple[Tensor, Tensor]:
-        """Sample ``i`` before the transform: ``(image uint8 [3,H,W], mask uint8 [H,W])``, with its checks."""
-        image_path, mask_path = self.samples[i]
-        image = read_rgb(image_path)
-        mask = read_label_png(mask_path)
-        check_same_size(image, mask, image_path, mask_path)
-        bad = (mask >= self.num_classes) & (mask != IGNORE_INDEX)
+    def labels_to_mask(self, labels: np.ndarray, label_path: Path) -> np.ndarray:
+        """The stored class indices as uint8; ``DatasetError`` for a value outside ``0..20`` and 255."""
+        bad = (labels >= self.num_classes) & (labels != IGNORE_INDEX)
         if bad.any():
             allowed = f"0..{self.num_classes - 1} and {IGNORE_INDEX}"
-            raise DatasetError(f"{mask_path}: label values outside {allowed}: {bad_values(mask[bad])}")
-        return image, torch.from_numpy(mask.astype(np.uint8))
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        image, mask = self.load(i)
-        return self.transform(image, mask)
+            raise DatasetError(f"{label_path}: label values outside {allowed}: {bad_values(labels[bad])}")
+        return labels.astype(np.uint8)
 
 
 def validate_voc_segmentation(root: Path, check_samples: int = 0) -> None:
@@ -207,9 +159,7 @@ def validate_voc_segmentation(root: Path, check_samples: int = 0) -> None:
     layout = _layout(root)
     if check_samples > 0:
         for samples in (layout.train, layout.val):
-            dataset = VocSegmentation(samples)
-            for i in range(min(check_samples, len(dataset))):
-                dataset.load(i)
+            VocSegmentation(samples).check_first(check_samples)
 
 
 def voc_segmentation_datasets(

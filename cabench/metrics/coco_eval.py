@@ -28,15 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from cabench.metrics.voc_eval import DetectionEvaluator, to_numpy
+from cabench.metrics.detection_common import DetectionAccumulator, DetectionEvaluator, Detections
 
 __all__ = ["STAT_NAMES", "CocoEvaluator", "DetectionEvaluator"]
 
 STAT_NAMES: tuple[str, ...] = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
 
 
-class CocoEvaluator:
-    """COCO box AP over the images given to :meth:`update`; see the module docstring."""
+class CocoEvaluator(DetectionAccumulator):
+    """COCO box AP over the images given to :meth:`update`; see the module docstring.
+
+    :meth:`state` is picklable: image id -> (xywh boxes, scores, category ids) numpy arrays.
+    """
 
     def __init__(self, ground_truth: Mapping[str, Any]) -> None:
         for key in ("images", "annotations", "categories"):
@@ -49,41 +52,16 @@ class CocoEvaluator:
         self._image_ids = {int(img["id"]) for img in self._gt_dict["images"]}
         self._gt = None  # pycocotools.coco.COCO, built on first compute
         # image id -> (xywh float64 [K, 4], scores float64 [K], category ids int64 [K])
-        self._detections: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._detections: dict[int, Detections] = {}
 
-    def update(self, targets: list[dict], outputs: list[dict]) -> None:
-        """Record one batch of SSD outputs; ``targets[i]["image_id"]`` names the COCO image."""
-        if len(targets) != len(outputs):
-            raise ValueError(f"update: {len(targets)} targets but {len(outputs)} outputs")
-        for target, output in zip(targets, outputs, strict=True):
-            image_id = int(target["image_id"])
-            if image_id not in self._image_ids:
-                raise ValueError(f"update: image_id {image_id} is not in the ground truth's images")
-            if image_id in self._detections:
-                continue
-            boxes = to_numpy(output["boxes"], np.float64).reshape(-1, 4)
-            scores = to_numpy(output["scores"], np.float64).reshape(-1)
-            labels = to_numpy(output["labels"], np.int64).reshape(-1)
-            if not len(boxes) == len(scores) == len(labels):
-                raise ValueError(
-                    f"update: image {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
-                )
-            if labels.size and (labels.min() < 1 or labels.max() >= self.num_classes):
-                raise ValueError(f"update: image {image_id}: labels must lie in 1..{self.num_classes - 1}")
-            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-            self._detections[image_id] = (xywh, scores, self._category_array[labels - 1])
+    def _check_image(self, image_id: int) -> None:
+        if image_id not in self._image_ids:
+            raise ValueError(f"update: image_id {image_id} is not in the ground truth's images")
 
-    def state(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Picklable: image id -> (xywh boxes, scores, category ids) numpy arrays."""
-        return dict(self._detections)
-
-    def merge(self, states: list[Any]) -> None:
-        """Replace the state by the union of ``states`` (own included); first occurrence of an image wins."""
-        merged: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for state in states:
-            for image_id, dets in state.items():
-                merged.setdefault(int(image_id), dets)
-        self._detections = merged
+    def _convert(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> Detections:
+        """xyxy -> COCO xywh; contiguous labels -> category ids."""
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+        return xywh, scores, self._category_array[labels - 1]
 
     def _ground_truth(self) -> Any:
         if self._gt is None:

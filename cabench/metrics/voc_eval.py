@@ -25,15 +25,18 @@ boxes, so ground truth fed back as predictions scores exactly 100.
 Only images passed to :meth:`VocEvaluator.update` are evaluated (their ground truth alone counts), so a
 subset evaluation is well defined; the full test set gives the standard number.
 
-This module also defines :class:`DetectionEvaluator`, the protocol both detection evaluators follow.
+The protocol both detection evaluators follow, :class:`DetectionEvaluator`, and :func:`to_numpy` live in
+:mod:`cabench.metrics.detection_common`; this module re-exports them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
+
+from cabench.metrics.detection_common import DetectionAccumulator, DetectionEvaluator, Detections, to_numpy
 
 __all__ = [
     "IOU_THRESHOLD",
@@ -46,26 +49,6 @@ __all__ = [
 ]
 
 IOU_THRESHOLD = 0.5
-
-
-@runtime_checkable
-class DetectionEvaluator(Protocol):
-    """Accumulates detections over (a shard of) an evaluation set; merges shards; computes the metric."""
-
-    def update(self, targets: list[dict], outputs: list[dict]) -> None: ...
-
-    def state(self) -> Any: ...
-
-    def merge(self, states: list[Any]) -> None: ...
-
-    def compute(self) -> dict[str, Any]: ...
-
-
-def to_numpy(value: Any, dtype: Any) -> np.ndarray:
-    """A tensor (any device) or array-like as a numpy array of ``dtype``."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=dtype)
 
 
 def devkit_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -107,7 +90,7 @@ class VocGroundTruth:
             raise ValueError(f"ground truth: {len(self.boxes)} boxes, {n} labels, {len(self.difficult)} flags")
 
 
-class VocEvaluator:
+class VocEvaluator(DetectionAccumulator):
     """VOC2007 11-point mAP over the images given to :meth:`update`; see the module docstring.
 
     Args:
@@ -128,43 +111,15 @@ class VocEvaluator:
             if gt.labels.size and (gt.labels.min() < 1 or gt.labels.max() >= self.num_classes):
                 raise ValueError(f"ground truth of image {image_id}: labels outside 1..{self.num_classes - 1}")
         # image id -> (boxes in the XML convention float64 [K, 4], scores float64 [K], labels int64 [K])
-        self._detections: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._detections: dict[int, Detections] = {}
 
-    def update(self, targets: list[dict], outputs: list[dict]) -> None:
-        """Record one batch: ``outputs[i]`` (boxes xyxy in the continuous frame, scores, labels) for the image
-        ``targets[i]["image_id"]``. An image already recorded keeps its first detections."""
-        if len(targets) != len(outputs):
-            raise ValueError(f"update: {len(targets)} targets but {len(outputs)} outputs")
-        for target, output in zip(targets, outputs, strict=True):
-            image_id = int(target["image_id"])
-            if image_id not in self.ground_truth:
-                raise ValueError(f"update: image_id {image_id} is not in the evaluator's ground truth")
-            if image_id in self._detections:
-                continue
-            boxes = to_numpy(output["boxes"], np.float64).reshape(-1, 4)
-            scores = to_numpy(output["scores"], np.float64).reshape(-1)
-            labels = to_numpy(output["labels"], np.int64).reshape(-1)
-            if not len(boxes) == len(scores) == len(labels):
-                raise ValueError(
-                    f"update: image {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
-                )
-            if labels.size and (labels.min() < 1 or labels.max() >= self.num_classes):
-                raise ValueError(f"update: image {image_id}: labels must lie in 1..{self.num_classes - 1}")
-            devkit = boxes + np.array([1.0, 1.0, 0.0, 0.0])
-            self._detections[image_id] = (devkit, scores, labels)
+    def _check_image(self, image_id: int) -> None:
+        if image_id not in self.ground_truth:
+            raise ValueError(f"update: image_id {image_id} is not in the evaluator's ground truth")
 
-    def state(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Picklable: image id -> (boxes, scores, labels) numpy arrays."""
-        return dict(self._detections)
-
-    def merge(self, states: list[Any]) -> None:
-        """Replace the state by the union of ``states`` (own included); an image seen twice (a padded
-        distributed sampler) keeps its first occurrence."""
-        merged: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for state in states:
-            for image_id, dets in state.items():
-                merged.setdefault(int(image_id), dets)
-        self._detections = merged
+    def _convert(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> Detections:
+        """Continuous-frame boxes -> the XML convention (``x1 + 1, y1 + 1, x2, y2``)."""
+        return boxes + np.array([1.0, 1.0, 0.0, 0.0]), scores, labels
 
     def _class_records(self, label: int, image_ids: list[int]) -> tuple[int, np.ndarray, np.ndarray]:
         """``(n_positives, scores, outcome)`` of one class; outcome 1 = TP, 0 = FP, -1 = ignored (difficult)."""
