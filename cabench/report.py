@@ -301,7 +301,7 @@ def suite_summary(cells: Sequence[Cell]) -> dict[str, int]:
     return out
 
 
-def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None) -> str:
+def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None, runs_dir: str = "runs") -> str:
     by_row: dict[str, dict[str, Cell]] = {}
     for c in cells:
         by_row.setdefault(c.row, {})[c.column] = c
@@ -359,7 +359,7 @@ def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None)
     if run_ids:
         lines += [
             "",
-            f"Produced by {len(run_ids)} run(s) under `runs/{suite.id}/`, latest `{run_ids[-1]}`; "
+            f"Produced by {len(run_ids)} run(s) under `{runs_dir}/{suite.id}/`, latest `{run_ids[-1]}`; "
             "each run directory holds config.json, env.json and metrics.json.",
         ]
     return "\n".join(lines) + "\n"
@@ -428,7 +428,8 @@ def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures:
     env = store.environment_of(newest.suite, newest.row, newest.profile, newest.run_id) if newest else {}
     for suite in suites:
         path = out_dir / f"{suite.id}.md"
-        atomic_write_text(path, render_suite(suite, [c for c in cells if c.suite == suite.id], fig_paths.get(suite.id)))
+        own = [c for c in cells if c.suite == suite.id]
+        atomic_write_text(path, render_suite(suite, own, fig_paths.get(suite.id), runs_dir=str(store.root)))
         written.append(path)
     index = out_dir / "README.md"
     atomic_write_text(index, render_index(suites, cells, fig_paths, env))
