@@ -140,6 +140,11 @@ def run_training(
     from cabench.tasks.engine import TrainSettings, train
 
     smoke = profile == "smoke"
+    if options.knobs.get("tensorboard"):
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
     plans = []
     for suite in suites:
         if suite.recipe is None:

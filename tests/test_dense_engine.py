@@ -126,3 +126,17 @@ def test_the_report_says_whether_a_dense_cell_started_from_an_imagenet_backbone(
     assert scratch.reproduced == 12.5 and "trained from scratch" in (scratch.provenance or "")
     assert "backbone from /ckpt/mbv2_ca.pth (sha256 abababababab" in (pretrained.provenance or "")
     assert "scratch" not in (pretrained.provenance or "")
+
+
+def test_tensorboard_is_optional_and_checked_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from cabench.cli import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", "table9", "--profile", "smoke", "--tensorboard", "--runs-dir", str(runs)])
+    assert result.exit_code == 2 and "pip install tensorboard" in result.output and not runs.exists()
