@@ -441,7 +441,11 @@ def eval_(
     workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 4,
     runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")] = Path("runs"),
 ) -> None:
-    """Top-1/top-5 of a checkpoint on ImageNet val; with a suite and --row, fills that cell ("eval" profile)."""
+    """A checkpoint's accuracy; with a suite and --row, fills that cell ("eval" profile, footnoted with its sha256).
+
+    An architecture is evaluated on ImageNet val (top-1/top-5). A suite row is evaluated on its table's dataset
+    with its metrics: COCO val AP (table6), VOC07 test mAP (table7), VOC12 val or Cityscapes val mIoU (table8-9).
+    """
     from cabench.data.errors import DatasetError
     from cabench.data.imagenet import parse_data_option
     from cabench.jobs import TrainOptions, evaluate_checkpoint
@@ -469,10 +473,10 @@ def eval_(
                 metrics, record = evaluate_checkpoint(spec, checkpoint, options, Store(runs_dir), suite, row_obj)
         except DatasetError as e:
             fail(str(e))
-    out.print(
-        f"{spec.key()}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  on {metrics['n']} images"
-        + (f" -> {record.path}" if record else "")
-    )
+    names = {"top1": "top-1", "top5": "top-5", "ap": "AP", "ap50": "AP50", "map": "mAP", "miou": "mIoU"}
+    shown = "  ".join(f"{label} {metrics[k]:.2f}%" for k, label in names.items() if k in metrics)
+    n = metrics.get("val_n", metrics.get("n"))
+    out.print(f"{spec.key()}: {shown}  on {n} images" + (f" -> {record.path}" if record else ""), markup=False)
 
 
 @app.command()

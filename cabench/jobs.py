@@ -78,10 +78,10 @@ def _data_root(source: DataSource, profile: str, options: TrainOptions) -> Path:
 
     root = resolve_data_root(source.data_key, options.data)
     if root is None:
-        if profile == "paper":
-            key = source.data_key
+        if profile in ("paper", "eval"):
+            key, who = source.data_key, "the paper profile" if profile == "paper" else "evaluation"
             raise ValueError(
-                f"the paper profile needs {source.title}: pass --data {key}=PATH "
+                f"{who} needs {source.title}: pass --data {key}=PATH "
                 f"(or set CABENCH_DATA_{key.upper()}, or [data] {key} in the config file)"
             )
         root = options.fixtures_dir / source.fixture
@@ -89,12 +89,6 @@ def _data_root(source: DataSource, profile: str, options: TrainOptions) -> Path:
             write_fixture(source.fixture, root)
     source.validate(root)
     return root
-
-
-def _imagenet_root(profile: str, options: TrainOptions) -> Path:
-    from cabench.data.sources import DATA_SOURCES
-
-    return _data_root(DATA_SOURCES["imagenet"], profile, options)
 
 
 def _resume_key(payload: dict[str, Any]) -> str:
@@ -378,26 +372,51 @@ def evaluate_checkpoint(
     store: Store | None = None,
     suite: Suite | None = None,
     row: Row | None = None,
-    batch_size: int = 100,
+    batch_size: int | None = None,
 ) -> tuple[dict[str, Any], RunRecord | None]:
-    """Top-1/top-5 of a checkpoint on ImageNet val; recorded as an ``eval`` run of a suite cell if given."""
+    """A checkpoint's metrics on the evaluation split of its dataset; recorded as an ``eval`` run of a suite cell.
+
+    With a suite, its recipe names the dataset (COCO val, VOC07 test, VOC12 val, Cityscapes val, ImageNet val)
+    and its task the metrics; a bare architecture must be a classifier (ImageNet val, top-1/top-5). The data
+    root must be given (``--data`` or its configured default): an evaluation never falls back to generated data.
+    """
     import torch
 
-    from cabench.data.imagenet import imagenet_datasets
-    from cabench.tasks.classification import evaluate_classifier
+    from cabench.data.sources import DATA_SOURCES
+    from cabench.recipe import load_recipe
+    from cabench.tasks.classification import ClassificationTask
+    from cabench.tasks.engine import TrainSettings
 
-    root = _imagenet_root("eval", options)
+    if suite is not None and suite.recipe is not None:
+        recipe = load_recipe(suite.recipe)
+        task: Task = make_task(suite)
+    else:
+        kind = arch_info(spec.arch).task
+        if kind != "classify":
+            raise ValueError(
+                f"{spec.arch} is a {kind} model: evaluate it through its suite (e.g. cabench eval table6 --row ROW), "
+                "whose recipe names the dataset"
+            )
+        recipe, task = load_recipe("imagenet-mbv2-paper"), ClassificationTask()
+    source = DATA_SOURCES[recipe.dataset]
+    root = _data_root(source, "eval", options)
     model = build_model(spec)
     sha = load_weights(model, checkpoint)
-    _, val_ds = imagenet_datasets(root)
+    _, val_ds = source.build(root, recipe, False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = evaluate_classifier(model.to(device), val_ds, batch_size, options.knobs.get("workers", 0), device)
+    per_task = {"classify": 100, "detect": 32, "segment": 8}
+    settings = TrainSettings(
+        batch_size=1, eval_batch_size=batch_size or per_task[task.name], workers=options.knobs.get("workers", 0)
+    )
+    metrics = task.evaluate(model.to(device), val_ds, settings, device)
     config = {
         "profile": "eval",
+        "task": task.name,
         "model": spec.as_dict(),
         "model_key": spec.key(),
         "checkpoint": {"path": str(checkpoint), "sha256": sha},
-        "data": {"imagenet": str(root)},
+        "data": {source.data_key: str(root)},
+        "dataset": recipe.dataset,
         "recipe": None,
     }
     record = None

@@ -108,3 +108,27 @@ def test_a_missing_dataset_is_one_line_before_any_work(tmp_path: Path, kind: str
     )
     assert result.exit_code == 2 and str(missing) in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_eval_fills_a_segmentation_cell_from_a_checkpoint(tmp_path: Path, data: dict[str, Path]) -> None:
+    import torch
+
+    from cabench.models.registry import ModelSpec, build_model
+
+    ckpt = tmp_path / "deeplab.pt"
+    model = build_model(ModelSpec("deeplabv3_mobilenetv2", attention="ca", num_classes=19, output_stride=8))
+    torch.save({"model": model.state_dict()}, ckpt)
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    args = ["eval", "table9", "--row", "mbv2-os8-ca", "--checkpoint", str(ckpt), "--runs-dir", str(runs)]
+    result = runner.invoke(app, [*args, "--data", f"cityscapes={data['cityscapes']}", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output and "on 4 images" in result.output
+    metrics = json.loads((next((runs / "table9" / "mbv2-os8-ca" / "eval").iterdir()) / "metrics.json").read_text())
+    assert 0.0 <= metrics["miou"] <= 100.0 and len(metrics["per_class_iou"]) == 19
+    runner.invoke(app, ["report", "table9", "--runs-dir", str(runs), "--out", str(reports), "--no-figures"])
+    assert "evaluated from checkpoint" in (reports / "table9.md").read_text()
+    # No data root: one line, exit 2; an evaluation never falls back to generated data.
+    result = runner.invoke(app, [*args, "--workers", "0"])
+    assert result.exit_code == 2 and "evaluation needs Cityscapes" in result.output
+    result = runner.invoke(app, ["eval", "ssdlite320_mobilenetv2", "--checkpoint", str(ckpt)])
+    assert result.exit_code == 2 and "evaluate it through its suite" in result.output
