@@ -508,11 +508,19 @@ def bench(
     threads: Annotated[int, typer.Option(help="CPU threads for the latency runs.")] = 1,
     rounds: Annotated[int, typer.Option(help="Timed rounds, models interleaved.")] = 40,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    compiled_ca: Annotated[
+        bool,
+        typer.Option(
+            "--compiled-ca/--no-compiled-ca",
+            help="Also time cabench CA with its CA blocks compiled by TorchInductor (rest eager; needs a C++ "
+            "compiler; minutes to compile with a cold inductor cache, not timed).",
+        ),
+    ] = False,
 ) -> None:
     """CA block benchmark: MobileNetV2 vs authors'-style CA vs cabench CA latency (ratios), and training img/s."""
     from cabench.measure.ca_benchmark import format_ca_benchmark, run_ca_benchmark
 
-    result = run_ca_benchmark(threads=threads, rounds=rounds)
+    result = run_ca_benchmark(threads=threads, rounds=rounds, compiled_ca=compiled_ca)
     if as_json:
         print(json.dumps(result, indent=2))
     else:

@@ -243,12 +243,14 @@ def test_benchmark_report_formats_a_result() -> None:
         "rounds": 3,
         "torch": torch.__version__,
         "check": {"max_abs_diff_logits": 1e-8, "atol": 1e-4, "max_abs_logit": 0.1, "passed": True},
+        "compiled_ca": {"blocks": 17, "compile_s": 2.5, "max_abs_diff_logits": 2e-8, "atol": 1e-4, "passed": True},
         "runs": [
             {
                 "allocator": "default",
                 "latency": {
                     "baseline": {"model": "base", **row, "ratio": 1.0},
                     "cabench_ca": {"model": "ca", **row, "median_ms": 2.4, "ratio": 1.2},
+                    "compiled_ca": {"model": "ca, compiled", **row, "median_ms": 2.2, "ratio": 1.1},
                 },
                 "page_faults_per_call": {"baseline": 0.0, "cabench_ca": 0.0},
             }
@@ -264,3 +266,4 @@ def test_benchmark_report_formats_a_result() -> None:
     }
     text = format_ca_benchmark(result)
     assert "1.200x" in text and "allocator: default" in text and "9.0 img/s" in text
+    assert "1.100x" in text and "compile of 17 CA blocks 2.5 s" in text

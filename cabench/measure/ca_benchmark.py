@@ -1,12 +1,17 @@
 """The CA block benchmark: what Coordinate Attention costs MobileNetV2 on this CPU, from one run.
 
-Three models, timed interleaved by :func:`cabench.measure.latency.measure_latency` (eval mode, batch 1, 224x224):
+Three models (four with ``compiled_ca``), timed interleaved by :func:`cabench.measure.latency.measure_latency` (eval
+mode, batch 1, 224x224):
 
 * ``baseline``: torchvision's ``mobilenet_v2()``;
 * ``authors_style_ca``: cabench's ``MobileNetV2(attention="ca")`` with every CA block replaced by
   :class:`cabench.measure.ca_reference.AuthorsStyleCoordinateAttention` (Eq. 4-9 computed the straightforward way),
   holding the same weights as the next model;
-* ``cabench_ca``: cabench's ``MobileNetV2(attention="ca")`` as it is.
+* ``cabench_ca``: cabench's ``MobileNetV2(attention="ca")`` as it is;
+* ``compiled_ca`` (only with ``compiled_ca=True``): the same network and weights with its CA blocks' batch-1 inference
+  path compiled by TorchInductor (:func:`cabench.models.ca_compiled.compile_ca_blocks`; the rest of the network stays
+  eager). It is compiled (and checked against ``cabench_ca``, same tolerance) before any timing; the one-time compile
+  seconds are reported and never timed.
 
 Before timing, both CA models are run on a fresh random input and their logits compared (absolute tolerance
 1e-4; the largest difference is reported), with BatchNorm statistics and CA biases perturbed first so that the check
@@ -31,6 +36,7 @@ import ctypes.util
 import platform
 import statistics
 import sys
+import time
 from collections.abc import Mapping
 
 import torch
@@ -45,6 +51,7 @@ MODEL_LABELS = {
     "baseline": "MobileNetV2 (torchvision)",
     "authors_style_ca": "MobileNetV2+CA, authors'-style block",
     "cabench_ca": "MobileNetV2+CA, cabench block",
+    "compiled_ca": "MobileNetV2+CA, cabench block, compiled (inductor)",
 }
 LOGITS_ATOL = 1e-4
 
@@ -113,6 +120,7 @@ def run_ca_benchmark(
     train_threads: int | None = None,
     allocator: str = "both",
     seed: int = 0,
+    compiled_ca: bool = False,
 ) -> dict[str, object]:
     """Run the CA benchmark (see the module docstring) and return a JSON-serializable dict.
 
@@ -120,8 +128,8 @@ def run_ca_benchmark(
     process allocator alone), ``"no-trim"`` (:func:`disable_malloc_trim` first) or ``"both"`` (one latency run of
     each, in that order). ``train_steps`` timed SGD steps at ``train_batch_size``, twice per model in A-B-B-A order
     (averaged), with ``train_threads`` threads (None: the current ``torch.get_num_threads()``); ``train_steps=0``
-    skips training. Raises
-    AssertionError when the two CA variants disagree on the logits.
+    skips training. ``compiled_ca``: add the ``compiled_ca`` model (see the module docstring; minutes to compile
+    with a cold inductor cache). Raises AssertionError when the CA variants disagree on the logits.
     """
     import torchvision
 
@@ -148,6 +156,34 @@ def run_ca_benchmark(
         raise AssertionError(f"cabench CA and authors'-style CA logits differ by {max_diff:.3g} (> {LOGITS_ATOL})")
 
     models = {"baseline": baseline, "authors_style_ca": authors, "cabench_ca": cabench_ca}
+    compiled: dict[str, object] | None = None
+    if compiled_ca:
+        from cabench.models.ca_compiled import compile_ca_blocks
+
+        fast = MobileNetV2(attention="ca")
+        fast.load_state_dict(cabench_ca.state_dict())
+        blocks = compile_ca_blocks(fast.eval())
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)  # compiled C++ kernels are specialised to the thread count
+        try:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                fast_logits = fast(x)  # compiles every CA shape of the network
+            compile_s = time.perf_counter() - start
+        finally:
+            torch.set_num_threads(previous)
+        compiled_diff = (fast_logits - ours).abs().max().item()
+        if not compiled_diff <= LOGITS_ATOL:
+            raise AssertionError(f"compiled CA and cabench CA logits differ by {compiled_diff:.3g} (> {LOGITS_ATOL})")
+        compiled = {
+            "blocks": blocks,
+            "autotune": True,
+            "compile_s": compile_s,
+            "max_abs_diff_logits": compiled_diff,
+            "atol": LOGITS_ATOL,
+            "passed": True,
+        }
+        models["compiled_ca"] = fast
     runs: list[dict[str, object]] = []
     regimes = ["default", "no-trim"] if allocator == "both" else [allocator]
     for regime in regimes:
@@ -207,6 +243,7 @@ def run_ca_benchmark(
         "processor": platform.processor() or None,
         "ca_blocks": swapped,
         "check": {"max_abs_diff_logits": max_diff, "atol": LOGITS_ATOL, "max_abs_logit": scale, "passed": True},
+        "compiled_ca": compiled,
         "runs": runs,
         "latency": measured[-1]["latency"] if measured else None,
         "training": training,
@@ -224,18 +261,27 @@ def format_ca_benchmark(result: Mapping[str, object]) -> str:
         f"check: cabench CA vs authors'-style CA logits, max |diff| = {check['max_abs_diff_logits']:.2e} "
         f"(atol {check['atol']:g}, max |logit| {check['max_abs_logit']:.3g}): ok",
     ]
+    compiled = result.get("compiled_ca")
+    if isinstance(compiled, Mapping):
+        lines.append(
+            f"check: compiled CA vs cabench CA logits, max |diff| = {compiled['max_abs_diff_logits']:.2e} "
+            f"(atol {compiled['atol']:g}): ok; one-time compile of {compiled['blocks']} CA blocks "
+            f"{compiled['compile_s']:.1f} s (not timed)"
+        )
     for run in runs:
         lines += ["", f"allocator: {run['allocator']}"]
         latency = run["latency"]
         if latency is None:
             continue
         faults = run.get("page_faults_per_call") or {}
-        header = f"{'model':40s} {'median ms':>10s} {'p10 ms':>8s} {'p90 ms':>8s} {'ratio':>7s} {'faults/call':>12s}"
-        lines.append(header)
+        width = max(40, *(len(row["model"]) for row in latency.values()))
+        lines.append(
+            f"{'model':{width}s} {'median ms':>10s} {'p10 ms':>8s} {'p90 ms':>8s} {'ratio':>7s} {'faults/call':>12s}"
+        )
         for name, row in latency.items():
             n_faults = faults.get(name)
             lines.append(
-                f"{row['model']:40s} {row['median_ms']:10.2f} {row['p10_ms']:8.2f} {row['p90_ms']:8.2f} "
+                f"{row['model']:{width}s} {row['median_ms']:10.2f} {row['p10_ms']:8.2f} {row['p90_ms']:8.2f} "
                 f"{row['ratio']:6.3f}x {'' if n_faults is None else f'{n_faults:12.0f}'}"
             )
     training = result.get("training")

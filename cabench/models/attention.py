@@ -43,12 +43,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cabench.models.ca_compiled import compile_ca_blocks, compiled_forward
+
 __all__ = [
     "ATTENTION_KINDS",
     "CBAM",
     "CoordinateAttention",
     "DirectionalAttention",
     "SqueezeExcite",
+    "compile_ca_blocks",
     "create_attention",
     "default_reduction",
     "reduced_channels",
@@ -183,6 +186,9 @@ class CoordinateAttention(nn.Module):
       which keeps CPU BLAS on its fast kernels; padded columns are computed and
       dropped. Nothing is cached between calls, so changed weights, BatchNorm
       statistics or modes take effect at once.
+
+    Opt-in: :func:`compile_ca_blocks` makes a block run its inference path as
+    TorchInductor-compiled code instead (``cabench.models.ca_compiled``).
     """
 
     kind = "ca"
@@ -190,6 +196,9 @@ class CoordinateAttention(nn.Module):
     # products when rows are short); pooling is one matrix product for maps of at most this many pixels.
     _GATE_MAP_MAX_WIDTH = 28
     _POOL_GEMM_MAX_PIXELS = 64
+    # Set per block by compile_ca_blocks (inference path through cabench.models.ca_compiled).
+    _ca_compiled = False
+    _ca_autotune = True
 
     def __init__(self, channels: int, reduction: int = 32) -> None:
         super().__init__()
@@ -219,6 +228,10 @@ class CoordinateAttention(nn.Module):
             and x.is_contiguous()
             and not torch.jit.is_tracing()
         ):
+            if self._ca_compiled:
+                y = compiled_forward(self, x)
+                if y is not None:
+                    return y
             return self._forward_inference(x)
         return self._forward_modules(x)
 
