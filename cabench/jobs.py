@@ -128,6 +128,8 @@ def run_training(
     Everything a user can get wrong (recipe, dataset, backbone checkpoints) is checked for every suite
     and row before the first step of training.
     """
+    import torch
+
     from cabench.data.sources import DATA_SOURCES
     from cabench.recipe import load_recipe
     from cabench.tasks import distributed
@@ -215,6 +217,7 @@ def run_training(
             run_dir = distributed.broadcast_path(run_dir)
             if on_row:
                 on_row(suite, row, f"training -> {run_dir}")
+            torch.manual_seed(settings.seed)  # a row's initial weights depend on its seed only, not on earlier rows
             model = build_model(spec)
             if backbone is not None:
                 load_backbone(model, Path(backbone["path"]), row=row.key)
