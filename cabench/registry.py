@@ -1,0 +1,222 @@
+"""One generic registry for every extension axis, and the plugin loader.
+
+Each axis (attention kinds, architectures, datasets, tasks, profiles, ...) is a
+:class:`Registry`. An extension registers itself where it is defined::
+
+    ATTENTIONS = Registry[Callable[..., nn.Module]]("attention")
+
+    @ATTENTIONS.register("se")
+    class SqueezeExcite(nn.Module): ...
+
+    ATTENTIONS.register("eca", "cabench.models.eca:ECA")  # lazy: imported on first get()
+
+Plugins add entries without a fork, from three places, each loaded once:
+
+* ``--plugin MODULE`` on the command line (:func:`load_plugins`),
+* the environment variable ``CABENCH_PLUGINS`` (comma-separated module names),
+* the entry-point group ``cabench.plugins`` of installed packages.
+
+Importing such a module is all it takes: its decorators register what it defines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar, overload
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PLUGINS_ENV",
+    "Registry",
+    "RegistryError",
+    "import_object",
+    "load_plugins",
+    "loaded_plugins",
+]
+
+T = TypeVar("T")
+
+ENTRY_POINT_GROUP = "cabench.plugins"
+PLUGINS_ENV = "CABENCH_PLUGINS"
+
+
+class RegistryError(ValueError):
+    """A name that is unknown, taken twice, or an import path that does not resolve."""
+
+
+def import_object(path: str) -> Any:
+    """Import ``"package.module:attr"`` (``attr`` may be dotted) and return the object."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise RegistryError(f"{path!r} is not an import path of the form 'package.module:Name'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise RegistryError(f"cannot import {module_name!r} (from {path!r}): {e}") from None
+    except Exception as e:  # a plugin module that fails while importing
+        raise RegistryError(f"importing {module_name!r} (from {path!r}) failed: {type(e).__name__}: {e}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise RegistryError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})") from None
+    return obj
+
+
+def is_import_path(name: str) -> bool:
+    """Whether ``name`` looks like ``package.module:Name`` rather than a registered name."""
+    return ":" in name
+
+
+class Registry(Generic[T]):
+    """Names to objects, for one kind of extension.
+
+    ``register(name)`` decorates; ``register(name, "pkg.mod:obj")`` registers
+    lazily; ``register(name, obj)`` registers a value. A name registered twice is
+    an error. ``get`` names what is available and the closest match.
+    """
+
+    def __init__(self, kind: str, *, builtin_modules: Iterable[str] = ()) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}
+        self._where: dict[str, str] = {}
+        # Modules whose import registers the built-in entries (imported on first lookup).
+        self._builtin_modules = tuple(builtin_modules)
+        self._builtins_loaded = not self._builtin_modules
+
+    @overload
+    def register(self, name: str) -> Callable[[T], T]: ...
+    @overload
+    def register(self, name: str, obj: T | str) -> T | str: ...
+
+    def register(self, name: str, obj: Any = None) -> Any:
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"a {self.kind} name must be a non-empty string, not {name!r}")
+        if obj is None:
+
+            def decorate(target: T) -> T:
+                self._add(name, target)
+                return target
+
+            return decorate
+        if isinstance(obj, str) and is_import_path(obj):
+            self._check_free(name, obj)
+            self._lazy[name] = obj
+            self._where[name] = obj
+            return obj
+        self._add(name, obj)
+        return obj
+
+    def _check_free(self, name: str, where: str) -> None:
+        if name in self._entries or name in self._lazy:
+            raise RegistryError(
+                f"{self.kind} {name!r} is registered twice: by {self._where.get(name, '?')} and by {where}"
+            )
+
+    def _add(self, name: str, obj: T) -> None:
+        where = f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__name__)}"
+        self._check_free(name, where)
+        self._entries[name] = obj
+        self._where[name] = where
+
+    def _load_builtins(self) -> None:
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            for module in self._builtin_modules:
+                importlib.import_module(module)
+        _load_default_plugins()
+
+    def names(self) -> list[str]:
+        self._load_builtins()
+        return sorted({*self._entries, *self._lazy})
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self.get(name)) for name in self.names()]
+
+    def where(self, name: str) -> str:
+        """Where ``name`` was defined (``module:qualname``), for messages and provenance."""
+        self.get(name)
+        return self._where[name]
+
+    def get(self, name: str) -> T:
+        self._load_builtins()
+        if name in self._entries:
+            return self._entries[name]
+        if name in self._lazy:
+            obj = import_object(self._lazy.pop(name))
+            self._entries[name] = obj
+            return obj
+        raise RegistryError(self.unknown(name))
+
+    def unknown(self, name: object) -> str:
+        """The one-line message for an unknown ``name``: what exists, and the closest match."""
+        available = self.names()
+        text = str(name)
+        if len(text) > 60:
+            text = text[:57] + "..."
+        message = f"unknown {self.kind} {text!r}"
+        close = difflib.get_close_matches(str(name)[:200], available, n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        return message + f"; available: {', '.join(available) or 'none'}"
+
+
+_plugins: list[str] = []
+_defaults_loaded = False
+
+
+def loaded_plugins() -> list[str]:
+    """Modules loaded as plugins, in order; passed on to worker processes."""
+    return list(_plugins)
+
+
+def load_plugins(modules: Iterable[str]) -> list[str]:
+    """Import each plugin module once (its imports register what it defines)."""
+    for module in modules:
+        module = module.strip()
+        if not module or module in _plugins:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise RegistryError(f"cannot import plugin {module!r}: {e}") from None
+        except RegistryError:
+            raise
+        except Exception as e:
+            raise RegistryError(f"plugin {module!r} failed while importing: {type(e).__name__}: {e}") from None
+        _plugins.append(module)
+    return loaded_plugins()
+
+
+def _load_default_plugins() -> None:
+    """``CABENCH_PLUGINS`` and the ``cabench.plugins`` entry points, once per process."""
+    global _defaults_loaded
+    if _defaults_loaded:
+        return
+    _defaults_loaded = True
+    from importlib.metadata import entry_points
+
+    load_plugins(os.environ.get(PLUGINS_ENV, "").split(","))
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value in _plugins:
+            continue
+        try:
+            ep.load()
+        except Exception as e:
+            raise RegistryError(
+                f"plugin entry point {ep.name!r} ({ep.value}) failed: {type(e).__name__}: {e}"
+            ) from None
+        _plugins.append(ep.value.partition(":")[0])
