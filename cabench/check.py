@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from cabench.columns import count_columns
 from cabench.measure.complexity import Complexity
-from cabench.runner import ProgressFn, count_specs
+from cabench.profiles.count import MADDS, PARAMS, ProgressFn, count_specs
 from cabench.store import atomic_write_text
-from cabench.suite import COUNT_COLUMNS, SUITES_DIR, UNIT_SCALE, Suite
+from cabench.suite import SUITES_DIR, UNIT_SCALE, Suite
 
 __all__ = ["DEFAULT_LOCK", "CheckResult", "check_suites", "read_lock"]
 
@@ -57,11 +58,11 @@ def read_lock(path: Path) -> dict[str, dict[str, int | None]]:
 def write_lock(path: Path, counts: dict[str, Complexity], keep: dict[str, dict[str, int | None]]) -> None:
     merged = dict(keep)
     for key, c in counts.items():
-        entry: dict[str, int | None] = {"params": c.params}
+        entry: dict[str, int | None] = {PARAMS.key: c.params}
         if c.madds is not None:
-            entry["madds"] = c.madds
-        elif key in keep and keep[key].get("madds") is not None:
-            entry["madds"] = keep[key]["madds"]
+            entry[MADDS.key] = c.madds
+        elif key in keep and keep[key].get(MADDS.key) is not None:
+            entry[MADDS.key] = keep[key][MADDS.key]
         merged[key] = entry
     body = {
         "about": "Exact parameter and multiply-add counts of every model the suites count. "
@@ -80,7 +81,7 @@ def check_suites(
     """Recount the count cells of ``suites``; collect every failure as one line."""
     lock = read_lock(lock_path)
     wanted = [
-        (row.model.spec(), "madds" in suite.columns)
+        (row.model.spec(), MADDS.key in suite.columns)
         for suite in suites
         for row in suite.rows
         if row.model is not None and not row.cited
@@ -92,10 +93,10 @@ def check_suites(
             if row.model is None or row.cited:
                 continue
             c = counts[row.model.spec().key()]
-            for column in COUNT_COLUMNS:
+            for column in count_columns():
                 if column not in suite.columns or column not in row.published:
                     continue
-                exact = c.params if column == "params" else c.madds
+                exact = {PARAMS.key: c.params, MADDS.key: c.madds}[column]
                 published = row.published[column]
                 if exact is None or isinstance(published, tuple):
                     continue
@@ -118,7 +119,7 @@ def check_suites(
             result.unlocked.append(key)
             continue
         result.lock_checked += 1
-        for column, exact in (("params", c.params), ("madds", c.madds)):
+        for column, exact in ((PARAMS.key, c.params), (MADDS.key, c.madds)):
             if exact is not None and locked.get(column) is not None and locked[column] != exact:
                 result.failures.append(
                     f"{lock_path}: {key}: {column} counted {exact:,}, locked {locked[column]:,} "

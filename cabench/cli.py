@@ -7,23 +7,72 @@ when a count drifts.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from cabench.suite import Suite, SuiteError, find_suite, known_suites, load_suite
 
+
+class _PluginGroup(TyperGroup):
+    """Loads every ``--plugin MODULE`` (repeatable, anywhere before ``--``) before the command line is parsed,
+    so a plugin's attention blocks, architectures, datasets, tasks and profiles (with their options) exist
+    for every command."""
+
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        from cabench.registry import RegistryError, load_plugins
+
+        argv, modules = _take_plugins(list(sys.argv[1:] if args is None else args))
+        try:
+            if _startup_error:
+                raise RegistryError(_startup_error[0])
+            if modules:
+                load_plugins(modules)
+                self.commands["run"] = _run_command()
+        except RegistryError as e:
+            err.print(f"cabench: error: {e}", markup=False)
+            sys.exit(EXIT_USAGE)
+        return super().main(argv, *rest, **kwargs)
+
+
+def _take_plugins(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` without its ``--plugin MODULE`` / ``--plugin=MODULE`` options, and those modules."""
+    rest: list[str] = []
+    modules: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg == "--plugin" and i + 1 < len(argv):
+            modules.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--plugin="):
+            modules.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, modules
+
+
+_startup_error: list[str] = []
+
 app = typer.Typer(
     name="cabench",
+    cls=_PluginGroup,
     help="Rebuild the tables of 'Coordinate Attention for Efficient Mobile Network Design' (CVPR 2021).\n\n"
     "Start with `cabench run all && cabench report`: it counts the parameters and multiply-adds of every "
     "model in Tables 1-9 and writes reports/README.md with each cell beside its published value.",
@@ -37,6 +86,21 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_DRIFT = 1
 EXIT_USAGE = 2
+
+
+@app.callback()
+def _plugins(
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            help="Import MODULE first, so the attention blocks, architectures, datasets, tasks or profiles it "
+            "registers exist (repeatable; also after the command, and from CABENCH_PLUGINS and the "
+            "`cabench.plugins` entry points). Workers started by --nproc get them too.",
+        ),
+    ] = None,
+) -> None:
+    """Rebuild the tables of the paper (see `cabench run --help`)."""
 
 
 def fail(message: str) -> NoReturn:
@@ -81,7 +145,8 @@ def _progress(label: str) -> tuple[Progress, Callable[[int, int, str], None]]:
 @app.command("list")
 def list_suites() -> None:
     """List the suites (one per paper table), their rows, and what each profile fills."""
-    from cabench.runner import PROFILES
+    from cabench.columns import COLUMNS
+    from cabench.profiles.base import PROFILES
 
     with user_errors():
         suites = _load_suites([])
@@ -95,8 +160,9 @@ def list_suites() -> None:
     profiles = Table(title="Profiles", title_justify="left")
     for col in ("profile", "fills", "what it does"):
         profiles.add_column(col)
-    for p in PROFILES.values():
-        profiles.add_row(p.name, ", ".join(p.fills) or "no cell", p.description)
+    for name, p in PROFILES.items():
+        fills = [key for key, column in COLUMNS.items() if column.kind in p.fills]
+        profiles.add_row(name, ", ".join(fills) or "no cell", p.description)
     out.print(profiles)
 
 
@@ -132,165 +198,163 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         help="Dataset roots as NAME=PATH, repeatable (imagenet=/datasets/imagenet). Also read from "
-        "CABENCH_DATA_<NAME> or a [data] table in ~/.config/cabench/config.toml (or $CABENCH_CONFIG).",
+        "CABENCH_DATA_IMAGENET (any NAME) or a [data] table in ~/.config/cabench/config.toml (or $CABENCH_CONFIG).",
     ),
 ]
 
+_RUN_HELP = """Run a profile for every row of the given suites and record each result under `runs/`.
 
-@app.command()
-def run(
-    suites: Annotated[list[str], typer.Argument(help="Suite ids, suite file paths, or `all`.")],
-    profile: Annotated[
-        str, typer.Option(help="count (Param./M-Adds), latency, smoke (pipeline check), paper (full recipe).")
-    ] = "count",
-    rows: Annotated[
-        list[str] | None, typer.Option("--rows", help="Only these rows (row id or printed name); repeatable.")
-    ] = None,
-    data: DataOpt = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Override the recipe's epochs (recorded; marked in reports).")
-    ] = None,
-    iterations: Annotated[
-        int | None,
-        typer.Option(help="Override the recipe's iterations (detection/segmentation recipes; marked in reports)."),
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override the recipe's GLOBAL batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Override the recipe's initial learning rate.")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader workers per process.")] = 4,
-    amp: Annotated[str, typer.Option(help="off, bf16 or fp16 (fp16 on CUDA only).")] = "off",
-    channels_last: Annotated[bool, typer.Option(help="channels_last memory format (GPU).")] = False,
-    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
-    sync_bn: Annotated[bool, typer.Option(help="SyncBatchNorm across processes (CUDA).")] = False,
-    ckpt_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: at epoch ends only).")] = 0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    backbone_checkpoint: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--backbone-checkpoint",
-            help="Detection/segmentation: initialise the backbone from an ImageNet checkpoint (cabench or the "
-            "authors' MobileNetV2+CA state dict). PATH for every selected row, or ROW=PATH per row; repeatable. "
-            "Recorded with its sha256; cells trained without one are marked 'from scratch'.",
+`cabench run all` counts every model of Tables 1-9 (each distinct model once) in seconds on a CPU.
+`cabench run table2 --profile paper --data imagenet=PATH` trains the rows that lack a result, resuming
+an interrupted run; `--profile smoke` does the same for a few steps on generated data and fills no cell.
+`--seeds 0,1,2` (or `--seeds 3`) trains each row once per seed; seeds already done are skipped.
+`--nproc 4` runs under torchrun (global batch and lr kept); for several machines, see the README's
+multi-node torchrun line. Options are grouped by the profiles that take them; `--plugin MODULE` loads a plugin.
+"""
+
+
+def _run_signature() -> inspect.Signature:
+    """`cabench run`'s parameters: the suites, the profile, the rows, and every registered profile's options."""
+    from cabench.profiles.base import profile_options
+    from cabench.registry import RegistryError
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter(
+            "suites", kw, annotation=Annotated[list[str], typer.Argument(help="Suite ids, suite file paths, or `all`.")]
         ),
-    ] = None,
-    tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard logs (needs tensorboard).")] = False,
-    nproc: Annotated[int, typer.Option(help="Launch this many processes with torchrun (DDP).")] = 1,
-    threads: Annotated[int, typer.Option(help="latency: CPU threads (pinned and recorded).")] = 1,
-    rounds: Annotated[int, typer.Option(help="latency: timed rounds, rows interleaved (median taken).")] = 40,
-    runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")] = Path("runs"),
-) -> None:
-    """Run a profile for every row of the given suites and record each result under `runs/`.
+        inspect.Parameter(
+            "profile",
+            kw,
+            default="count",
+            annotation=Annotated[str, typer.Option(help="count, latency, smoke, paper, ... (`cabench list`).")],
+        ),
+        inspect.Parameter(
+            "rows",
+            kw,
+            default=None,
+            annotation=Annotated[
+                list[str] | None, typer.Option("--rows", help="Only these rows (row id or printed name); repeatable.")
+            ],
+        ),
+        inspect.Parameter(
+            "runs_dir",
+            kw,
+            default=Path("runs"),
+            annotation=Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")],
+        ),
+    ]
+    try:
+        options = profile_options()
+    except RegistryError as e:  # a broken plugin: reported as one line when the command runs
+        _startup_error.append(str(e))
+        options = {}
+    for name, (option, owners) in options.items():
+        panel = f"Options of {', '.join(owners)}"
+        annotation = Annotated[option.type, typer.Option(help=option.help, rich_help_panel=panel)]
+        params.append(inspect.Parameter(name, kw, default=option.default, annotation=annotation))
+    return inspect.Signature(params)
 
-    `cabench run all` counts every model of Tables 1-9 (each distinct model once) in seconds on a CPU.
-    `cabench run table2 --profile paper --data imagenet=PATH` trains the rows that lack a result, resuming
-    an interrupted run; `--profile smoke` does the same for a few steps on generated data and fills no cell.
-    `--nproc 4` runs under torchrun (global batch and lr kept); for several machines, see the README's
-    multi-node torchrun line.
-    """
+
+def run(**given: Any) -> None:
+    from cabench.profiles.base import PROFILES, Request, profile_options
     from cabench.store import Store
 
-    if nproc > 1:
-        from cabench.tasks.distributed import launch_torchrun, under_torchrun
-
-        if not under_torchrun():
-            raise typer.Exit(launch_torchrun(nproc, sys.argv[1:]))
+    suites, profile_name, rows, runs_dir = (given.pop(k) for k in ("suites", "profile", "rows", "runs_dir"))
     start = time.perf_counter()
-    store = Store(runs_dir)
     with user_errors():
+        profile = PROFILES.get(profile_name)
+        options = _profile_option_values(profile, given, profile_options())
         loaded = _load_suites(suites)
-        if profile == "count":
-            from cabench.runner import run_suites
-
-            progress, update = _progress(f"{profile}")
-            with progress:
-                records = run_suites(loaded, store, profile, set(rows) if rows else None, update)
-        elif profile == "latency":
-            from cabench.jobs import run_latency
-
-            loaded = [s for s in loaded if "latency" in s.columns] if suites == ["all"] else loaded
-            with err.status("timing rows, interleaved ..."):
-                records = run_latency(loaded, store, set(rows) if rows else None, threads=threads, rounds=rounds)
-        elif profile in ("smoke", "paper"):
-            records = _train(loaded, store, profile, rows, data, locals())
-        else:
-            fail(f"unknown profile {profile!r}; expected count, latency, smoke or paper")
-    if rows and not records:
-        fail(f"no row matches --rows {', '.join(rows)} in {', '.join(s.id for s in loaded)}")
-    elapsed = time.perf_counter() - start
-    _summary(profile, records, elapsed, runs_dir, len(loaded))
-
-
-def _backbones(entries: list[str]) -> dict[str, Path]:
-    """``PATH`` (every row, key ``*``) or ``ROW=PATH`` entries of --backbone-checkpoint."""
-    out: dict[str, Path] = {}
-    for entry in entries:
-        row, sep, path = entry.partition("=")
-        key, value = (row.strip(), path.strip()) if sep and row.strip() else ("*", entry.strip())
-        if not value:
-            raise ValueError(f"--backbone-checkpoint {entry!r}: expected PATH or ROW=PATH")
-        if key in out:
-            raise ValueError(f"--backbone-checkpoint: {key if key != '*' else 'a plain PATH'} given twice")
-        out[key] = Path(value).expanduser()
-    return out
-
-
-def _train(loaded, store, profile, rows, data, opts) -> list:  # type: ignore[no-untyped-def]
-    from cabench.data.errors import DatasetError
-    from cabench.data.imagenet import parse_data_option
-    from cabench.jobs import TrainOptions, run_training
-    from cabench.tasks.classification import TrainingInterrupted
-
-    options = TrainOptions(
-        data=parse_data_option(data or []),
-        overrides={k: opts[k] for k in ("epochs", "iterations", "batch_size", "lr") if opts[k] is not None},
-        knobs={
-            "workers": opts["workers"],
-            "amp": opts["amp"],
-            "channels_last": opts["channels_last"],
-            "compile": opts["compile"],
-            "sync_bn": opts["sync_bn"] or None,  # off: keep the recipe's
-            "ckpt_every_steps": opts["ckpt_every"],
-            "seed": opts["seed"],
-            "tensorboard": opts["tensorboard"],
-        },
-        fixtures_dir=store.root / "_fixtures",
-        backbones=_backbones(opts["backbone_checkpoint"] or []),
-    )
-    progress = Progress(
-        TextColumn("[bold]{task.description}[/]"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[ips]} img/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA {task.fields[eta]}"),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
-    task = progress.add_task(profile, total=None, loss="-", lr="-", ips="-", eta="-")
-
-    def on_row(suite: Suite, row, what: str) -> None:  # type: ignore[no-untyped-def]
-        progress.update(task, description=f"{suite.id}/{row.key}", completed=0)
-        err.print(f"{suite.id}/{row.key}: {what}", markup=False, highlight=False)
-
-    def on_step(event: dict) -> None:
-        progress.update(
-            task,
-            completed=event.get("step", 0),
-            total=event.get("total_steps"),
-            loss=f"{event.get('loss', float('nan')):.3f}",
-            lr=f"{event.get('lr', float('nan')):.4g}",
-            ips=f"{event.get('img_per_s', 0):.0f}",
-            eta=_duration(event["eta_s"]) if "eta_s" in event else "-",
+        request = Request(
+            loaded,
+            Store(runs_dir),
+            set(rows) if rows else None,
+            options,
+            all_suites=suites == ["all"],
+            argv=tuple(sys.argv[1:]),
         )
+        outcome = _run_profile(profile, request)
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
+    if rows and not outcome.records:
+        fail(f"no row matches --rows {', '.join(rows)} in {', '.join(s.id for s in loaded)}")
+    _summary(profile.name, outcome, time.perf_counter() - start, runs_dir)
 
+
+run.__signature__ = _run_signature()  # type: ignore[attr-defined]
+run.__doc__ = _RUN_HELP
+app.command("run")(run)
+
+
+def _run_command() -> Any:
+    """The click command of `cabench run`, rebuilt with the options of every profile registered now."""
+    run.__signature__ = _run_signature()  # type: ignore[attr-defined]
+    info = next(c for c in app.registered_commands if c.callback is run)
+    return typer.main.get_command_from_info(
+        info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode
+    )
+
+
+def _profile_option_values(profile: Any, given: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
+    """The chosen profile's options; an option of another profile set to a non-default value is refused."""
+    mine = {o.name for o in profile.options}
+    for name, value in given.items():
+        option, owners = known[name]
+        if name not in mine and value != option.default:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} does not apply to profile {profile.name!r} (it applies to {', '.join(owners)})")
+    return {name: given[name] for name in mine}
+
+
+def _run_profile(profile: Any, request: Any) -> Any:
+    """Run ``profile`` with progress shown on stderr; an interrupted training says how to resume."""
+    from cabench.data.errors import DatasetError
+    from cabench.tasks.engine import TrainingInterrupted
+
+    display, request.hooks = _display(profile.name)
     try:
-        with progress:
-            return run_training(loaded, store, profile, options, set(rows) if rows else None, on_row, on_step)
+        with display:
+            return profile.run(request)
     except DatasetError as e:
         fail(str(e))
     except TrainingInterrupted as e:
         err.print(f"cabench: interrupted; checkpoint saved ({e}). Run the same command again to resume.")
         raise typer.Exit(130) from None
+
+
+def _display(label: str) -> tuple[Progress, Any]:
+    """One progress display on stderr and the hooks through which a profile drives it."""
+    from cabench.profiles.base import Hooks
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task(label, total=None, info="")
+
+    def on_progress(done: int, total: int, what: str) -> None:
+        progress.update(task, completed=done, total=total, info=what)
+
+    def on_row(suite: str, row: str, what: str) -> None:
+        progress.update(task, description=f"{suite}/{row}", completed=0, info="")
+        err.print(f"{suite}/{row}: {what}", markup=False, highlight=False)
+
+    def on_step(event: dict) -> None:
+        eta = _duration(event["eta_s"]) if "eta_s" in event else "-"
+        info = (
+            f"loss {event.get('loss', float('nan')):.3f} lr {event.get('lr', float('nan')):.4g} "
+            f"{event.get('img_per_s', 0):.0f} img/s ETA {eta}"
+        )
+        progress.update(task, completed=event.get("step", 0), total=event.get("total_steps"), info=info)
+
+    return progress, Hooks(progress=on_progress, row=on_row, step=on_step)
 
 
 def _duration(seconds: float) -> str:
@@ -303,27 +367,21 @@ def _duration(seconds: float) -> str:
     return f"{days}d {clock}" if days else clock
 
 
-def _summary(profile: str, records: list, elapsed: float, runs_dir: Path, n_suites: int) -> None:  # type: ignore[type-arg]
-    if profile == "count":
-        models = len({r.config["model_key"] for r in records})
-        out.print(
-            f"{profile}: {len(records)} rows of {n_suites} suite(s), {models} distinct models, "
-            f"{elapsed:.1f} s -> {runs_dir}/. Next: cabench report"
-        )
+def _summary(profile: str, outcome: Any, elapsed: float, runs_dir: Path) -> None:
+    records = outcome.records
+    head = f"{profile}: {outcome.summary or f'{len(records)} rows'}, {elapsed:.1f} s -> {runs_dir}/"
+    if not outcome.columns:
+        out.print(head + "".join(f". {n}" for n in outcome.notes), markup=False)
         return
-    table = Table(title=f"{profile}: {len(records)} rows, {elapsed:.1f} s -> {runs_dir}/", title_justify="left")
-    headline = [k for k in ("top1", "top5", "ap", "ap50", "map", "miou") if any(k in r.metrics for r in records)]
-    keys = {"latency": ("latency", "latency_ratio"), "smoke": ("train_loss", "steps", "img_per_s")}.get(
-        profile, (*headline, "steps", "img_per_s")
-    )
-    for col in ("suite", "row", *keys, "run"):
+    table = Table(title=head, title_justify="left")
+    for col in ("suite", "row", *outcome.columns, "run"):
         table.add_column(col)
     for r in records:
-        vals = [r.metrics.get(k) for k in keys]
+        vals = [r.metrics.get(k, r.config.get(k)) for k in outcome.columns]
         table.add_row(r.suite, r.row, *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals), r.run_id)
     out.print(table)
-    if profile == "smoke":
-        out.print("smoke proves the pipeline only: reports show 'pipeline ok (smoke)', never these numbers.")
+    for note in outcome.notes:
+        out.print(note, markup=False)
 
 
 @app.command()
@@ -448,8 +506,8 @@ def eval_(
     """
     from cabench.data.errors import DatasetError
     from cabench.data.imagenet import parse_data_option
-    from cabench.jobs import TrainOptions, evaluate_checkpoint
     from cabench.models.registry import ModelSpec, architectures
+    from cabench.profiles.evaluate import evaluate_checkpoint
     from cabench.store import Store
 
     with user_errors():
@@ -467,21 +525,22 @@ def eval_(
             if row_obj.model is None:
                 fail(f"{suite.path}: row {row!r} is cited; there is no model to evaluate")
             spec = row_obj.model.spec()
-        options = TrainOptions(data=parse_data_option(data or []), overrides={}, knobs={"workers": workers})
+        given = parse_data_option(data or [])
         try:
             with err.status(f"evaluating {checkpoint} ..."):
-                metrics, record = evaluate_checkpoint(spec, checkpoint, options, Store(runs_dir), suite, row_obj)
+                metrics, record, shown = evaluate_checkpoint(
+                    spec, checkpoint, given, workers, Store(runs_dir), suite, row_obj
+                )
         except DatasetError as e:
             fail(str(e))
-    names = {"top1": "top-1", "top5": "top-5", "ap": "AP", "ap50": "AP50", "map": "mAP", "miou": "mIoU"}
-    shown = "  ".join(f"{label} {metrics[k]:.2f}%" for k, label in names.items() if k in metrics)
+    text = "  ".join(f"{label} {metrics[k]:.2f}%" for k, label in shown if k in metrics)
     n = metrics.get("val_n", metrics.get("n"))
-    out.print(f"{spec.key()}: {shown}  on {n} images" + (f" -> {record.path}" if record else ""), markup=False)
+    out.print(f"{spec.key()}: {text}  on {n} images" + (f" -> {record.path}" if record else ""), markup=False)
 
 
 @app.command()
 def fixtures(
-    kind: Annotated[str, typer.Argument(help="Which dataset format: imagenet, coco, voc or cityscapes.")],
+    kind: Annotated[str, typer.Argument(help="Which dataset format (imagenet, coco, voc, cityscapes, ...).")],
     directory: Annotated[Path, typer.Argument(help="Where to write it (must not exist or be empty).")],
     seed: Annotated[int, typer.Option(help="Seed; the same seed writes the same bytes.")] = 0,
 ) -> None:
@@ -489,18 +548,18 @@ def fixtures(
 
     The smoke profile and the tests train and evaluate on these through the real loaders and evaluators.
     """
+    from cabench.data.base import FIXTURES
     from cabench.data.errors import DatasetError
-    from cabench.data.sources import FIXTURES, write_fixture
 
-    if kind not in FIXTURES:
-        fail(f"unknown fixture {kind!r}; available: {', '.join(FIXTURES)}")
+    with user_errors():
+        fixture = FIXTURES.get(kind)
     try:
-        root = write_fixture(kind, directory, seed=seed)
+        root = fixture.write(directory, seed=seed)
     except DatasetError as e:
         fail(str(e))
     files = sum(1 for p in root.rglob("*") if p.is_file())
-    _, layout, command = FIXTURES[kind]
-    out.print(f"{kind} fixture: {files} files in {root} ({layout}). Try: {command.format(root=root)}", markup=False)
+    hint = fixture.hint.format(root=root)
+    out.print(f"{kind} fixture: {files} files in {root} ({fixture.layout}). Try: {hint}", markup=False)
 
 
 @app.command()

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
-    "COLUMN_ORDER",
+    "COLUMN_KIND_ORDER",
     "FIGURE1_CATEGORIES",
     "FIGURE1_PANELS",
     "STATUS_COLORS",
@@ -59,21 +59,17 @@ STATUS_COLORS: dict[str, str] = {
 
 STATUSES: tuple[str, ...] = ("match", "noted", "drift", "pending", "cited")
 
-COLUMN_ORDER: tuple[str, ...] = (
-    "top1",
-    "map",
-    "miou",
-    "ap",
-    "ap50",
-    "ap75",
-    "ap_s",
-    "ap_m",
-    "ap_l",
-    "params",
-    "madds",
-    "latency",
-)
-"""Panel order in suite figures: accuracy metrics first, then cost. Unknown columns go last."""
+COLUMN_KIND_ORDER: tuple[str, ...] = ("accuracy", "count", "latency")
+"""Panel order in suite figures by column kind: accuracy metrics first, then cost; the suite's order within."""
+
+
+def _kind_rank(column: str) -> int:
+    """Accuracy columns first, then counts, then latency; unknown columns last."""
+    from cabench.columns import COLUMNS
+
+    known = COLUMNS.registered(column) or (COLUMNS.get(column) if column in COLUMNS else None)
+    return COLUMN_KIND_ORDER.index(known.kind) if known else len(COLUMN_KIND_ORDER)
+
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "suite",
@@ -338,8 +334,7 @@ def draw_suite_figure(suite_id: str, title: str, cells: pd.DataFrame, out_dir: P
     present = list(dict.fromkeys(plottable["column"]))
     if not present:
         return None
-    rank = {c: i for i, c in enumerate(COLUMN_ORDER)}
-    columns = sorted(present, key=lambda c: (rank.get(c, len(rank)), present.index(c)))
+    columns = sorted(present, key=lambda c: (_kind_rank(c), present.index(c)))
 
     drawn = suite[suite["column"].isin(columns) & (suite["_pub"].notna() | suite["_rep"].notna())]
     rows = drawn.sort_values(["order", "row"], kind="stable").drop_duplicates("row")

@@ -35,8 +35,8 @@ class Recipe(BaseModel):
 
     id: str
     source: str
-    task: Literal["classify", "detect", "segment"]
-    dataset: Literal["imagenet", "coco", "voc-detection", "voc-segmentation", "cityscapes"] = "imagenet"
+    task: str  # a registered task (cabench.tasks.base.TASKS)
+    dataset: str = "imagenet"  # a registered dataset (cabench.data.base.DATASETS) of that task
 
     # Optimizer.
     optimizer: Literal["sgd", "rmsprop"]
@@ -93,8 +93,7 @@ class Recipe(BaseModel):
             raise ValueError("schedule 'multistep' needs step_gamma and milestones")
         if self.milestones and (self.schedule != "multistep" or self.milestones != sorted(self.milestones)):
             raise ValueError("milestones must be increasing and only apply to schedule 'multistep'")
-        if self.task == "segment" and (self.crop_size is None or self.scale_range is None):
-            raise ValueError("a segmentation recipe needs crop_size and scale_range")
+        self._known_task_and_dataset()
         if self.schedule == "step" and (self.step_gamma is None or self.step_epochs is None):
             raise ValueError("schedule 'step' needs step_gamma and step_epochs")
         if self.schedule != "step" and self.step_epochs is not None:
@@ -104,6 +103,21 @@ class Recipe(BaseModel):
         if self.nesterov and self.optimizer != "sgd":
             raise ValueError("nesterov only applies to optimizer 'sgd'")
         return self
+
+    def _known_task_and_dataset(self) -> None:
+        from cabench.data.base import DATASETS
+        from cabench.tasks.base import TASKS
+
+        if self.task not in TASKS:
+            raise ValueError(TASKS.unknown(self.task))
+        if self.dataset not in DATASETS:
+            raise ValueError(DATASETS.unknown(self.dataset))
+        dataset = DATASETS.get(self.dataset)
+        if dataset.task != self.task:
+            raise ValueError(f"dataset {self.dataset!r} is for task {dataset.task!r}, not {self.task!r}")
+        missing = [name for name in dataset.requires if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"dataset {self.dataset!r} needs {' and '.join(missing)} in the recipe")
 
     def with_overrides(self, **overrides: Any) -> tuple[Recipe, dict[str, Any]]:
         """Apply command-line overrides; ``None`` values mean "not given" and are dropped.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import pkgutil
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
@@ -35,6 +36,7 @@ __all__ = [
     "import_object",
     "load_plugins",
     "loaded_plugins",
+    "plugin_modules",
 ]
 
 T = TypeVar("T")
@@ -80,6 +82,8 @@ class Registry(Generic[T]):
     """
 
     def __init__(self, kind: str, *, builtin_modules: Iterable[str] = ()) -> None:
+        """``builtin_modules``: modules (or ``"pkg.*"``, every module of a package) whose import registers
+        the built-in entries; imported on first lookup."""
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
@@ -87,6 +91,7 @@ class Registry(Generic[T]):
         # Modules whose import registers the built-in entries (imported on first lookup).
         self._builtin_modules = tuple(builtin_modules)
         self._builtins_loaded = not self._builtin_modules
+        _REGISTRIES.append(self)
 
     @overload
     def register(self, name: str) -> Callable[[T], T]: ...
@@ -127,8 +132,17 @@ class Registry(Generic[T]):
         if not self._builtins_loaded:
             self._builtins_loaded = True
             for module in self._builtin_modules:
-                importlib.import_module(module)
+                for name in _expand(module):
+                    importlib.import_module(name)
         _load_default_plugins()
+
+    def registered(self, name: str) -> T | None:
+        """The entry under ``name`` if already registered (eagerly), without loading anything."""
+        return self._entries.get(name)
+
+    def modules(self) -> set[str]:
+        """The modules that defined this registry's loaded entries (for passing plugins on to workers)."""
+        return {where.partition(":")[0] for name, where in self._where.items() if name in self._entries}
 
     def names(self) -> list[str]:
         self._load_builtins()
@@ -142,6 +156,9 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.names())
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
 
     def items(self) -> list[tuple[str, T]]:
         return [(name, self.get(name)) for name in self.names()]
@@ -174,13 +191,34 @@ class Registry(Generic[T]):
         return message + f"; available: {', '.join(available) or 'none'}"
 
 
+def _expand(module: str) -> list[str]:
+    """``"pkg.*"``: every public module of the package ``pkg`` (no hand-kept list); else ``[module]``."""
+    if not module.endswith(".*"):
+        return [module]
+    package = importlib.import_module(module[:-2])
+    found = pkgutil.iter_modules(package.__path__, package.__name__ + ".")
+    return sorted(name for _, name, _ in found if not name.rpartition(".")[2].startswith("_"))
+
+
 _plugins: list[str] = []
 _defaults_loaded = False
+_REGISTRIES: list[Registry[Any]] = []
 
 
 def loaded_plugins() -> list[str]:
     """Modules loaded as plugins, in order; passed on to worker processes."""
     return list(_plugins)
+
+
+def plugin_modules() -> list[str]:
+    """What another process must import to know this one's extensions: the plugins loaded here, those named in
+    ``CABENCH_PLUGINS``, and every importable module outside cabench that registered something."""
+    found = dict.fromkeys([*os.environ.get(PLUGINS_ENV, "").split(","), *_plugins])
+    for registry in _REGISTRIES:
+        for module in sorted(registry.modules()):
+            if module and module != "__main__" and module != "?" and not module.startswith("cabench."):
+                found[module] = None
+    return [m.strip() for m in found if m.strip()]
 
 
 def load_plugins(modules: Iterable[str]) -> list[str]:

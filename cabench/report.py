@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from cabench.columns import COLUMNS
+from cabench.profiles.base import PROFILES
 from cabench.store import RunRecord, Store, atomic_write_text
-from cabench.suite import COLUMNS, UNIT_SCALE, Published, Row, Suite
+from cabench.suite import UNIT_SCALE, Published, Row, Suite
+from cabench.tasks.base import TASKS
 
 __all__ = ["CSV_COLUMNS", "STATUS_MARKS", "build_cells", "write_reports"]
 
@@ -84,17 +87,17 @@ def _decimals(p: Published | None) -> int:
     return max(-int(p.as_tuple().exponent), 0)
 
 
-# Which profiles may fill a column, by column kind. A smoke run fills nothing:
-# it only earns an accuracy cell the words "pipeline ok (smoke)".
-FILLED_BY = {"count": ("count",), "latency": ("latency",), "accuracy": ("paper", "eval")}
-RUN_PROFILES = ("count", "latency", "paper", "eval", "smoke")
+def _filled_by(kind: str) -> list[str]:
+    """The profiles that may fill a column of ``kind`` (a smoke run fills nothing: it only earns an accuracy
+    cell its placeholder, "pipeline ok (smoke)")."""
+    return [name for name, profile in PROFILES.items() if kind in profile.fills]
 
 
 def _filling_run(column: str, runs: dict[str, RunRecord | None]) -> RunRecord | None:
     """The latest complete run of a profile allowed to fill ``column`` that has a value for it."""
     candidates = [
         r
-        for p in FILLED_BY[COLUMNS[column].kind]
+        for p in _filled_by(COLUMNS[column].kind)
         if (r := runs.get(p)) is not None and r.metrics.get(column) is not None
     ]
     return max(candidates, key=lambda r: r.run_id, default=None)
@@ -110,7 +113,7 @@ def _provenance(suite: Suite, run: RunRecord) -> str | None:
     if recipe != suite.recipe or overrides:
         changed = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
         parts.append(f"recipe {recipe}" + (f" with overrides {changed}" if changed else "") + f", not {suite.recipe}")
-    if suite.task in ("detect", "segment"):
+    if TASKS[suite.task].takes_backbone:
         backbone = run.config.get("backbone_checkpoint")
         if backbone:
             parts.append(f"backbone from {backbone['path']} (sha256 {str(backbone['sha256'])[:12]}…)")
@@ -186,19 +189,25 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
         labels = _row_labels(suite)
         row_cells: list[tuple[Row, Cell, RunRecord | None]] = []
         for order, row in enumerate(suite.rows):
-            runs = {p: store.latest(suite.id, row.key, p) for p in RUN_PROFILES} if row.model else {}
+            runs = {p: store.latest(suite.id, row.key, p) for p in PROFILES.names()} if row.model else {}
             for column in suite.columns:
                 if column not in row.published and (row.model is None or COLUMNS[column].kind != "count"):
                     continue
                 run = _filling_run(column, runs)
                 cell = _cell(suite, row, order, labels[row.key], column, run)
-                smoke = runs.get("smoke")
-                if COLUMNS[column].kind == "accuracy" and cell.reproduced is None and smoke and not row.cited:
-                    cell.display, cell.profile, cell.run_id = "pipeline ok (smoke)", "smoke", smoke.run_id
+                ran = _placeholder_run(runs)
+                if COLUMNS[column].kind == "accuracy" and cell.reproduced is None and ran and not row.cited:
+                    cell.display, cell.profile, cell.run_id = PROFILES[ran.profile].placeholder, ran.profile, ran.run_id
                 row_cells.append((row, cell, run))
         _latency_status(suite, row_cells)
         cells += [c for _, c, _ in row_cells]
     return cells
+
+
+def _placeholder_run(runs: dict[str, RunRecord | None]) -> RunRecord | None:
+    """The latest run of a profile that shows a placeholder instead of a number (smoke: "pipeline ok")."""
+    shown = [r for name, r in runs.items() if r is not None and PROFILES[name].placeholder]
+    return max(shown, key=lambda r: r.run_id, default=None)
 
 
 def _latency_status(suite: Suite, row_cells: list[tuple[Row, Cell, RunRecord | None]]) -> None:
@@ -207,15 +216,15 @@ def _latency_status(suite: Suite, row_cells: list[tuple[Row, Cell, RunRecord | N
     A row matches when its measured ratio lies within the ratio range its
     published range allows: [row low / baseline high, row high / baseline low].
     """
-    by_row = {row.key: (row, cell) for row, cell, _ in row_cells if cell.column == "latency"}
+    by_row = {row.key: (row, cell) for row, cell, _ in row_cells if COLUMNS[cell.column].kind == "latency"}
     base = by_row.get(suite.baseline or "")
     for row, cell in by_row.values():
         if cell.reproduced is None or base is None or row.cited:
             continue
         run_ratio = None
         for r, c, run in row_cells:
-            if r.key == row.key and c.column == "latency" and run is not None:
-                run_ratio = run.metrics.get("latency_ratio")
+            if r.key == row.key and c.column == cell.column and run is not None:
+                run_ratio = run.metrics.get(f"{cell.column}_ratio")
         pub, base_pub = cell.published, base[1].published
         if run_ratio is None or not isinstance(pub, tuple) or not isinstance(base_pub, tuple):
             continue

@@ -186,6 +186,29 @@ class Store:
                 return run_dir
         return None
 
+    def complete(self, suite: str, row: str, profile: str, resume_key: str) -> RunRecord | None:
+        """The latest complete run of this cell whose config has ``resume_key`` (a row-seed already done)."""
+        for record in self.runs(suite, row, profile):
+            if record.config.get("resume_key") == resume_key:
+                return record
+        return None
+
+    def runs(self, suite: str, row: str, profile: str) -> list[RunRecord]:
+        """Every complete run of one cell group, newest first."""
+        parent = self.cell_dir(suite, row, profile)
+        if not parent.is_dir():
+            return []
+        records = []
+        for run_dir in sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
+            try:
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                config = json.loads((run_dir / "config.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if metrics.get("status") == "complete":
+                records.append(RunRecord(suite, row, profile, run_dir.name, run_dir, metrics, config))
+        return records
+
     def environment_of(self, suite: str, row: str, profile: str, run_id: str) -> dict[str, Any]:
         """The env.json of one run ({} if it cannot be read)."""
         try:
@@ -195,15 +218,5 @@ class Store:
 
     def latest(self, suite: str, row: str, profile: str) -> RunRecord | None:
         """The latest complete run of one cell group, or None."""
-        parent = self.cell_dir(suite, row, profile)
-        if not parent.is_dir():
-            return None
-        for run_dir in sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
-            try:
-                metrics = json.loads((run_dir / "metrics.json").read_text())
-                config = json.loads((run_dir / "config.json").read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if metrics.get("status") == "complete":
-                return RunRecord(suite, row, profile, run_dir.name, run_dir, metrics, config)
-        return None
+        runs = self.runs(suite, row, profile)
+        return runs[0] if runs else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -25,12 +24,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cabench.columns import COLUMNS
 from cabench.models.registry import ModelSpec, validate_spec
 from cabench.yamlio import first_validation_error, read_yaml_mapping
 
 __all__ = [
     "COLUMNS",
-    "COUNT_COLUMNS",
     "SUITES_DIR",
     "Column",
     "Row",
@@ -44,28 +43,8 @@ __all__ = [
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
-@dataclass(frozen=True)
-class ColumnKind:
-    label: str
-    kind: Literal["count", "latency", "accuracy"]
-
-
-# Every column key a suite may use, with the label the paper prints.
-COLUMNS: dict[str, ColumnKind] = {
-    "params": ColumnKind("Param.", "count"),
-    "madds": ColumnKind("M-Adds", "count"),
-    "latency": ColumnKind("Latency", "latency"),
-    "top1": ColumnKind("Top-1", "accuracy"),
-    "ap": ColumnKind("AP", "accuracy"),
-    "ap50": ColumnKind("AP50", "accuracy"),
-    "ap75": ColumnKind("AP75", "accuracy"),
-    "ap_s": ColumnKind("AP_S", "accuracy"),
-    "ap_m": ColumnKind("AP_M", "accuracy"),
-    "ap_l": ColumnKind("AP_L", "accuracy"),
-    "map": ColumnKind("mAP", "accuracy"),
-    "miou": ColumnKind("mIoU", "accuracy"),
-}
-COUNT_COLUMNS = tuple(k for k, v in COLUMNS.items() if v.kind == "count")
+# Every column key a suite may use is a registered report column (cabench.columns.COLUMNS): the count and
+# latency profiles and every task register theirs.
 UNIT_SCALE = {"M": 1e6, "B": 1e9, "%": 1.0, "ms": 1.0}
 SETTING_FIELDS = ("width", "attention", "reduction", "output_stride", "num_classes")
 
@@ -138,7 +117,7 @@ class Suite(_Strict):
     id: str
     title: str
     source: str
-    task: Literal["classify", "detect", "segment"]
+    task: str  # a registered task (cabench.tasks.base.TASKS)
     recipe: str | None = None
     baseline: str | None = None
     settings: dict[str, str] = Field(default_factory=dict)  # printed label -> model field
@@ -166,7 +145,7 @@ class Suite(_Strict):
 
     def column_label(self, column: str) -> str:
         col = self.columns[column]
-        return col.label or f"{COLUMNS[column].label} ({col.unit})"
+        return col.label or f"{COLUMNS.get(column).label} ({col.unit})"
 
 
 def slugify(text: str) -> str:
@@ -214,9 +193,13 @@ def load_suite(path: str | Path) -> Suite:
 
 
 def _check_semantics(suite: Suite, where: str) -> None:
+    from cabench.tasks.base import TASKS
+
+    if suite.task not in TASKS:
+        raise SuiteError(f"{where}: task: {TASKS.unknown(suite.task)}")
     for key in suite.columns:
         if key not in COLUMNS:
-            raise SuiteError(f"{where}: columns.{key}: unknown column; expected one of {', '.join(COLUMNS)}")
+            raise SuiteError(f"{where}: columns.{key}: {COLUMNS.unknown(key)}")
     for label, fld in suite.settings.items():
         if fld not in SETTING_FIELDS:
             raise SuiteError(f"{where}: settings.{label}: unknown model field {fld!r}")

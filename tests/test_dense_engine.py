@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cabench.jobs import load_backbone
 from cabench.models.registry import ModelSpec, build_model
+from cabench.models.weights import load_backbone
 from cabench.recipe import RecipeError, load_recipe
 from cabench.tasks.engine import TrainSettings, lr_at
 

@@ -27,13 +27,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
+    SEGMENTATION_RECIPE_FIELDS,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
     bad_values,
+    segmentation_sizes,
 )
 
 __all__ = [
@@ -208,3 +211,17 @@ def cityscapes_datasets(
     )
     val = CityscapesSegmentation(layout["val"], SegmentationEvalTransform(eval_size), split="val")
     return train, val
+
+
+register_dataset(
+    DatasetInfo(
+        name="cityscapes",
+        task="segment",
+        data_key="cityscapes",
+        title="Cityscapes (leftImg8bit/{train,val}/<city>/, gtFine/{train,val}/<city>/)",
+        validate=validate_cityscapes,
+        build=lambda root, recipe, smoke: cityscapes_datasets(root, **segmentation_sizes(recipe, smoke)),
+        fixture="cityscapes",
+        requires=SEGMENTATION_RECIPE_FIELDS,
+    )
+)

@@ -42,8 +42,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
-from cabench.data.detection_transforms import detection_eval_transform
+from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -598,3 +599,16 @@ def coco_datasets(
     train = CocoDetection(*paths["train2017"], transform=train_transform, remove_empty=True)
     val = CocoDetection(*paths["val2017"], transform=eval_transform, remove_empty=False)
     return train, val
+
+
+register_dataset(
+    DatasetInfo(
+        name="coco",
+        task="detect",
+        data_key="coco",
+        title="COCO 2017 (annotations/instances_{train,val}2017.json, train2017/, val2017/)",
+        validate=validate_coco,
+        build=lambda root, recipe, smoke: coco_datasets(root, **recipe_transforms(recipe)),
+        fixture="coco",
+    )
+)

@@ -273,3 +273,15 @@ def ssdlite_train_transform(
 def detection_eval_transform() -> Callable[[Image.Image, dict], tuple[Tensor, dict]]:
     """PIL image -> float32 tensor in [0, 1], boxes untouched (the SSD resizes and normalises)."""
     return DetectionEvalTransform()
+
+
+def recipe_transforms(recipe: Any) -> dict[str, Any]:
+    """A detection recipe's transforms: SSD augmentation, then the resize to the detector's input done in the
+    loader (the SSD's own resize is then the identity), so zoomed-out canvases never travel through the
+    DataLoader."""
+    size = (recipe.train_size, recipe.train_size)
+    flip = 0.5 if recipe.hflip else 0.0
+    return {
+        "train_transform": ssdlite_train_transform(size=size, flip_p=flip),
+        "eval_transform": detection_eval_transform(),
+    }

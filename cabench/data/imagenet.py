@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cabench.data.base import SMOKE_SIZES, DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
 
 if sys.version_info >= (3, 11):
@@ -323,3 +324,23 @@ def resolve_data_root(name: str, given: dict[str, Path]) -> Path | None:
         raise ValueError(f"{path}: [data] {key} must be a non-empty path string, got {value!r}")
     found = Path(value.strip()).expanduser()
     return found if found.is_absolute() else path.parent / found
+
+
+def _build(root: Path, recipe: Any, smoke: bool) -> tuple[Dataset, Dataset]:
+    size = SMOKE_SIZES["image_size"] if smoke else recipe.train_size
+    resize = round(size * recipe.eval_resize / recipe.train_size)
+    return imagenet_datasets(root, size=size, resize=resize)
+
+
+register_dataset(
+    DatasetInfo(
+        name="imagenet",
+        task="classify",
+        data_key="imagenet",
+        title="ImageNet (train/<class>/*.JPEG, val/<class>/*.JPEG)",
+        validate=lambda root: validate_imagefolder(root, check_images=2) and None,
+        build=_build,
+        fixture="imagenet",
+        input_size=lambda recipe, smoke: SMOKE_SIZES["image_size"] if smoke else recipe.train_size,
+    )
+)

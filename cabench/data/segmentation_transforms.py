@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -279,3 +280,15 @@ def pad_collate(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         images[k, :, :h, :w] = image
         masks[k, :h, :w] = mask
     return images, masks
+
+
+SEGMENTATION_RECIPE_FIELDS = ("crop_size", "scale_range")
+
+
+def segmentation_sizes(recipe: Any, smoke: bool) -> dict[str, Any]:
+    """Crop, scale range and evaluation padding from a recipe; the smoke profile crops 64 pixels, no padding."""
+    from cabench.data.base import SMOKE_SIZES
+
+    if smoke:
+        return {"crop_size": SMOKE_SIZES["crop_size"], "scale_range": recipe.scale_range, "eval_size": None}
+    return {"crop_size": recipe.crop_size, "scale_range": tuple(recipe.scale_range), "eval_size": recipe.eval_size}

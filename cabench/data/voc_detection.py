@@ -45,8 +45,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
-from cabench.data.detection_transforms import detection_eval_transform
+from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -395,3 +396,16 @@ def voc_detection_datasets(
     train = VocDetection(devkit, TRAIN_SETS, keep_difficult=False, transform=train_transform, remove_empty=True)
     test = VocDetection(devkit, TEST_SETS, keep_difficult=True, transform=eval_transform, remove_empty=False)
     return train, test
+
+
+register_dataset(
+    DatasetInfo(
+        name="voc-detection",
+        task="detect",
+        data_key="voc",
+        title="Pascal VOC (VOCdevkit/VOC2007 and VOCdevkit/VOC2012)",
+        validate=validate_voc_detection,
+        build=lambda root, recipe, smoke: voc_detection_datasets(root, **recipe_transforms(recipe)),
+        fixture="voc",
+    )
+)

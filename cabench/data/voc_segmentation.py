@@ -31,13 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
+    SEGMENTATION_RECIPE_FIELDS,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
     bad_values,
+    segmentation_sizes,
 )
 from cabench.data.voc_detection import VOC_CLASSES
 
@@ -177,3 +180,17 @@ def voc_segmentation_datasets(
     )
     val = VocSegmentation(layout.val, SegmentationEvalTransform(eval_size), split="val")
     return train, val
+
+
+register_dataset(
+    DatasetInfo(
+        name="voc-segmentation",
+        task="segment",
+        data_key="voc",
+        title="Pascal VOC 2012 with SBD (VOCdevkit/VOC2012 with SegmentationClassAug and train_aug.txt)",
+        validate=validate_voc_segmentation,
+        build=lambda root, recipe, smoke: voc_segmentation_datasets(root, **segmentation_sizes(recipe, smoke)),
+        fixture="voc",
+        requires=SEGMENTATION_RECIPE_FIELDS,
+    )
+)

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from cabench.columns import ColumnInfo
+from cabench.tasks.base import TaskInfo, register_task
 from cabench.tasks.distributed import all_reduce_sum
 from cabench.tasks.engine import (
     CHECKPOINT_NAME,
@@ -46,9 +48,6 @@ class ClassificationTask:
     name = "classify"
     headline = ("top1", "top5")
     collate = None  # torch's default_collate
-
-    def batch_size_of(self, batch: Any) -> int:
-        return len(batch[1])
 
     def loss(self, net: nn.Module, batch: Any, device: torch.device, settings: TrainSettings) -> Tensor:
         images, labels = batch
@@ -125,3 +124,18 @@ def train_classifier(
     "wall_s"}`` (plus ``top1_raw``/``top5_raw`` for the non-EMA weights when ``ema`` is on).
     """
     return train(model, train_ds, val_ds, settings, run_dir, ClassificationTask(), progress)
+
+
+register_task(
+    TaskInfo(
+        name="classify",
+        title="image classification",
+        metrics=(ColumnInfo("top1", "Top-1", "%", "accuracy", "top-1 accuracy on the evaluation split"),),
+        headline=(("top1", "top-1"), ("top5", "top-5")),
+        smoke_batch=8,
+        eval_batch=100,
+        takes_backbone=False,
+        build=lambda columns: ClassificationTask(),
+        default_recipe="imagenet-mbv2-paper",
+    )
+)

@@ -19,6 +19,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from cabench.columns import ColumnInfo
+from cabench.tasks.base import TaskInfo, register_task
 from cabench.tasks.distributed import get_rank, is_distributed
 from cabench.tasks.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects
 
@@ -45,9 +47,6 @@ class DetectionTask:
 
     collate = staticmethod(collate_detection)
 
-    def batch_size_of(self, batch: Any) -> int:
-        return len(batch[0])
-
     def loss(self, net: nn.Module, batch: Any, device: torch.device, settings: TrainSettings) -> Tensor:
         images, targets = batch
         images = [im.to(device, non_blocking=True) for im in images]
@@ -58,10 +57,6 @@ class DetectionTask:
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
         batch = settings.eval_batch_per_process()
         return evaluate_detector(model, ds, batch, settings.workers, device, amp=settings.amp)
-
-
-def _cpu(t: Tensor) -> Tensor:
-    return t.float().cpu() if t.is_floating_point() else t.cpu()
 
 
 @torch.no_grad()
@@ -96,3 +91,30 @@ def evaluate_detector(
     if is_distributed():
         dist.broadcast_object_list(result, src=0)
     return result[0]
+
+
+def _metric(key: str, label: str, what: str) -> ColumnInfo:
+    return ColumnInfo(key, label, "%", "accuracy", what)
+
+
+_HEADLINES = ("ap", "map")
+register_task(
+    TaskInfo(
+        name="detect",
+        title="object detection",
+        metrics=(
+            _metric("ap", "AP", "COCO AP averaged over IoU 0.50:0.95 (pycocotools)"),
+            _metric("ap50", "AP50", "COCO AP at IoU 0.50"),
+            _metric("ap75", "AP75", "COCO AP at IoU 0.75"),
+            _metric("ap_s", "AP_S", "COCO AP, small objects"),
+            _metric("ap_m", "AP_M", "COCO AP, medium objects"),
+            _metric("ap_l", "AP_L", "COCO AP, large objects"),
+            _metric("map", "mAP", "VOC2007 11-point mAP at IoU 0.5, difficult objects ignored"),
+        ),
+        headline=(("ap", "AP"), ("ap50", "AP50"), ("map", "mAP")),
+        smoke_batch=4,
+        eval_batch=32,
+        takes_backbone=True,
+        build=lambda columns: DetectionTask(headline=tuple(c for c in _HEADLINES if c in columns) or ("ap",)),
+    )
+)

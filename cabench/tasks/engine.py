@@ -507,10 +507,6 @@ class Task(Protocol):
         """Batch a list of dataset items (``None``-like default: ``torch.utils.data.default_collate``)."""
         ...
 
-    def batch_size_of(self, batch: Any) -> int:
-        """How many images the batch holds (for img/s)."""
-        ...
-
     def loss(self, net: nn.Module, batch: Any, device: torch.device, settings: TrainSettings) -> Tensor:
         """Move ``batch`` to ``device``, run ``net`` (under autocast, already entered) and return the scalar loss."""
         ...

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from cabench.columns import ColumnInfo
+from cabench.tasks.base import TaskInfo, register_task
 from cabench.tasks.distributed import all_reduce_sum
 from cabench.tasks.engine import TrainSettings, autocast, eval_loader, eval_mode
 
@@ -36,9 +38,6 @@ class SegmentationTask:
     name = "segment"
     headline = ("miou",)
     collate = staticmethod(_collate)
-
-    def batch_size_of(self, batch: Any) -> int:
-        return len(batch[0])
 
     def loss(self, net: nn.Module, batch: Any, device: torch.device, settings: TrainSettings) -> Tensor:
         images, masks = batch
@@ -90,3 +89,17 @@ def evaluate_segmenter(
     matrix.all_reduce()
     all_reduce_sum(n)
     return {**matrix.compute(), "val_n": int(n.item())}
+
+
+register_task(
+    TaskInfo(
+        name="segment",
+        title="semantic segmentation",
+        metrics=(ColumnInfo("miou", "mIoU", "%", "accuracy", "mean IoU over classes, single scale"),),
+        headline=(("miou", "mIoU"),),
+        smoke_batch=4,
+        eval_batch=8,
+        takes_backbone=True,
+        build=lambda columns: SegmentationTask(),
+    )
+)

@@ -1,0 +1,95 @@
+"""Datasets and fixtures as registries: each dataset module registers what it is and how to use it.
+
+A recipe names its dataset (``dataset: coco``); :data:`DATASETS` maps that name to a
+:class:`DatasetInfo`: which ``--data`` key gives its root (Tables 7 and 8 both read ``voc``: one
+VOCdevkit holds VOC2007 and VOC2012), which generated fixture stands in for it in the smoke profile,
+how to validate a root (one line, exit 2, before any work), which recipe fields it needs, and how to
+build the train and evaluation datasets with the recipe's augmentation. :data:`FIXTURES` holds the
+generated datasets (``cabench fixtures KIND DIR``), one per data key, each registered by its writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cabench.registry import Registry
+
+__all__ = [
+    "DATASETS",
+    "FIXTURES",
+    "SMOKE_SIZES",
+    "DatasetInfo",
+    "Fixture",
+    "data_root",
+    "register_dataset",
+    "register_fixture",
+    "write_fixture",
+]
+
+# How small the smoke profile loads images: 64-pixel ImageNet crops, 64-pixel segmentation crops.
+SMOKE_SIZES = {"image_size": 64, "crop_size": 64}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str  # the recipe's `dataset`
+    task: str  # the task whose recipes may train on it
+    data_key: str  # --data KEY=PATH, CABENCH_DATA_<KEY>, [data] KEY in the config file
+    title: str  # for messages
+    validate: Callable[[Path], None]  # raises DatasetError (one line)
+    build: Callable[[Path, Any, bool], tuple[Any, Any]]  # (root, recipe, smoke) -> (train, evaluation)
+    fixture: str | None = None  # the FIXTURES kind that stands in for it
+    requires: tuple[str, ...] = ()  # recipe fields that must be set for this dataset
+    input_size: Callable[[Any, bool], int | None] = lambda recipe, smoke: recipe.train_size
+
+
+@dataclass(frozen=True)
+class Fixture:
+    kind: str
+    write: Callable[..., Path]  # (root, seed=...) -> root
+    layout: str  # what it holds
+    hint: str  # a smoke command to try, with {root}
+
+
+DATASETS = Registry[DatasetInfo]("dataset", builtin_modules=("cabench.data.*",))
+FIXTURES = Registry[Fixture]("fixture", builtin_modules=("cabench.data.fixtures.*",))
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    DATASETS.register(info.name, info)
+    return info
+
+
+def register_fixture(fixture: Fixture) -> Fixture:
+    FIXTURES.register(fixture.kind, fixture)
+    return fixture
+
+
+def write_fixture(kind: str, root: Path, seed: int = 0) -> Path:
+    """Write the ``kind`` fixture dataset at ``root``."""
+    return FIXTURES.get(kind).write(root, seed=seed)
+
+
+def data_root(info: DatasetInfo, given: dict[str, Path], fixtures_dir: Path | None, needed_by: str) -> Path:
+    """The validated root of ``info``: given, configured, or (when ``fixtures_dir`` is set) the generated fixture.
+
+    Without ``fixtures_dir`` a missing root is an error naming ``needed_by`` and how to give the root.
+    """
+    from cabench.data.imagenet import resolve_data_root
+
+    root = resolve_data_root(info.data_key, given)
+    if root is None:
+        if fixtures_dir is None or info.fixture is None:
+            key = info.data_key
+            raise ValueError(
+                f"{needed_by} needs {info.title}: pass --data {key}=PATH "
+                f"(or set CABENCH_DATA_{key.upper()}, or [data] {key} in the config file)"
+            )
+        root = fixtures_dir / info.fixture
+        if not root.exists():
+            write_fixture(info.fixture, root)
+    info.validate(root)
+    return root

@@ -1,0 +1,103 @@
+"""What a profile is, what it is given and what it returns, and the registry of profiles.
+
+A profile (count, latency, smoke, paper, eval, or a plugin's) declares the command-line options it
+takes (:class:`Option`; ``cabench run`` builds its options from every registered profile's), which
+column kinds it fills (the report fills a cell only from a profile that fills its kind), and runs a
+:class:`Request`: the loaded suites, the store, the selected rows and seeds, its own option values,
+and hooks through which the command line shows progress. It returns an :class:`Outcome`: the run
+records and what to show of them. The command line knows no option, metric or task of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cabench.registry import Registry, RegistryError
+
+if TYPE_CHECKING:
+    from cabench.store import RunRecord, Store
+    from cabench.suite import Row, Suite
+
+__all__ = ["PROFILES", "Hooks", "Option", "Outcome", "Profile", "Request", "profile_options", "register_profile"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option of ``cabench run``: ``--name-with-dashes`` (booleans also ``--no-...``)."""
+
+    name: str  # a Python identifier
+    type: Any  # int, float, str, bool, int | None, list[str] | None, ...
+    default: Any
+    help: str
+
+
+@dataclass
+class Hooks:
+    """How a profile reports progress; every hook is optional (the command line fills them in)."""
+
+    progress: Callable[[int, int, str], None] | None = None  # (done, total, what)
+    row: Callable[[str, str, str], None] | None = None  # (suite id, row key, what happens)
+    step: Callable[[dict[str, Any]], None] | None = None  # a training log event
+
+
+@dataclass
+class Request:
+    suites: Sequence[Suite]
+    store: Store
+    rows: set[str] | None = None  # row keys or printed names; None: every row
+    options: dict[str, Any] = field(default_factory=dict)  # this profile's options by name
+    hooks: Hooks = field(default_factory=Hooks)
+    all_suites: bool = False  # the user said `all` (a profile may skip suites it does not apply to)
+    argv: tuple[str, ...] = ()  # the command line, for re-launching under torchrun
+
+    def selected(self, suite: Suite) -> list[Row]:
+        """The rows of ``suite`` with a model to run (not cited) that ``rows`` selects."""
+        rows = self.rows
+        return [r for r in suite.rows if r.model is not None and not r.cited and (not rows or {r.key, r.name} & rows)]
+
+
+@dataclass
+class Outcome:
+    records: list[RunRecord]
+    columns: tuple[str, ...] = ()  # metrics to show per record in a table (none: no table)
+    summary: str = ""  # one line after the table
+    notes: tuple[str, ...] = ()  # lines after the summary
+    exit_code: int = 0
+
+
+class Profile:
+    """Base class of profiles; subclasses set the class attributes and implement :meth:`run`."""
+
+    name: str = ""
+    description: str = ""
+    fills: frozenset[str] = frozenset()  # column kinds it fills (see cabench.columns.ColumnInfo.kind)
+    placeholder: str | None = None  # what an accuracy cell says when only this profile has run for its row
+    options: tuple[Option, ...] = ()
+
+    def run(self, request: Request) -> Outcome:
+        raise NotImplementedError
+
+
+PROFILES = Registry[Profile]("profile", builtin_modules=("cabench.profiles.*",))
+
+
+def register_profile(profile: Profile) -> Profile:
+    PROFILES.register(profile.name, profile)
+    return profile
+
+
+def profile_options() -> dict[str, tuple[Option, list[str]]]:
+    """Every registered profile's options by name, with the profiles that take each."""
+    merged: dict[str, tuple[Option, list[str]]] = {}
+    for name, profile in PROFILES.items():
+        for option in profile.options:
+            known = merged.get(option.name)
+            if known is None:
+                merged[option.name] = (option, [name])
+            elif (known[0].type, known[0].default) != (option.type, option.default):
+                raise RegistryError(f"option --{option.name} of profile {name!r} differs from {known[1][0]!r}'s")
+            else:
+                known[1].append(name)
+    return merged

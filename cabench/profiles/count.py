@@ -1,0 +1,97 @@
+"""The ``count`` profile: the Param. and M-Adds columns, exactly, on CPU in seconds.
+
+Each distinct model is built and counted once per invocation, however many tables list it. Counting
+is cheap and exactness is the point, so this profile always recounts (a code change shows up at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cabench.columns import ColumnInfo, register_column
+from cabench.profiles.base import Outcome, Profile, Request, register_profile
+
+if TYPE_CHECKING:
+    from cabench.measure.complexity import Complexity
+    from cabench.models.registry import ModelSpec
+    from cabench.store import RunRecord
+    from cabench.suite import Suite
+
+__all__ = ["CountProfile", "ProgressFn", "count_specs"]
+
+ProgressFn = Callable[[int, int, str], None]
+
+PARAMS = register_column(ColumnInfo("params", "Param.", "count", "count", "parameters"))
+MADDS = register_column(
+    ColumnInfo("madds", "M-Adds", "count", "count", "multiply-adds of conv and linear layers (fvcore)")
+)
+MADDS_CONVENTION = "conv + linear multiply-adds (fvcore by_operator), BN/pooling/element-wise excluded"
+
+
+def count_specs(wanted: Iterable[tuple[ModelSpec, bool]], progress: ProgressFn | None = None) -> dict[str, Complexity]:
+    """Count each distinct spec once. ``wanted`` yields (spec, needs multiply-adds)."""
+    from cabench.measure.complexity import count_model
+
+    need: dict[str, tuple[ModelSpec, bool]] = {}
+    for spec, madds in wanted:
+        key = spec.key()
+        prev = need.get(key)
+        need[key] = (spec, madds or (prev[1] if prev else False))
+    out: dict[str, Complexity] = {}
+    for i, (key, (spec, madds)) in enumerate(need.items()):
+        if progress:
+            progress(i, len(need), key)
+        out[key] = count_model(spec, madds=madds)
+    if progress:
+        progress(len(need), len(need), "")
+    return out
+
+
+def _metrics(suite: Suite, c: Complexity) -> dict[str, Any]:
+    metrics: dict[str, Any] = {PARAMS.key: c.params}
+    if MADDS.key in suite.columns:
+        metrics.update({MADDS.key: c.madds, "fvcore_total": c.fvcore_total, "skipped_ops": c.skipped_ops})
+    return metrics
+
+
+class CountProfile(Profile):
+    name = "count"
+    description = "parameters and multiply-adds (fvcore), CPU, seconds"
+    fills = frozenset({"count"})
+
+    def run(self, request: Request) -> Outcome:
+        from cabench.models.registry import arch_info
+
+        jobs: list[tuple[Suite, str, ModelSpec]] = [
+            (suite, row.key, row.model.spec())  # type: ignore[union-attr]
+            for suite in request.suites
+            for row in _rows(suite, request)
+        ]
+        counts = count_specs(((s, MADDS.key in suite.columns) for suite, _, s in jobs), request.hooks.progress)
+        records: list[RunRecord] = []
+        for suite, row_key, spec in jobs:
+            c = counts[spec.key()]
+            config = {
+                "suite": suite.id,
+                "suite_path": str(suite.path) if suite.path else None,
+                "row": row_key,
+                "profile": self.name,
+                "model": spec.as_dict(),
+                "model_key": spec.key(),
+                "input_size": list(c.input_size or arch_info(spec.arch).input_size),
+                "madds_convention": MADDS_CONVENTION,
+                "seed": 0,
+            }
+            records.append(request.store.write_run(suite.id, row_key, self.name, config, _metrics(suite, c)))
+        models = len({r.config["model_key"] for r in records})
+        summary = f"{len(records)} rows of {len(request.suites)} suite(s), {models} distinct models"
+        return Outcome(records, summary=summary, notes=("Next: cabench report",))
+
+
+def _rows(suite: Suite, request: Request) -> Sequence[Any]:
+    rows = request.rows
+    return [r for r in suite.rows if r.model is not None and (not rows or r.key in rows or r.name in rows)]
+
+
+register_profile(CountProfile())

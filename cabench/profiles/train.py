@@ -1,0 +1,304 @@
+"""The training profiles: ``smoke`` (a few steps on generated data) and ``paper`` (the suite's recipe).
+
+Both train every selected row of a suite with its recipe through the shared engine, once per seed.
+``smoke`` trains each row a few steps on the generated fixture in the real on-disk format (or the
+data given with ``--data``) and evaluates it: its metrics are recorded, but the report only ever
+shows "pipeline ok (smoke)" for it. ``paper`` needs the real data, resumes an unfinished run of the
+same configuration and seed, and skips row-seeds already done, so adding seeds later adds runs.
+
+Everything a user can get wrong (recipe, dataset, backbone checkpoints, seeds) is checked for every
+suite and row before the first step of training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cabench.profiles.base import Option, Outcome, Profile, Request, register_profile
+
+if TYPE_CHECKING:
+    from cabench.data.base import DatasetInfo
+    from cabench.recipe import Recipe
+    from cabench.store import RunRecord
+    from cabench.suite import Row, Suite
+    from cabench.tasks.base import TaskInfo
+
+__all__ = ["SMOKE_STEPS", "TrainProfile", "parse_seeds"]
+
+SMOKE_STEPS = 3
+# What a seed decides in a run: the engine seeds each of these from it (cabench.tasks.engine).
+SEEDED = ("weight initialisation", "data order", "augmentation")
+_OVERRIDES = ("epochs", "iterations", "batch_size", "lr")
+_KNOBS = {  # option -> engine setting
+    "workers": "workers",
+    "amp": "amp",
+    "channels_last": "channels_last",
+    "compile": "compile",
+    "sync_bn": "sync_bn",
+    "ckpt_every": "ckpt_every_steps",
+    "tensorboard": "tensorboard",
+}
+
+TRAIN_OPTIONS = (
+    Option(
+        "data",
+        list[str] | None,
+        None,
+        "Dataset roots as NAME=PATH, repeatable (imagenet=/datasets/imagenet). Also read from "
+        "CABENCH_DATA_IMAGENET (any NAME) or a [data] table in ~/.config/cabench/config.toml (or $CABENCH_CONFIG).",
+    ),
+    Option("seeds", str | None, None, "Seeds to train: a list (0,1,2) or a count (3 = 0,1,2); one run each."),
+    Option("seed", int | None, None, "One seed (the same as --seeds with that one value; default 0)."),
+    Option("epochs", int | None, None, "Override the recipe's epochs (recorded; marked in reports)."),
+    Option("iterations", int | None, None, "Override the recipe's iterations (dense recipes; marked in reports)."),
+    Option("batch_size", int | None, None, "Override the recipe's GLOBAL batch size."),
+    Option("lr", float | None, None, "Override the recipe's initial learning rate."),
+    Option("workers", int, 4, "DataLoader workers per process."),
+    Option("amp", str, "off", "off, bf16 or fp16 (fp16 on CUDA only)."),
+    Option("channels_last", bool, False, "channels_last memory format (GPU)."),
+    Option("compile", bool, False, "torch.compile the model."),
+    Option("sync_bn", bool, False, "SyncBatchNorm across processes (CUDA)."),
+    Option("ckpt_every", int, 0, "Also checkpoint every N steps (0: at epoch ends only)."),
+    Option(
+        "backbone_checkpoint",
+        list[str] | None,
+        None,
+        "Detection/segmentation: initialise the backbone from an ImageNet checkpoint (cabench or the authors' "
+        "MobileNetV2+CA state dict). PATH for every selected row, or ROW=PATH per row; repeatable. Recorded with "
+        "its sha256; cells trained without one are marked 'from scratch'.",
+    ),
+    Option("tensorboard", bool, False, "Also write TensorBoard logs (needs tensorboard)."),
+    Option("nproc", int, 1, "Launch this many processes with torchrun (DDP)."),
+)
+
+
+def parse_seeds(seeds: str | None, seed: int | None) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; ``"3"`` -> [0, 1, 2]; nothing -> ``[seed or 0]``."""
+    if seeds is None:
+        return [seed if seed is not None else 0]
+    if seed is not None:
+        raise ValueError("give --seeds or --seed, not both")
+    parts = [p.strip() for p in seeds.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise ValueError(f"--seeds {seeds!r}: expected a count (3) or a list of non-negative integers (0,1,2)")
+    values = [int(p) for p in parts]
+    if len(values) == 1 and "," not in seeds:
+        if values[0] < 1:
+            raise ValueError(f"--seeds {seeds!r}: a count of seeds must be at least 1")
+        return list(range(values[0]))
+    if len(set(values)) != len(values):
+        raise ValueError(f"--seeds {seeds!r}: a seed is listed twice")
+    return values
+
+
+def backbone_entries(entries: list[str]) -> dict[str, Path]:
+    """``PATH`` (every row, key ``*``) or ``ROW=PATH`` entries of --backbone-checkpoint."""
+    out: dict[str, Path] = {}
+    for entry in entries:
+        row, sep, path = entry.partition("=")
+        key, value = (row.strip(), path.strip()) if sep and row.strip() else ("*", entry.strip())
+        if not value:
+            raise ValueError(f"--backbone-checkpoint {entry!r}: expected PATH or ROW=PATH")
+        if key in out:
+            raise ValueError(f"--backbone-checkpoint: {key if key != '*' else 'a plain PATH'} given twice")
+        out[key] = Path(value).expanduser()
+    return out
+
+
+def resume_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Plan:
+    """One suite, checked and ready to train: its recipe, dataset, task, rows and backbones."""
+
+    suite: Suite
+    recipe: Recipe
+    applied: dict[str, Any]
+    dataset: DatasetInfo
+    task: TaskInfo
+    rows: list[Row]
+    backbones: dict[str, tuple[Path, str]]
+
+
+class TrainProfile(Profile):
+    options = TRAIN_OPTIONS
+
+    def __init__(self, name: str, description: str, *, smoke: bool) -> None:
+        self.name, self.description, self.smoke = name, description, smoke
+        self.fills = frozenset() if smoke else frozenset({"accuracy"})
+        self.placeholder = "pipeline ok (smoke)" if smoke else None
+
+    def run(self, request: Request) -> Outcome:
+        from cabench.tasks import distributed
+
+        o = request.options
+        if o["nproc"] > 1 and not distributed.under_torchrun():
+            return Outcome([], exit_code=distributed.launch_torchrun(o["nproc"], list(request.argv)))
+        seeds = parse_seeds(o["seeds"], o["seed"])
+        _check_tensorboard(o)
+        backbones = backbone_entries(o["backbone_checkpoint"] or [])
+        plans = [self._plan(suite, request, backbones) for suite in request.suites]
+        roots = self._roots(plans, request)
+        distributed.init_distributed()  # under torchrun: every rank joins before choosing run directories
+        records: list[RunRecord] = []
+        for plan in plans:
+            root = roots[plan.recipe.dataset]
+            train_ds, val_ds = plan.dataset.build(root, plan.recipe, self.smoke)
+            engine_task = plan.task.make(tuple(plan.suite.columns))
+            for row in plan.rows:
+                for seed in seeds:
+                    config, settings = self._config(plan, row, seed, root, o)
+                    run = self._train_row(plan, row, config, settings, (train_ds, val_ds), engine_task, request)
+                    records.append(run)
+        return self._outcome(records, plans)
+
+    def _plan(self, suite: Suite, request: Request, backbones: dict[str, Path]) -> _Plan:
+        from cabench.data.base import DATASETS
+        from cabench.models.registry import build_model
+        from cabench.models.weights import load_backbone
+        from cabench.recipe import load_recipe
+        from cabench.tasks.base import TASKS
+
+        if suite.recipe is None:
+            raise ValueError(f"{suite.path or suite.id}: recipe: the suite names no training recipe")
+        recipe, applied = load_recipe(suite.recipe).with_overrides(**{k: request.options[k] for k in _OVERRIDES})
+        dataset, task = DATASETS.get(recipe.dataset), TASKS.get(suite.task)
+        if recipe.task != suite.task or dataset.task != suite.task:
+            raise ValueError(
+                f"{suite.path or suite.id}: recipe {recipe.id} is for {recipe.task}, the suite is {suite.task}"
+            )
+        rows = request.selected(suite)
+        wanted = {r.key: p for r in rows if (p := _backbone_for(r, backbones)) is not None}
+        if wanted and not task.takes_backbone:
+            raise ValueError(
+                f"--backbone-checkpoint: {suite.id} is {task.title}, whose rows take no backbone checkpoint"
+            )
+        loaded = {}
+        for row in rows:
+            if row.key in wanted:
+                assert row.model is not None
+                path = wanted[row.key]
+                loaded[row.key] = (path, load_backbone(build_model(row.model.spec()), path, row=row.key))
+        return _Plan(suite, recipe, applied, dataset, task, rows, loaded)
+
+    def _roots(self, plans: list[_Plan], request: Request) -> dict[str, Path]:
+        from cabench.data.base import data_root
+        from cabench.data.imagenet import parse_data_option
+
+        given = parse_data_option(request.options["data"] or [])
+        fixtures = request.store.root / "_fixtures" if self.smoke else None
+        who = f"the {self.name} profile"
+        return {p.recipe.dataset: data_root(p.dataset, given, fixtures, who) for p in plans}
+
+    def _config(
+        self, plan: _Plan, row: Row, seed: int, root: Path, options: dict[str, Any]
+    ) -> tuple[dict[str, Any], Any]:
+        """The run's config.json (with the key deciding done/resume) and its engine settings."""
+        from cabench.tasks.engine import TrainSettings
+
+        assert row.model is not None
+        spec = row.model.spec()
+        knobs = {setting: options[option] for option, setting in _KNOBS.items()}
+        knobs["sync_bn"] = knobs["sync_bn"] or None  # off: keep the recipe's
+        knobs["seed"] = seed
+        if self.smoke:
+            knobs.update(max_steps=SMOKE_STEPS, log_every=1, batch_size=plan.task.smoke_batch, workers=0)
+        settings = TrainSettings.from_recipe(plan.recipe, **knobs)
+        backbone = None
+        if row.key in plan.backbones:
+            path, sha = plan.backbones[row.key]
+            backbone = {"path": str(path), "sha256": sha}
+        config: dict[str, Any] = {
+            "suite": plan.suite.id,
+            "row": row.key,
+            "profile": self.name,
+            "task": plan.suite.task,
+            "model": spec.as_dict(),
+            "model_key": spec.key(),
+            "recipe": plan.recipe.id,
+            "overrides": plan.applied,
+            "data": {plan.dataset.data_key: str(root)},
+            "dataset": plan.recipe.dataset,
+            "image_size": plan.dataset.input_size(plan.recipe, self.smoke),
+            "backbone_checkpoint": backbone,
+            "seed": seed,
+            "seeded": list(SEEDED),
+            "settings": settings.resolved() | {"config": None},
+        }
+        keyed = ("model_key", "recipe", "overrides", "data", "image_size", "backbone_checkpoint", "seed")
+        config["resume_key"] = resume_key({k: config[k] for k in keyed})
+        return config, settings
+
+    def _train_row(
+        self,
+        plan: _Plan,
+        row: Row,
+        config: dict[str, Any],
+        settings: Any,
+        data: tuple[Any, Any],
+        task: Any,
+        request: Request,
+    ) -> RunRecord:
+        """Train one row with one seed, unless a complete run with the same key exists; resume an unfinished one."""
+        import torch
+
+        from cabench.models.registry import build_model
+        from cabench.models.weights import load_backbone
+        from cabench.store import RunRecord
+        from cabench.tasks import distributed
+        from cabench.tasks.engine import train
+
+        store, suite, key, seed = request.store, plan.suite.id, config["resume_key"], config["seed"]
+        say = request.hooks.row or (lambda *_: None)
+        done = None if self.smoke else store.complete(suite, row.key, self.name, key)
+        if done is not None:
+            say(suite, row.key, f"seed {seed}: done already, skipped")
+            return done
+        run_dir = None
+        if distributed.is_main():
+            run_dir = store.unfinished(suite, row.key, self.name, key) or store.begin_run(
+                suite, row.key, self.name, config
+            )
+        run_dir = distributed.broadcast_path(run_dir)
+        say(suite, row.key, f"seed {seed}: training -> {run_dir}")
+        torch.manual_seed(seed)  # a row's initial weights depend on its seed only, not on earlier rows
+        assert row.model is not None
+        model = build_model(row.model.spec())
+        if config["backbone_checkpoint"] is not None:
+            load_backbone(model, Path(config["backbone_checkpoint"]["path"]), row=row.key)
+        metrics = train(model, *data, settings, run_dir, task, progress=request.hooks.step)
+        if distributed.is_main():
+            store.finish_run(run_dir, {**metrics, "pipeline": "ok"})
+        return RunRecord(suite, row.key, self.name, run_dir.name, run_dir, metrics, config)
+
+    def _outcome(self, records: list[RunRecord], plans: list[_Plan]) -> Outcome:
+        if self.smoke:
+            note = "smoke proves the pipeline only: reports show 'pipeline ok (smoke)', never these numbers."
+            return Outcome(records, columns=("seed", "train_loss", "steps", "img_per_s"), notes=(note,))
+        headline = dict.fromkeys(k for p in plans for k, _ in p.task.headline)
+        shown = tuple(k for k in headline if any(k in r.metrics for r in records))
+        return Outcome(records, columns=("seed", *shown, "steps", "img_per_s"))
+
+
+def _backbone_for(row: Row, backbones: dict[str, Path]) -> Path | None:
+    return backbones.get(row.key) or backbones.get(row.name) or backbones.get("*")
+
+
+def _check_tensorboard(options: dict[str, Any]) -> None:
+    if options["tensorboard"]:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
+
+
+register_profile(
+    TrainProfile("smoke", "train a few steps and evaluate on generated data, real loaders and evaluators", smoke=True)
+)
+register_profile(TrainProfile("paper", "the suite's recipe on real data (--data); resumable", smoke=False))

@@ -1,0 +1,47 @@
+"""What a task declares to the rest of cabench, and the registry of tasks.
+
+A task module (``cabench/tasks/<name>.py``, or a plugin) registers a :class:`TaskInfo`: its metric
+columns with labels and units, the metrics a run summary shows first, how large its batches are when
+nothing else says so, whether it takes a backbone checkpoint, and how to build the engine task (loss
+and evaluation, :class:`cabench.engine.Task`) for a suite. Nothing outside the task compares against
+its name or its metric names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cabench.columns import ColumnInfo, register_column
+from cabench.registry import Registry
+
+__all__ = ["TASKS", "TaskInfo", "register_task"]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str  # a suite's and a recipe's `task:`
+    title: str
+    metrics: tuple[ColumnInfo, ...]  # the report columns its evaluation fills
+    headline: tuple[tuple[str, str], ...]  # (metric, label) a run summary and `cabench eval` show
+    smoke_batch: int  # global training batch of a smoke run
+    eval_batch: int  # evaluation batch per process (`cabench eval`)
+    takes_backbone: bool  # whether rows start from an ImageNet backbone checkpoint (--backbone-checkpoint)
+    build: Callable[[tuple[str, ...]], Any]  # the suite's column keys -> the engine task
+    default_recipe: str | None = None  # what `cabench eval ARCH` evaluates a bare architecture with
+
+    def make(self, columns: tuple[str, ...] = ()) -> Any:
+        """The engine task (loss, evaluation) for a suite with these columns."""
+        return self.build(tuple(columns))
+
+
+TASKS = Registry[TaskInfo]("task", builtin_modules=("cabench.tasks.*",))
+
+
+def register_task(info: TaskInfo) -> TaskInfo:
+    """Register a task and its metric columns."""
+    for column in info.metrics:
+        register_column(column)
+    TASKS.register(info.name, info)
+    return info
