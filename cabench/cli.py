@@ -310,7 +310,7 @@ def _profile_option_values(profile: Any, given: dict[str, Any], known: dict[str,
 def _run_profile(profile: Any, request: Any) -> Any:
     """Run ``profile`` with progress shown on stderr; an interrupted training says how to resume."""
     from cabench.data.errors import DatasetError
-    from cabench.tasks.engine import TrainingInterrupted
+    from cabench.engine import TrainingInterrupted
 
     display, request.hooks = _display(profile.name)
     try:

@@ -54,10 +54,11 @@ STATUS_COLORS: dict[str, str] = {
     "drift": "#D55E00",  # vermillion
     "pending": PUBLISHED_COLOR,
     "cited": CITED_COLOR,
+    "new": "#009E73",  # bluish green: measured, nothing published to compare with
 }
 """Marker / line color of a reproduced value, by cell status."""
 
-STATUSES: tuple[str, ...] = ("match", "noted", "drift", "pending", "cited")
+STATUSES: tuple[str, ...] = ("match", "noted", "drift", "pending", "cited", "new")
 
 COLUMN_KIND_ORDER: tuple[str, ...] = ("accuracy", "count", "latency")
 """Panel order in suite figures by column kind: accuracy metrics first, then cost; the suite's order within."""
@@ -242,6 +243,8 @@ def _legend_handles(statuses: set[str]) -> list[Any]:
         handles.append(dot("pending (not yet run)", "none", PUBLISHED_COLOR))
     if "cited" in statuses:
         handles.append(dot("cited from other work", CITED_COLOR))
+    if "new" in statuses:
+        handles.append(dot("measured, nothing published", STATUS_COLORS["new"]))
     return handles
 
 
@@ -330,7 +333,7 @@ def draw_suite_figure(suite_id: str, title: str, cells: pd.DataFrame, out_dir: P
         _status=[_status(v) for v in suite["status"]],
     )
 
-    plottable = suite[(suite["_status"] != "cited") & suite["_pub"].notna()]
+    plottable = suite[(suite["_status"] != "cited") & (suite["_pub"].notna() | (suite["_status"] == "new"))]
     present = list(dict.fromkeys(plottable["column"]))
     if not present:
         return None

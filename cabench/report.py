@@ -6,7 +6,8 @@ number is never copied into a reproduced cell; a cell without a run is
 ``pending``. Statuses: ``match`` (within the column's tolerance), ``noted``
 (beyond it, with a note giving the evidence), ``drift`` (beyond it, no note),
 ``pending`` (nothing reproduced yet), ``cited`` (the paper quotes another
-paper; shown, not checked).
+paper; shown, not checked), ``new`` (measured for a row the paper has no
+value for: a user's block, a fairness row; never marked against anything).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ CSV_COLUMNS = [
     "profile",
     "run_id",
 ]
-STATUS_MARKS = {"match": "✅", "noted": "📝", "drift": "❌", "pending": "⏳", "cited": "📖"}
+STATUS_MARKS = {"match": "✅", "noted": "📝", "drift": "❌", "pending": "⏳", "cited": "📖", "new": "🆕"}
 
 
 @dataclass
@@ -177,6 +178,8 @@ def _cell(suite: Suite, row: Row, order: int, label: str, column: str, run: RunR
         cell.delta = cell.reproduced - float(published)
         within = abs(Decimal(repr(cell.reproduced)) - published) <= tol
         cell.status = "match" if within else ("noted" if note else "drift")
+    elif cell.reproduced is not None and published is None:
+        cell.status = "new"  # measured, with nothing published to hold it against
     elif cell.reproduced is not None:
         cell.status = "noted" if note else "match"
     return cell
@@ -191,9 +194,9 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
         for order, row in enumerate(suite.rows):
             runs = {p: store.latest(suite.id, row.key, p) for p in PROFILES.names()} if row.model else {}
             for column in suite.columns:
-                if column not in row.published and (row.model is None or COLUMNS[column].kind != "count"):
-                    continue
                 run = _filling_run(column, runs)
+                if column not in row.published and (row.model is None or (run is None and not _counted(column))):
+                    continue
                 cell = _cell(suite, row, order, labels[row.key], column, run)
                 ran = _placeholder_run(runs)
                 if COLUMNS[column].kind == "accuracy" and cell.reproduced is None and ran and not row.cited:
@@ -202,6 +205,10 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
         _latency_status(suite, row_cells)
         cells += [c for _, c, _ in row_cells]
     return cells
+
+
+def _counted(column: str) -> bool:
+    return COLUMNS[column].kind == "count"
 
 
 def _placeholder_run(runs: dict[str, RunRecord | None]) -> RunRecord | None:
@@ -226,10 +233,11 @@ def _latency_status(suite: Suite, row_cells: list[tuple[Row, Cell, RunRecord | N
             if r.key == row.key and c.column == cell.column and run is not None:
                 run_ratio = run.metrics.get(f"{cell.column}_ratio")
         pub, base_pub = cell.published, base[1].published
+        if run_ratio is not None:
+            cell.display = f"{run_ratio:.2f}× ({cell.reproduced:.1f} ms)"
         if run_ratio is None or not isinstance(pub, tuple) or not isinstance(base_pub, tuple):
             continue
         lo, hi = float(pub[0]) / float(base_pub[1]), float(pub[1]) / float(base_pub[0])
-        cell.display = f"{run_ratio:.2f}× ({cell.reproduced:.1f} ms)"
         within = lo <= run_ratio <= hi
         cell.status = "match" if within else ("noted" if cell.note else "drift")
 

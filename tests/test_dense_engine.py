@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cabench.engine import TrainSettings, lr_at
 from cabench.models.registry import ModelSpec, build_model
 from cabench.models.weights import load_backbone
 from cabench.recipe import RecipeError, load_recipe
-from cabench.tasks.engine import TrainSettings, lr_at
 
 
 def test_iteration_recipes_run_for_their_iterations_whatever_the_epoch_length() -> None:

@@ -24,10 +24,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from cabench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cabench.engine.distributed import torchrun_command
+from cabench.engine.sampling import EpochSampler as _EpochSampler
 from cabench.recipe import Recipe, RecipeError, load_recipe
 from cabench.tasks import TrainingInterrupted, TrainSettings, evaluate_classifier, lr_at, train_classifier
-from cabench.tasks.distributed import torchrun_command
-from cabench.tasks.engine import _EpochSampler
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -281,7 +281,7 @@ def _ddp_worker(rank: int, world: int, port: int, run: str, out: str, threads: i
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(threads)
-    from cabench.tasks.distributed import cleanup
+    from cabench.engine.distributed import cleanup
 
     try:
         model = tiny_cnn(bn=False)
@@ -336,7 +336,7 @@ def test_global_batch_is_split_across_ranks_without_changing_it() -> None:
 
 
 def test_global_batch_must_divide_over_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import cabench.tasks.engine as engine
+    import cabench.engine.loop as engine
 
     monkeypatch.setattr(engine, "init_distributed", lambda: (0, 2, 0, torch.device("cpu")))
     with pytest.raises(ValueError, match="global batch 7 does not divide over 2 processes"):

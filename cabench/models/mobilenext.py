@@ -66,13 +66,12 @@ OS32). See :data:`SSDLITE_TAPS`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from cabench.models.attention import create_attention
-from cabench.models.mobilenetv2 import conv_bn_act, init_weights, make_divisible, unwrap_state_dict
+from cabench.models.mobilenetv2 import conv_bn_act, init_weights, make_divisible
 from cabench.models.registry import register_arch
 
 __all__ = [
@@ -80,7 +79,6 @@ __all__ = [
     "SSDLITE_TAPS",
     "MobileNeXt",
     "SandglassBlock",
-    "convert_authors_state_dict",
     "sandglass_hidden",
 ]
 
@@ -219,27 +217,6 @@ class MobileNeXt(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.forward_features(x)).flatten(1)
         return self.classifier(x)
-
-
-def convert_authors_state_dict(model: MobileNeXt, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a state dict written by the authors' ``mnext.py`` (baseline MobileNeXt) to ``model``'s keys.
-
-    In their blocks with a first depthwise conv, the layers after its ReLU6
-    (``conv.3`` onward) move up one place, to make room for the attention slot.
-    Also strips a DataParallel ``module.`` prefix and unwraps
-    ``{"state_dict": ...}``. The attention layers themselves are not in the
-    authors' checkpoint, so load the result with ``strict=False`` when
-    ``model`` carries attention.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in unwrap_state_dict(state).items():
-        parts = key.split(".")
-        if len(parts) > 4 and parts[0] == "features" and parts[2] == "conv":
-            block = model.features[int(parts[1])]
-            if isinstance(block, SandglassBlock) and block.has_first_dw and int(parts[3]) >= 3:
-                parts[3] = str(int(parts[3]) + 1)
-        out[".".join(parts)] = value
-    return out
 
 
 @register_arch(

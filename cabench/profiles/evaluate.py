@@ -49,11 +49,11 @@ def evaluate_checkpoint(
     import torch
 
     from cabench.data.base import DATASETS, data_root
+    from cabench.engine import TrainSettings
     from cabench.models.registry import arch_info, build_model
     from cabench.models.weights import load_weights
     from cabench.recipe import load_recipe
     from cabench.tasks.base import TASKS
-    from cabench.tasks.engine import TrainSettings
 
     if suite is not None and suite.recipe is not None:
         recipe, task = load_recipe(suite.recipe), TASKS.get(suite.task)

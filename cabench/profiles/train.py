@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["SMOKE_STEPS", "TrainProfile", "parse_seeds"]
 
 SMOKE_STEPS = 3
-# What a seed decides in a run: the engine seeds each of these from it (cabench.tasks.engine).
+# What a seed decides in a run: the engine seeds each of these from it (cabench.engine).
 SEEDED = ("weight initialisation", "data order", "augmentation")
 _OVERRIDES = ("epochs", "iterations", "batch_size", "lr")
 _KNOBS = {  # option -> engine setting
@@ -82,8 +82,8 @@ def parse_seeds(seeds: str | None, seed: int | None) -> list[int]:
         return [seed if seed is not None else 0]
     if seed is not None:
         raise ValueError("give --seeds or --seed, not both")
-    parts = [p.strip() for p in seeds.split(",")]
-    if not all(p.isdigit() for p in parts):
+    parts = [p.strip() for p in seeds.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
         raise ValueError(f"--seeds {seeds!r}: expected a count (3) or a list of non-negative integers (0,1,2)")
     values = [int(p) for p in parts]
     if len(values) == 1 and "," not in seeds:
@@ -135,7 +135,7 @@ class TrainProfile(Profile):
         self.placeholder = "pipeline ok (smoke)" if smoke else None
 
     def run(self, request: Request) -> Outcome:
-        from cabench.tasks import distributed
+        from cabench.engine import distributed
 
         o = request.options
         if o["nproc"] > 1 and not distributed.under_torchrun():
@@ -200,7 +200,7 @@ class TrainProfile(Profile):
         self, plan: _Plan, row: Row, seed: int, root: Path, options: dict[str, Any]
     ) -> tuple[dict[str, Any], Any]:
         """The run's config.json (with the key deciding done/resume) and its engine settings."""
-        from cabench.tasks.engine import TrainSettings
+        from cabench.engine import TrainSettings
 
         assert row.model is not None
         spec = row.model.spec()
@@ -248,11 +248,10 @@ class TrainProfile(Profile):
         """Train one row with one seed, unless a complete run with the same key exists; resume an unfinished one."""
         import torch
 
+        from cabench.engine import distributed, train
         from cabench.models.registry import build_model
         from cabench.models.weights import load_backbone
         from cabench.store import RunRecord
-        from cabench.tasks import distributed
-        from cabench.tasks.engine import train
 
         store, suite, key, seed = request.store, plan.suite.id, config["resume_key"], config["seed"]
         say = request.hooks.row or (lambda *_: None)

@@ -1,7 +1,7 @@
 """Image classification as an engine task: cross-entropy training, top-1/top-5 evaluation.
 
 :func:`train_classifier` trains any ``nn.Module`` on any map-style dataset of
-``(image_tensor, label)`` pairs through :func:`cabench.tasks.engine.train`
+``(image_tensor, label)`` pairs through :func:`cabench.engine.train`
 (schedule, checkpoints, resume, DDP, AMP and logs are the engine's).
 """
 
@@ -15,9 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cabench.columns import ColumnInfo
-from cabench.tasks.base import TaskInfo, register_task
-from cabench.tasks.distributed import all_reduce_sum
-from cabench.tasks.engine import (
+from cabench.engine import (
     CHECKPOINT_NAME,
     LOG_NAME,
     ProgressFn,
@@ -29,6 +27,8 @@ from cabench.tasks.engine import (
     lr_at,
     train,
 )
+from cabench.engine.distributed import all_reduce_sum
+from cabench.tasks.base import TaskInfo, register_task
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -118,7 +118,7 @@ def train_classifier(
     run_dir: Path | str,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Train a classifier (see :func:`cabench.tasks.engine.train`).
+    """Train a classifier (see :func:`cabench.engine.train`).
 
     Returns ``{"top1", "top5", "val_loss", "val_n", "epochs", "steps", "train_loss", "img_per_s",
     "wall_s"}`` (plus ``top1_raw``/``top5_raw`` for the non-EMA weights when ``ema`` is on).

@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cabench.columns import ColumnInfo
+from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects
+from cabench.engine.distributed import get_rank, is_distributed
 from cabench.tasks.base import TaskInfo, register_task
-from cabench.tasks.distributed import get_rank, is_distributed
-from cabench.tasks.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects
 
 __all__ = ["DetectionTask", "collate_detection", "evaluate_detector"]
 

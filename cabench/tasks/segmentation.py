@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cabench.columns import ColumnInfo
+from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode
+from cabench.engine.distributed import all_reduce_sum
 from cabench.tasks.base import TaskInfo, register_task
-from cabench.tasks.distributed import all_reduce_sum
-from cabench.tasks.engine import TrainSettings, autocast, eval_loader, eval_mode
 
 __all__ = ["IGNORE_INDEX", "SegmentationTask", "evaluate_segmenter"]
 

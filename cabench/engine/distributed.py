@@ -20,7 +20,6 @@ import torch.distributed as dist
 
 __all__ = [
     "all_reduce_sum",
-    "barrier",
     "broadcast_path",
     "cleanup",
     "get_rank",
@@ -75,14 +74,6 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, int, torch.d
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return rank, world_size, local_rank, device
-
-
-def barrier() -> None:
-    if is_distributed():
-        if dist.get_backend() == "nccl":
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
 
 
 def cleanup() -> None:
@@ -154,8 +145,16 @@ def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
 
 
 def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
-    """Re-execute ``cabench <argv>`` under torchrun with ``nproc`` processes; return its exit code."""
+    """Re-execute ``cabench <argv>`` under torchrun with ``nproc`` processes; return its exit code.
+
+    The workers get this process's plugins through ``CABENCH_PLUGINS`` (those loaded with --plugin and the
+    modules of every registered extension outside cabench), so a block registered by a wrapper is known there.
+    """
+    from cabench.registry import PLUGINS_ENV, plugin_modules
+
     env = {**os.environ, UNDER_TORCHRUN_ENV: "1"}
+    if plugin_modules():
+        env[PLUGINS_ENV] = ",".join(plugin_modules())
     try:
         return subprocess.call(torchrun_command(nproc, argv), env=env)
     except KeyboardInterrupt:  # torchrun forwards the signal to its workers and exits on its own

@@ -1,0 +1,174 @@
+"""Data order and per-sample seeding: which sample each rank loads at each step, and with which RNG state.
+
+Epoch ``e`` visits the permutation ``randperm(n, seed + e)``; rank ``r`` reads every ``world``-th
+element of each global batch; each sample's augmentation RNGs are seeded from ``(seed, epoch, index)``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sized
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from cabench.engine.distributed import get_rank, get_world_size
+
+__all__ = ["EpochSampler", "SeededDataset", "dataset_len", "eval_loader", "make_loader", "mix_seed"]
+
+
+def mix_seed(seed: int, epoch: int, index: int) -> int:
+    x = (seed * 0x9E3779B97F4A7C15 + (epoch + 1) * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) % (1 << 64)
+    x ^= x >> 31
+    x = (x * 0xD6E8FEB86659FD93) % (1 << 64)
+    x ^= x >> 32
+    return x % (1 << 63)
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset; key ``(epoch, index)`` loads ``index`` with RNGs seeded from ``(seed, epoch, index)``."""
+
+    def __init__(self, base: Dataset, seed: int) -> None:
+        self.base = base
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        s = mix_seed(self.seed, epoch, index)
+        if get_worker_info() is not None:  # a worker process: its RNGs are ours to set
+            torch.manual_seed(s)
+            random.seed(s)
+            np.random.seed(s % (1 << 32))
+            return self.base[index]
+        # Main process: do not disturb the training RNGs (dropout, ...).
+        py, npy = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s)
+                random.seed(s)
+                np.random.seed(s % (1 << 32))
+                return self.base[index]
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+class EpochSampler(Sampler):
+    """This rank's ``(epoch, index)`` keys for one epoch, optionally starting ``start_batch`` batches in.
+
+    Train: a permutation seeded ``seed + epoch``, cut to ``steps * global_batch`` and split over ranks
+    by stride. Eval: ``range(rank, n, world)``, no padding and no duplicates.
+    """
+
+    def __init__(
+        self, n: int, *, rank: int, world: int, seed: int, shuffle: bool, per_rank_batch: int, drop_last: bool
+    ) -> None:
+        self.n, self.rank, self.world, self.seed = n, rank, world, seed
+        self.shuffle, self.per_rank_batch, self.drop_last = shuffle, per_rank_batch, drop_last
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.drop_last:
+            glob = self.per_rank_batch * self.world
+            order = order[: (self.n // glob) * glob]
+        mine = order[self.rank :: self.world]
+        return mine[self.start_batch * self.per_rank_batch :]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return iter([(epoch, i) for i in self._indices()])
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+def seed_worker(worker_id: int) -> None:
+    s = torch.initial_seed() % (1 << 32)
+    random.seed(s)
+    np.random.seed(s)
+
+
+def make_loader(
+    ds: Dataset,
+    sampler: EpochSampler,
+    *,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    pin_memory: bool,
+    persistent: bool,
+    drop_last: bool,
+    collate: Callable[[list[Any]], Any] | None = None,
+) -> DataLoader:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(
+        SeededDataset(ds, seed),
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        worker_init_fn=seed_worker,
+        generator=g,
+        persistent_workers=persistent and workers > 0,
+        collate_fn=collate,
+    )
+
+
+def eval_loader(
+    ds: Dataset,
+    batch_size: int,
+    workers: int,
+    *,
+    collate: Callable[[list[Any]], Any] | None = None,
+    pin_memory: bool = False,
+    seed: int = 0,
+) -> DataLoader:
+    """This rank's share of ``ds`` in order: ``range(rank, n, world)``, no padding, nothing counted twice.
+
+    Items are loaded with the same per-sample seeding as training (a fixed pseudo-epoch), so an
+    evaluation that draws random numbers is still a function of its inputs.
+    """
+    sampler = EpochSampler(
+        dataset_len(ds),
+        rank=get_rank(),
+        world=get_world_size(),
+        seed=seed,
+        shuffle=False,
+        per_rank_batch=batch_size,
+        drop_last=False,
+    )
+    sampler.set_epoch(-1)
+    return make_loader(
+        ds,
+        sampler,
+        batch_size=batch_size,
+        workers=workers,
+        seed=seed,
+        pin_memory=pin_memory,
+        persistent=False,
+        drop_last=False,
+        collate=collate,
+    )
+
+
+def dataset_len(ds: Dataset) -> int:
+    if not isinstance(ds, Sized):
+        raise TypeError("datasets must be map-style (define __len__)")
+    return len(ds)

@@ -1,0 +1,156 @@
+"""Profiles as modules: the registry behind `cabench run`, seeds as part of a run's identity, plugins."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cabench.cli import app
+from cabench.data.fixtures import write_imagenet_fixture
+from cabench.profiles.train import parse_seeds
+
+runner = CliRunner()
+
+SUITE = """\
+id: tiny
+title: "One row of Table 1"
+source: "test"
+task: classify
+recipe: imagenet-mbv2-paper
+columns:
+  params: {unit: M}
+  top1: {unit: "%", tolerance: 0.3}
+rows:
+  - name: "+ CA"
+    id: ca
+    model: {arch: mobilenetv2, width: 0.5, attention: ca}
+    published: {params: 2.1, top1: 67.0}
+"""
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SUITE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def imagenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_imagenet_fixture(tmp_path_factory.mktemp("data") / "imagenet", train_per_class=4, val_per_class=2)
+
+
+def test_seeds_are_a_list_or_a_count() -> None:
+    assert parse_seeds("0,1,2", None) == [0, 1, 2]
+    assert parse_seeds("3", None) == [0, 1, 2]
+    assert parse_seeds("5,", None) == [5]
+    assert parse_seeds(None, 4) == [4] and parse_seeds(None, None) == [0]
+    for bad in ("0", "a,b", "1,1", "-1"):
+        with pytest.raises(ValueError):
+            parse_seeds(bad, None)
+
+
+def test_an_unknown_profile_is_one_line_with_the_available_ones(tmp_path: Path, suite: Path) -> None:
+    result = runner.invoke(app, ["run", str(suite), "--profile", "papr", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and "unknown profile 'papr' (did you mean 'paper'?)" in line
+    assert "count" in line and "latency" in line and "smoke" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_option_of_another_profile_is_refused_not_ignored(tmp_path: Path, suite: Path) -> None:
+    result = runner.invoke(app, ["run", str(suite), "--rounds", "5", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "--rounds does not apply to profile 'count' (it applies to latency)" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_each_seed_is_its_own_run_and_a_done_seed_is_skipped(tmp_path: Path, suite: Path, imagenet: Path) -> None:
+    runs = tmp_path / "runs"
+    base = ["run", str(suite), "--profile", "paper", "--data", f"imagenet={imagenet}", "--runs-dir", str(runs)]
+    base += ["--epochs", "1", "--batch-size", "8", "--workers", "0"]
+    first = runner.invoke(app, base)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, [*base, "--seeds", "0,1"])
+    assert again.exit_code == 0, again.output
+    assert "seed 0: done already, skipped" in again.stderr and "seed 1: training" in again.stderr
+    configs = [json.loads((d / "config.json").read_text()) for d in (runs / "tiny" / "ca" / "paper").iterdir()]
+    assert sorted(c["seed"] for c in configs) == [0, 1]
+    assert len({c["resume_key"] for c in configs}) == 2
+    assert all(c["seeded"] == ["weight initialisation", "data order", "augmentation"] for c in configs)
+    assert all(c["settings"]["seed"] == c["seed"] for c in configs)
+
+
+def test_a_plugin_profile_brings_its_own_option(tmp_path: Path, suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "myprofiles.py").write_text(
+        textwrap.dedent(
+            """
+            from cabench.profiles import Option, Outcome, Profile, register_profile
+
+            class Echo(Profile):
+                name = "echo"
+                description = "records each row's name, times --repeat"
+                options = (Option("repeat", int, 1, "echo: how many times"),)
+
+                def run(self, request):
+                    records = []
+                    for suite in request.suites:
+                        for row in request.selected(suite):
+                            metrics = {"echo": row.name * request.options["repeat"]}
+                            records.append(request.store.write_run(suite.id, row.key, self.name, {}, metrics))
+                    return Outcome(records, columns=("echo",))
+
+            register_profile(Echo())
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runs = tmp_path / "runs"
+    args = ["run", str(suite), "--profile", "echo", "--repeat", "2", "--runs-dir", str(runs), "--plugin", "myprofiles"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "+ CA+ CA" in result.stdout
+    record = json.loads(next((runs / "tiny" / "ca" / "echo").iterdir()).joinpath("metrics.json").read_text())
+    assert record["echo"] == "+ CA+ CA"
+    sys.modules.pop("myprofiles", None)
+
+
+def test_a_plugin_that_does_not_import_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--plugin", "no_such_plugin_module", "list"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "cannot import plugin 'no_such_plugin_module'" in result.stderr
+
+
+def test_a_row_without_published_values_is_new_never_a_match(tmp_path: Path) -> None:
+    text = SUITE.replace("    published: {params: 2.1, top1: 67.0}\n", "")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    assert runner.invoke(app, ["run", str(path), "--runs-dir", str(runs)]).exit_code == 0
+    result = runner.invoke(app, ["report", str(path), "--runs-dir", str(runs), "--out", str(reports), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    lines = (reports / "results.csv").read_text().splitlines()
+    params = next(line for line in lines if line.startswith("tiny,ca,params,"))
+    assert params.split(",")[4] == "" and params.split(",")[8] == "new"  # no published value, status new
+    row = next(line for line in (reports / "tiny.md").read_text().splitlines() if line.startswith("| + CA"))
+    assert "🆕" in row and "✅" not in row
+
+
+def test_registries_name_what_is_available() -> None:
+    from cabench.columns import COLUMNS
+    from cabench.data.base import DATASETS, FIXTURES
+    from cabench.profiles import PROFILES
+    from cabench.tasks.base import TASKS
+
+    assert {"classify", "detect", "segment"} <= set(TASKS)
+    assert {"imagenet", "coco", "voc-detection", "voc-segmentation", "cityscapes"} <= set(DATASETS)
+    assert {"imagenet", "coco", "voc", "cityscapes"} <= set(FIXTURES)
+    assert {"count", "latency", "smoke", "paper", "eval"} <= set(PROFILES)
+    assert {c.key for t in TASKS.names() for c in TASKS[t].metrics} | {"params", "madds", "latency"} == set(COLUMNS)
+    assert "unknown dataset 'cocoa' (did you mean 'coco'?)" in DATASETS.unknown("cocoa")
