@@ -25,6 +25,7 @@ import difflib
 import importlib
 import os
 import pkgutil
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
@@ -88,6 +89,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
         self._where: dict[str, str] = {}
+        self._by: dict[str, str] = {}  # name -> the module whose code registered it
         # Modules whose import registers the built-in entries (imported on first lookup).
         self._builtin_modules = tuple(builtin_modules)
         self._builtins_loaded = not self._builtin_modules
@@ -112,6 +114,7 @@ class Registry(Generic[T]):
             self._check_free(name, obj)
             self._lazy[name] = obj
             self._where[name] = obj
+            self._by[name] = _registering_module()
             return obj
         self._add(name, obj)
         return obj
@@ -127,6 +130,7 @@ class Registry(Generic[T]):
         self._check_free(name, where)
         self._entries[name] = obj
         self._where[name] = where
+        self._by[name] = _registering_module()
 
     def _load_builtins(self) -> None:
         if not self._builtins_loaded:
@@ -141,8 +145,8 @@ class Registry(Generic[T]):
         return self._entries.get(name)
 
     def modules(self) -> set[str]:
-        """The modules that defined this registry's loaded entries (for passing plugins on to workers)."""
-        return {where.partition(":")[0] for name, where in self._where.items() if name in self._entries}
+        """The modules that registered this registry's entries (for passing plugins on to workers)."""
+        return set(self._by.values())
 
     def names(self) -> list[str]:
         self._load_builtins()
@@ -189,6 +193,16 @@ class Registry(Generic[T]):
         if close:
             message += f" (did you mean {close[0]!r}?)"
         return message + f"; available: {', '.join(available) or 'none'}"
+
+
+def _registering_module() -> str:
+    """The module whose code called ``register`` (past this module and any ``register*`` helper)."""
+    frame = sys._getframe(2)
+    while frame is not None and (
+        frame.f_globals.get("__name__") == __name__ or frame.f_code.co_name.startswith(("register", "decorate"))
+    ):
+        frame = frame.f_back  # type: ignore[assignment]
+    return frame.f_globals.get("__name__", "?") if frame is not None else "?"
 
 
 def _expand(module: str) -> list[str]:

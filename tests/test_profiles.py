@@ -154,3 +154,21 @@ def test_registries_name_what_is_available() -> None:
     assert {"count", "latency", "smoke", "paper", "eval"} <= set(PROFILES)
     assert {c.key for t in TASKS.names() for c in TASKS[t].metrics} | {"params", "madds", "latency"} == set(COLUMNS)
     assert "unknown dataset 'cocoa' (did you mean 'coco'?)" in DATASETS.unknown("cocoa")
+
+
+def test_torchrun_workers_get_the_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block registered by a wrapper (not through --plugin) must be known in every worker too."""
+    from cabench.engine import distributed
+
+    (tmp_path / "wrapper_columns.py").write_text(
+        "from cabench.columns import ColumnInfo, register_column\n"
+        "register_column(ColumnInfo('wrapper_metric', 'W', '%', 'accuracy'))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CABENCH_PLUGINS", "")
+    import wrapper_columns  # noqa: F401  (registers as a wrapper script would)
+
+    seen: dict[str, str] = {}
+    monkeypatch.setattr(distributed.subprocess, "call", lambda cmd, env: seen.update(env) or 0)
+    assert distributed.launch_torchrun(2, ["run", "x", "--nproc", "2"]) == 0
+    assert "wrapper_columns" in seen["CABENCH_PLUGINS"].split(",")
