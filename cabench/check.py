@@ -24,10 +24,12 @@ from cabench.measure.complexity import Complexity
 from cabench.profiles.count import MADDS, PARAMS, ProgressFn, count_specs
 from cabench.store import atomic_write_text
 from cabench.suite import SUITES_DIR, UNIT_SCALE, Suite
+from cabench.yamlio import read_json_file, shown
 
 __all__ = ["DEFAULT_LOCK", "CheckResult", "check_suites", "read_lock"]
 
 DEFAULT_LOCK = SUITES_DIR / "counts.lock.json"
+MAX_LOCK_BYTES = 16 << 20
 
 
 @dataclass
@@ -45,14 +47,26 @@ class CheckResult:
         return not self.failures
 
 
-def read_lock(path: Path) -> dict[str, dict[str, int | None]]:
-    if not path.exists():
+def read_lock(path: Path, missing_ok: bool = False) -> dict[str, dict[str, int | None]]:
+    """The lock's counts; ``ValueError`` (one line naming the file) when it is missing or malformed.
+
+    A missing lock is only acceptable when it is about to be written (``--update-lock``).
+    """
+    if missing_ok and not path.exists():
         return {}
-    try:
-        data = json.loads(path.read_text())
-        return dict(data["counts"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a counts lock file ({e})") from None
+    data = read_json_file(path, "counts lock", ValueError, MAX_LOCK_BYTES)
+    counts = data.get("counts") if isinstance(data, dict) else None
+    if not isinstance(counts, dict):
+        raise ValueError(f"{path}: not a counts lock file (expected an object with a 'counts' object)")
+    for key, entry in counts.items():
+        if not isinstance(entry, dict) or not entry:
+            raise ValueError(f"{path}: counts.{shown(key)}: expected an object with params/madds, not {shown(entry)}")
+        for column, value in entry.items():
+            if column not in ("params", "madds"):
+                raise ValueError(f"{path}: counts.{shown(key)}.{shown(column)}: unknown field (params or madds)")
+            if value is not None and (type(value) is not int or value < 0):
+                raise ValueError(f"{path}: counts.{shown(key)}.{column}: expected a count, not {shown(value)}")
+    return dict(counts)
 
 
 def write_lock(path: Path, counts: dict[str, Complexity], keep: dict[str, dict[str, int | None]]) -> None:
@@ -79,7 +93,7 @@ def check_suites(
     progress: ProgressFn | None = None,
 ) -> CheckResult:
     """Recount the count cells of ``suites``; collect every failure as one line."""
-    lock = read_lock(lock_path)
+    lock = read_lock(lock_path, missing_ok=update_lock)
     wanted = [
         (row.model.spec(), MADDS.key in suite.columns)
         for suite in suites

@@ -30,6 +30,7 @@ import torch
 
 __all__ = [
     "CheckpointError",
+    "check_state_dict",
     "load_checkpoint",
     "remove_stale_temps",
     "rng_state",
@@ -92,6 +93,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: a checkpoint must hold a dict, not {type(state).__name__}")
+    return state
+
+
+def check_state_dict(state: object, where: str | Path) -> dict[str, torch.Tensor]:
+    """``state`` if it is a non-empty dict of name -> finite tensor; :class:`CheckpointError` naming the
+    file and the first offending key otherwise (a string value, a nested dict, NaN or inf weights)."""
+    if not isinstance(state, dict) or not state:
+        what = "an empty dict" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise CheckpointError(f"{where}: not a state dict of tensors (it holds {what})")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{where}: key {key!r} is not a parameter name")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{where}: {key}: a {type(value).__name__}, not a tensor")
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{where}: {key}: holds NaN or infinite values")
     return state
 
 

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from cabench.suite import Suite, SuiteError, find_suite, known_suites, load_suite
@@ -155,7 +156,7 @@ def list_suites() -> None:
         table.add_column(col)
     for s in suites:
         cited = sum(r.cited for r in s.rows)
-        table.add_row(s.id, str(len(s.rows)), str(len(s.rows) - cited), str(cited), ", ".join(s.columns), s.title)
+        table.add_row(s.id, str(len(s.rows)), str(len(s.rows) - cited), str(cited), ", ".join(s.columns), Text(s.title))
     out.print(table)
     profiles = Table(title="Profiles", title_justify="left")
     for col in ("profile", "fills", "what it does"):
@@ -171,12 +172,12 @@ def show(suite: Annotated[str, typer.Argument(help="Suite id (table1 ... table9)
     """Show a suite's rows, models and published values."""
     with user_errors():
         s = load_suite(find_suite(suite))
-    table = Table(title=f"{s.id}: {s.title}", title_justify="left")
+    table = Table(title=Text(f"{s.id}: {s.title}"), title_justify="left")
     table.add_column("#")
     table.add_column("row")
     table.add_column("model")
     for key in s.columns:
-        table.add_column(s.column_label(key), justify="right")
+        table.add_column(Text(s.column_label(key)), justify="right")
     for i, row in enumerate(s.rows, 1):
         model = (
             "cited"
@@ -188,9 +189,9 @@ def show(suite: Annotated[str, typer.Argument(help="Suite id (table1 ... table9)
             v = row.published.get(key)
             text = "–" if v is None else (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else str(v))
             values.append(text + (" *" if key in row.notes else ""))
-        table.add_row(str(i), row.name, model, *values)
+        table.add_row(str(i), Text(row.name), Text(model), *(Text(v) for v in values))
     out.print(table)
-    out.print(f"Source: {s.source}. * = the cell carries a note. File: {s.path}")
+    out.print(f"Source: {s.source}. * = the cell carries a note. File: {s.path}", markup=False)
 
 
 DataOpt = Annotated[
@@ -407,6 +408,8 @@ def report(
         summary = suite_summary([c for c in cells if c.suite == s.id])
         table.add_row(s.id, *(str(summary[k]) for k in ("match", "noted", "drift", "pending", "cited")))
     out.print(table)
+    for line in store.problems:
+        err.print(f"cabench: warning: {line}", markup=False)
     out.print(f"{len(paths)} files written.")
 
 

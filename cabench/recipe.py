@@ -14,11 +14,11 @@ the overrides it applied so a run records them next to the recipe id.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cabench.suite import SUITES_DIR
+from cabench.suite import SUITES_DIR, check_id
 from cabench.yamlio import first_validation_error, read_yaml_mapping
 
 __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "known_recipes", "load_recipe"]
@@ -26,12 +26,17 @@ __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "known_recipes", "load_recipe
 RECIPES_DIR = SUITES_DIR / "recipes"
 
 
+# Bounds that keep a recipe runnable on one machine (checked before any allocation).
+MAX_BATCH = 1 << 16
+MIN_SIDE, MAX_SIDE = 32, 4096
+
+
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message is one line naming the file and field."""
 
 
 class Recipe(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str
     source: str
@@ -40,26 +45,27 @@ class Recipe(BaseModel):
 
     # Optimizer.
     optimizer: Literal["sgd", "rmsprop"]
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=100)
     momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
     weight_decay_norm: bool = True  # False: no weight decay on normalization-layer parameters
     nesterov: bool = False
     rmsprop_decay: float = Field(default=0.9, gt=0, lt=1)  # RMSProp's square-average decay (torch: alpha)
-    optimizer_eps: float | None = Field(default=None, gt=0)  # None: the optimizer's default
+    optimizer_eps: float | None = Field(default=None, gt=0, le=1)  # None: the optimizer's default
 
     # Batch and schedule. batch_size is GLOBAL (all processes together). A run lasts either
     # `epochs` passes over the training set or `iterations` global steps (exactly one is set).
-    batch_size: int = Field(gt=0)
-    epochs: int | None = Field(default=None, gt=0)
-    iterations: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(gt=0, le=MAX_BATCH)
+    epochs: int | None = Field(default=None, gt=0, le=100_000)
+    iterations: int | None = Field(default=None, gt=0, le=10**9)
     schedule: Literal["cosine", "step", "multistep", "poly"]
-    warmup_epochs: float = Field(default=0.0, ge=0)
-    warmup_iterations: int = Field(default=0, ge=0)
-    step_gamma: float | None = Field(default=None, gt=0)  # schedule step/multistep: lr *= step_gamma ...
-    step_epochs: float | None = Field(default=None, gt=0)  # ... step: every step_epochs (fractional allowed)
-    milestones: list[int] = Field(default_factory=list)  # ... multistep: at these global steps
-    poly_power: float = Field(default=0.9, gt=0)  # schedule poly: lr * (1 - t) ** poly_power
+    warmup_epochs: float = Field(default=0.0, ge=0, le=100_000)
+    warmup_iterations: int = Field(default=0, ge=0, le=10**9)
+    step_gamma: float | None = Field(default=None, gt=0, le=1)  # schedule step/multistep: lr *= step_gamma ...
+    step_epochs: float | None = Field(default=None, gt=0, le=100_000)  # ... step: every step_epochs (fractional)
+    # ... multistep: at these global steps
+    milestones: list[Annotated[int, Field(gt=0, le=10**9)]] = Field(default_factory=list, max_length=1000)
+    poly_power: float = Field(default=0.9, gt=0, le=100)  # schedule poly: lr * (1 - t) ** poly_power
     sync_bn: bool = False  # synchronized BatchNorm across processes (CUDA); `--sync-bn` also turns it on
 
     # Regularization.
@@ -72,21 +78,28 @@ class Recipe(BaseModel):
     # Augmentation (applied by the data layer). Classification: train_size, eval_resize and the flags.
     # Detection: train_size is the detector's fixed input (the SSD resizes every image to it).
     # Segmentation: random scale in scale_range, crop_size crops, eval_size padding (None: full size).
-    train_size: int = Field(default=224, gt=0)
-    eval_resize: int = Field(default=256, gt=0)
+    train_size: int = Field(default=224, ge=MIN_SIDE, le=MAX_SIDE)
+    eval_resize: int = Field(default=256, ge=MIN_SIDE, le=MAX_SIDE)
     random_resized_crop: bool = True
     hflip: bool = True
     autoaugment: bool = False
     mixup: bool = False
     random_erasing: bool = False
-    crop_size: int | None = Field(default=None, gt=0)
-    scale_range: tuple[float, float] | None = None
-    eval_size: int | None = Field(default=None, gt=0)
+    crop_size: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE)
+    scale_range: tuple[Annotated[float, Field(gt=0, le=16)], Annotated[float, Field(gt=0, le=16)]] | None = None
+    eval_size: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE)
 
     notes: list[str] = Field(default_factory=list)
 
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_id(value, "recipe id")
+
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        if self.scale_range is not None and self.scale_range[0] > self.scale_range[1]:
+            raise ValueError("scale_range must be ordered (low, high)")
         if (self.epochs is None) == (self.iterations is None):
             raise ValueError("give exactly one of epochs and iterations")
         if self.schedule == "multistep" and (self.step_gamma is None or not self.milestones):

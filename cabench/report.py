@@ -13,6 +13,7 @@ value for: a user's block, a fairness row; never marked against anything).
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -94,13 +95,30 @@ def _filled_by(kind: str) -> list[str]:
     return [name for name, profile in PROFILES.items() if kind in profile.fills]
 
 
-def _filling_run(column: str, runs: dict[str, RunRecord | None]) -> RunRecord | None:
-    """The latest complete run of a profile allowed to fill ``column`` that has a value for it."""
-    candidates = [
-        r
-        for p in _filled_by(COLUMNS[column].kind)
-        if (r := runs.get(p)) is not None and r.metrics.get(column) is not None
-    ]
+def _usable(column: str, value: object) -> bool:
+    """A value that may fill ``column``: a finite number (a whole, non-negative one for counts)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if COLUMNS[column].kind == "count":
+        return isinstance(value, int) and value >= 0
+    return math.isfinite(value)
+
+
+def _filling_run(column: str, runs: dict[str, RunRecord | None], store: Store | None = None) -> RunRecord | None:
+    """The latest complete run of a profile allowed to fill ``column`` that has a usable value for it.
+
+    A value that is not a finite number (NaN from a diverged model, a hand-edited string) never fills a
+    cell; the run's metrics file is named in ``store.problems``.
+    """
+    candidates = []
+    for p in _filled_by(COLUMNS[column].kind):
+        r = runs.get(p)
+        if r is None or r.metrics.get(column) is None:
+            continue
+        if _usable(column, r.metrics[column]):
+            candidates.append(r)
+        elif store is not None:
+            store.note_problem(f"{r.path / 'metrics.json'}: {column} is {r.metrics[column]!r}, not a usable number")
     return max(candidates, key=lambda r: r.run_id, default=None)
 
 
@@ -194,7 +212,7 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
         for order, row in enumerate(suite.rows):
             runs = {p: store.latest(suite.id, row.key, p) for p in PROFILES.names()} if row.model else {}
             for column in suite.columns:
-                run = _filling_run(column, runs)
+                run = _filling_run(column, runs, store)
                 if column not in row.published and (row.model is None or (run is None and not _counted(column))):
                     continue
                 cell = _cell(suite, row, order, labels[row.key], column, run)
@@ -421,6 +439,13 @@ def render_index(suites: Sequence[Suite], cells: Sequence[Cell], figures: dict[s
     return "\n".join(lines) + "\n"
 
 
+def _inside(out_dir: Path, path: Path) -> Path:
+    """``path`` if it lies inside the report folder; ValueError (one line) otherwise."""
+    if not path.resolve().is_relative_to(out_dir.resolve()):
+        raise ValueError(f"{path}: outside the report folder {out_dir}; a suite id must be a name, not a path")
+    return path
+
+
 def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures: bool = True) -> list[Path]:
     """Write every report file; return the paths written."""
     cells = build_cells(suites, store)
@@ -444,7 +469,7 @@ def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures:
     newest = max((c for c in cells if c.run_id), key=lambda c: c.run_id, default=None)
     env = store.environment_of(newest.suite, newest.row, newest.profile, newest.run_id) if newest else {}
     for suite in suites:
-        path = out_dir / f"{suite.id}.md"
+        path = _inside(out_dir, out_dir / f"{suite.id}.md")
         own = [c for c in cells if c.suite == suite.id]
         atomic_write_text(path, render_suite(suite, own, fig_paths.get(suite.id), runs_dir=str(store.root)))
         written.append(path)

@@ -5,6 +5,16 @@ place once every file is on disk, so a crash never leaves a directory that
 looks complete. "Complete" means ``metrics.json`` exists with
 ``"status": "complete"``. Run ids sort by time (``YYYYmmdd-HHMMSS-xxxxxx``), so
 the latest complete run of a cell is the greatest complete id.
+
+Suite, row and profile are names, never paths: every directory the store
+makes is checked to lie inside its root. Temporary files and folders carry
+their writer's host and pid (``.<name>.<host>-<pid>.<random>.tmp``) and are
+removed by the next writer once that process is gone (or after a day).
+Readers skip hidden names. A folder that is not a well-formed run (a
+hand-made name, a ``metrics.json`` that is not an object, a config naming
+another cell) is never read as a result: :attr:`Store.problems` collects one
+line per such folder. Two processes sharing a runs directory (on one host or
+over NFS) coordinate through :meth:`Store.lease`, one per row, profile and seed.
 """
 
 from __future__ import annotations
@@ -12,19 +22,74 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunRecord", "Store", "atomic_write_text", "environment", "new_run_id"]
+from cabench.lease import DEFAULT_STALE_S, Lease, acquire, host_name, pid_alive
+
+__all__ = [
+    "RunRecord",
+    "Store",
+    "StoreError",
+    "atomic_write_text",
+    "environment",
+    "new_run_id",
+    "remove_stale_temps",
+]
 
 DEFAULT_RUNS_DIR = Path(os.environ.get("CABENCH_RUNS", "runs"))
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[0-9a-f]+\.tmp")
+TEMP_MAX_AGE_S = 86_400  # a temp whose writer we cannot see (another host) is removed after a day
+
+
+class StoreError(ValueError):
+    """A name that would leave the runs directory, or a store file that cannot be used; one line."""
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}.{host_name()}-{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def _stale_temp(path: Path) -> bool:
+    m = _TEMP.fullmatch(path.name)
+    if m is None:
+        return False
+    if m["host"] == host_name():
+        return not pid_alive(int(m["pid"]))
+    try:
+        return time.time() - path.stat().st_mtime > TEMP_MAX_AGE_S
+    except OSError:
+        return False
+
+
+def remove_stale_temps(directory: Path, name: str | None = None) -> list[Path]:
+    """Remove temp files/folders in ``directory`` (for ``name`` only, if given) whose writer is gone."""
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TEMP.fullmatch(p.name)
+        if m is None or (name is not None and m["name"] != name) or not _stale_temp(p):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def new_run_id() -> str:
@@ -35,7 +100,8 @@ def new_run_id() -> str:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file, fsync and rename: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    remove_stale_temps(path.parent, path.name)
+    tmp = path.with_name(_temp_name(path.name))
     try:
         with open(tmp, "w") as fh:
             fh.write(text)
@@ -117,9 +183,33 @@ class Store:
 
     def __init__(self, root: Path | str = DEFAULT_RUNS_DIR) -> None:
         self.root = Path(root)
+        self.problems: list[str] = []  # one line per damaged or foreign folder met while reading
+
+    def note_problem(self, line: str) -> None:
+        if line not in self.problems:
+            self.problems.append(line)
 
     def cell_dir(self, suite: str, row: str, profile: str) -> Path:
-        return self.root / suite / row / profile
+        for what, name in (("suite", suite), ("row", row), ("profile", profile)):
+            if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+                raise StoreError(f"{what} {name!r} is not a name (letters, digits, _ . + -; no '..' or '/')")
+        path = self.root / suite / row / profile
+        self._inside(path)
+        return path
+
+    def _inside(self, path: Path) -> Path:
+        """``path`` if it resolves inside the runs directory (symlinks included); StoreError otherwise."""
+        root = self.root.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise StoreError(f"{path}: outside the runs directory {self.root}")
+        return path
+
+    def lease(
+        self, suite: str, row: str, profile: str, seed: int, stale_after: float = DEFAULT_STALE_S
+    ) -> Lease | None:
+        """Hold (suite, row, profile, seed) for this process; None when another live process holds it."""
+        parent = self.cell_dir(suite, row, profile)
+        return acquire(parent / f".seed-{int(seed)}.lease", stale_after)
 
     def write_run(
         self,
@@ -134,8 +224,9 @@ class Store:
         run_id = run_id or new_run_id()
         parent = self.cell_dir(suite, row, profile)
         parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(parent)
         final = parent / run_id
-        tmp = parent / f".{run_id}.tmp"
+        tmp = parent / _temp_name(run_id)
         tmp.mkdir()
         try:
             metrics = {**metrics, "status": "complete"}
@@ -158,8 +249,9 @@ class Store:
         """
         parent = self.cell_dir(suite, row, profile)
         parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(parent)
         run_dir = parent / new_run_id()
-        tmp = parent / f".{run_dir.name}.tmp"
+        tmp = parent / _temp_name(run_dir.name)
         tmp.mkdir()
         (tmp / "config.json").write_text(_json(config))
         (tmp / "env.json").write_text(_json(environment()))
@@ -168,21 +260,46 @@ class Store:
 
     def finish_run(self, run_dir: Path, metrics: dict[str, Any]) -> None:
         """Mark a run complete by writing its metrics atomically."""
-        atomic_write_text(run_dir / "metrics.json", _json({**metrics, "status": "complete"}))
+        atomic_write_text(self._inside(run_dir) / "metrics.json", _json({**metrics, "status": "complete"}))
+
+    def _run_dirs(self, suite: str, row: str, profile: str) -> list[Path]:
+        """Run folders of a cell, newest first; foreign folders are reported in :attr:`problems`, never read."""
+        parent = self.cell_dir(suite, row, profile)
+        try:
+            entries = sorted(parent.iterdir(), reverse=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        runs = []
+        for p in entries:
+            if p.name.startswith("."):
+                continue
+            if not p.is_dir() or p.is_symlink() or not RUN_ID.fullmatch(p.name):
+                self.note_problem(f"{p}: not a run directory (a run id is YYYYmmdd-HHMMSS-xxxxxx); ignored")
+                continue
+            runs.append(p)
+        return runs
+
+    def _read_json(self, path: Path) -> dict[str, Any] | None:
+        """A run file's object; None (and one line in :attr:`problems`) when it is damaged."""
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            self.note_problem(f"{path}: unreadable ({type(e).__name__}); its run is ignored")
+            return None
+        if not isinstance(data, dict):
+            self.note_problem(f"{path}: holds a {type(data).__name__}, not an object; its run is ignored")
+            return None
+        return data
 
     def unfinished(self, suite: str, row: str, profile: str, resume_key: str) -> Path | None:
         """The latest run of this cell that started with the same ``resume_key`` and never completed."""
-        parent = self.cell_dir(suite, row, profile)
-        if not parent.is_dir():
-            return None
-        for run_dir in sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
+        for run_dir in self._run_dirs(suite, row, profile):
             if (run_dir / "metrics.json").exists():
                 continue
-            try:
-                config = json.loads((run_dir / "config.json").read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if config.get("resume_key") == resume_key:
+            config = self._read_json(run_dir / "config.json")
+            if config is not None and config.get("resume_key") == resume_key:
                 return run_dir
         return None
 
@@ -193,30 +310,39 @@ class Store:
                 return record
         return None
 
-    def runs(self, suite: str, row: str, profile: str) -> list[RunRecord]:
-        """Every complete run of one cell group, newest first."""
-        parent = self.cell_dir(suite, row, profile)
-        if not parent.is_dir():
-            return []
-        records = []
-        for run_dir in sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
-            try:
-                metrics = json.loads((run_dir / "metrics.json").read_text())
-                config = json.loads((run_dir / "config.json").read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if metrics.get("status") == "complete":
-                records.append(RunRecord(suite, row, profile, run_dir.name, run_dir, metrics, config))
-        return records
-
     def environment_of(self, suite: str, row: str, profile: str, run_id: str) -> dict[str, Any]:
         """The env.json of one run ({} if it cannot be read)."""
-        try:
-            return json.loads((self.cell_dir(suite, row, profile) / run_id / "env.json").read_text())
-        except (OSError, json.JSONDecodeError):
+        if not RUN_ID.fullmatch(run_id):
             return {}
+        return self._read_json(self.cell_dir(suite, row, profile) / run_id / "env.json") or {}
+
+    def _record(self, suite: str, row: str, profile: str, run_dir: Path) -> RunRecord | None:
+        """A complete, well-formed run, or None (damage goes to :attr:`problems`)."""
+        if not (run_dir / "metrics.json").exists():
+            return None  # unfinished: running, or killed and waiting to resume
+        metrics = self._read_json(run_dir / "metrics.json")
+        config = self._read_json(run_dir / "config.json")
+        if metrics is None or config is None:
+            if metrics is not None and config is None and not (run_dir / "config.json").exists():
+                self.note_problem(f"{run_dir / 'config.json'}: missing; its run is ignored")
+            return None
+        if metrics.get("status") != "complete":
+            return None
+        for k, expected in (("suite", suite), ("row", row), ("profile", profile)):
+            if k in config and config[k] != expected:
+                self.note_problem(f"{run_dir / 'config.json'}: {k} is {config[k]!r}, not {expected!r}; run ignored")
+                return None
+        return RunRecord(suite, row, profile, run_dir.name, run_dir, metrics, config)
+
+    def runs(self, suite: str, row: str, profile: str) -> list[RunRecord]:
+        """Every complete, well-formed run of one cell group, newest first."""
+        records = (self._record(suite, row, profile, d) for d in self._run_dirs(suite, row, profile))
+        return [r for r in records if r is not None]
 
     def latest(self, suite: str, row: str, profile: str) -> RunRecord | None:
         """The latest complete run of one cell group, or None."""
-        runs = self.runs(suite, row, profile)
-        return runs[0] if runs else None
+        for run_dir in self._run_dirs(suite, row, profile):
+            record = self._record(suite, row, profile, run_dir)
+            if record is not None:
+                return record
+        return None

@@ -19,14 +19,14 @@ import contextlib
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cabench.columns import COLUMNS
-from cabench.models.registry import ModelSpec, validate_spec
-from cabench.yamlio import first_validation_error, read_yaml_mapping
+from cabench.models.registry import MAX_CLASSES, MAX_REDUCTION, MAX_WIDTH, ModelSpec, validate_spec
+from cabench.yamlio import StrictLoader, first_validation_error, read_yaml_mapping, shown
 
 __all__ = [
     "COLUMNS",
@@ -35,6 +35,7 @@ __all__ = [
     "Row",
     "Suite",
     "SuiteError",
+    "check_id",
     "find_suite",
     "known_suites",
     "load_suite",
@@ -53,23 +54,51 @@ class SuiteError(ValueError):
     """A suite that cannot be used; the message is one line for the user."""
 
 
+# Ids name files and folders (runs/<suite>/<row>/...), so they are names, never paths.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+MAX_PUBLISHED = Decimal(10) ** 15  # no column of any table comes near this
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """``value`` if it is a safe name (letters, digits, ``_.+-``, at most 64, no ``..``); ValueError otherwise."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"{what} {shown(value)} is not a name: use 1-64 letters, digits and _ . + - "
+            "(starting with a letter or digit, no '..')"
+        )
+    return value
+
+
+def _one_line(value: str, limit: int) -> str:
+    if len(value) > limit:
+        raise ValueError(f"longer than {limit} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control characters (newline, tab, ...) are not allowed")
+    return value
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Column(_Strict):
     unit: Literal["M", "B", "%", "ms"]
-    tolerance: Decimal | Literal["printed"] = "printed"
+    tolerance: Annotated[Decimal, Field(ge=0, le=MAX_PUBLISHED)] | Literal["printed"] = "printed"
     label: str | None = None
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        return value if value is None else _one_line(value, 80)
 
 
 class ModelField(_Strict):
-    arch: str
-    width: float = 1.0
-    attention: str | None = None
-    reduction: int | None = None
-    num_classes: int | None = None
-    output_stride: int | None = None
+    arch: str = Field(max_length=64)
+    width: float = Field(default=1.0, gt=0, le=MAX_WIDTH)
+    attention: str | None = Field(default=None, max_length=64)
+    reduction: int | None = Field(default=None, ge=1, le=MAX_REDUCTION)
+    num_classes: int | None = Field(default=None, ge=1, le=MAX_CLASSES)
+    output_stride: int | None = Field(default=None, ge=1, le=64)
 
     def spec(self) -> ModelSpec:
         return ModelSpec(**self.model_dump())
@@ -87,6 +116,18 @@ class Row(_Strict):
     published: dict[str, Published] = Field(default_factory=dict)
     notes: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a row needs a non-empty name")
+        return _one_line(value, 200)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        return value if value is None else check_id(value, "row id")
+
     @field_validator("published", mode="before")
     @classmethod
     def _ranges(cls, value: Any) -> Any:
@@ -94,12 +135,23 @@ class Row(_Strict):
         if isinstance(value, dict):
             out = {}
             for k, v in value.items():
-                if isinstance(v, str) and re.fullmatch(r"\s*[\d.]+\s*-\s*[\d.]+\s*", v):
+                if isinstance(v, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*-\s*\d+(\.\d+)?\s*", v):
                     lo, hi = (Decimal(p.strip()) for p in v.split("-"))
                     out[k] = (lo, hi)
                 else:
                     out[k] = v
             return out
+        return value
+
+    @field_validator("published")
+    @classmethod
+    def _published_values(cls, value: dict[str, Published]) -> dict[str, Published]:
+        for column, v in value.items():
+            for x in v if isinstance(v, tuple) else (v,):
+                if not x.is_finite() or x < 0 or x > MAX_PUBLISHED:
+                    raise ValueError(f"{column}: {x} is not a finite number in [0, 1e15]")
+            if isinstance(v, tuple) and v[0] > v[1]:
+                raise ValueError(f"{column}: range {v[0]}-{v[1]} is reversed")
         return value
 
     @model_validator(mode="after")
@@ -128,6 +180,21 @@ class Suite(_Strict):
     # Set by the loader, not the YAML.
     path: Path | None = None
 
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_id(value, "suite id")
+
+    @field_validator("recipe", "baseline")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        return value if value is None else check_id(value, "reference")
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        return _one_line(value, 300)
+
     def row(self, key: str) -> Row:
         for r in self.rows:
             if r.key == key or r.name == key:
@@ -152,12 +219,19 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-class _DecimalLoader(yaml.SafeLoader):
+class _DecimalLoader(StrictLoader):
     """Safe YAML loader that keeps printed precision (floats become Decimal)."""
 
 
 def _decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
-    return Decimal(loader.construct_scalar(node).replace("_", ""))
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        value = None
+    if value is None or not value.is_finite():
+        raise yaml.constructor.ConstructorError(None, None, f"{shown(text)} is not a finite number", node.start_mark)
+    return value
 
 
 _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _decimal)
@@ -172,10 +246,17 @@ def _location(suite_path: Path, data: Any, loc: tuple[Any, ...]) -> str:
         name = ""
         with contextlib.suppress(KeyError, IndexError, TypeError, AttributeError):
             name = data["rows"][idx].get("name", "")
-        where = f"row {idx + 1}" + (f" ({name})" if name else "") + ": "
+        where = f"row {idx + 1}" + (f" ({_cut(name)})" if isinstance(name, str) and name else "") + ": "
         parts = parts[2:]
-    field = ".".join(str(p) for p in parts if not str(p).startswith(("function-", "tagged-union")))
+    skip = ("function-", "tagged-union", "decimal", "literal[", "tuple[")
+    field = ".".join(_cut(str(p)) for p in parts if not str(p).startswith(skip))
     return where + (field or "(suite)")
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    """A user-written name for a message: one line, at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -196,16 +277,18 @@ def _check_semantics(suite: Suite, where: str) -> None:
     from cabench.tasks.base import TASKS
 
     if suite.task not in TASKS:
-        raise SuiteError(f"{where}: task: {TASKS.unknown(suite.task)}")
+        raise SuiteError(f"{where}: task: {TASKS.unknown(_cut(suite.task))}")
     for key in suite.columns:
         if key not in COLUMNS:
-            raise SuiteError(f"{where}: columns.{key}: {COLUMNS.unknown(key)}")
+            raise SuiteError(f"{where}: columns.{_cut(key)}: {COLUMNS.unknown(_cut(key))}")
     for label, fld in suite.settings.items():
         if fld not in SETTING_FIELDS:
-            raise SuiteError(f"{where}: settings.{label}: unknown model field {fld!r}")
+            raise SuiteError(f"{where}: settings.{_cut(label)}: unknown model field {shown(fld)}")
     seen: set[str] = set()
     for i, row in enumerate(suite.rows):
-        at = f"{where}: row {i + 1} ({row.name})"
+        at = f"{where}: row {i + 1} ({_cut(row.name)})"
+        if row.id is None and not ID_PATTERN.fullmatch(row.key):
+            raise SuiteError(f"{at}: id: the name does not make an id (1-64 letters/digits); give the row an 'id'")
         if row.key in seen:
             raise SuiteError(f"{at}: id: duplicate row id {row.key!r}; give the row a unique 'id'")
         seen.add(row.key)
@@ -213,7 +296,9 @@ def _check_semantics(suite: Suite, where: str) -> None:
             name = "published" if section is row.published else "notes"
             for key in section:
                 if key not in suite.columns:
-                    raise SuiteError(f"{at}: {name}.{key}: unknown column (this suite has {', '.join(suite.columns)})")
+                    have = ", ".join(suite.columns)
+                    raise SuiteError(f"{at}: {name}.{_cut(key)}: unknown column (this suite has {have})")
+        _check_published(suite, row, at)
         if row.model is not None:
             try:
                 validate_spec(row.model.spec())
@@ -224,6 +309,20 @@ def _check_semantics(suite: Suite, where: str) -> None:
                 raise SuiteError(f"{at}: {field}: {e}") from None
     if suite.baseline is not None and suite.baseline not in seen:
         raise SuiteError(f"{where}: baseline: no row with id {suite.baseline!r}")
+
+
+def _check_published(suite: Suite, row: Row, at: str) -> None:
+    """Percentages at most 100; a tolerance smaller than the value it applies to (else it accepts zero)."""
+    for key, value in row.published.items():
+        col = suite.columns[key]
+        top = value[1] if isinstance(value, tuple) else value
+        if col.unit == "%" and top > 100:
+            raise SuiteError(f"{at}: published.{key}: {top}% is above 100%")
+        if col.tolerance != "printed" and not isinstance(value, tuple) and value > 0 and col.tolerance >= value:
+            raise SuiteError(
+                f"{at}: published.{key}: the column's tolerance {col.tolerance} is not smaller than the value "
+                f"{value}, so any result down to zero would match"
+            )
 
 
 def known_suites(directory: Path = SUITES_DIR) -> dict[str, Path]:

@@ -113,14 +113,23 @@ def test_run_rows_selects_rows(tmp_path: Path) -> None:
     assert [p.name for p in (runs / "mini").iterdir()] == ["ca"]
 
 
+def locked(suite: Path, lock: Path) -> Path:
+    """Write the exact-counts lock for ``suite`` (check refuses to run without one)."""
+    runner.invoke(app, ["check", str(suite), "--lock", str(lock), "--update-lock"])
+    assert lock.is_file()
+    return lock
+
+
 def test_check_passes_on_counts_that_match(tmp_path: Path) -> None:
     suite = write_suite(tmp_path)
+    locked(suite, tmp_path / "lock.json")
     result = runner.invoke(app, ["check", str(suite), "--lock", str(tmp_path / "lock.json")])
     assert result.exit_code == 0, result.output
 
 
 def test_check_fails_on_a_planted_drift(tmp_path: Path) -> None:
     suite = write_suite(tmp_path, MINI.replace("params: 3.95,", "params: 3.99,"))
+    locked(suite, tmp_path / "lock.json")
     result = runner.invoke(app, ["check", str(suite), "--lock", str(tmp_path / "lock.json")])
     assert result.exit_code == 1
     assert "row 2 (+ Coord. Attention): params" in result.stderr
@@ -131,7 +140,8 @@ def test_a_note_turns_a_drift_into_a_documented_one(tmp_path: Path) -> None:
         "published: {params: 3.95, madds: 310, top1: 74.3}",
         "published: {params: 3.99, madds: 310, top1: 74.3}\n    notes: {params: evidence}",
     )
-    result = runner.invoke(app, ["check", str(write_suite(tmp_path, text)), "--lock", str(tmp_path / "l.json")])
+    suite = write_suite(tmp_path, text)
+    result = runner.invoke(app, ["check", str(suite), "--lock", str(locked(suite, tmp_path / "l.json"))])
     assert result.exit_code == 0, result.output
     assert "1 drift with a note" in result.stdout
 
@@ -149,7 +159,8 @@ def test_check_fails_when_an_exact_count_differs_from_the_lock(tmp_path: Path) -
 
 
 def test_check_json_is_parseable(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["check", str(write_suite(tmp_path)), "--json", "--lock", str(tmp_path / "l.json")])
+    suite = write_suite(tmp_path)
+    result = runner.invoke(app, ["check", str(suite), "--json", "--lock", str(locked(suite, tmp_path / "l.json"))])
     data = json.loads(result.stdout)
     assert data["ok"] is True and data["cells"] == 4 and data["matched"] == 4
 

@@ -30,7 +30,6 @@ size, mtime), so validating and then building the datasets parses each file once
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import OrderedDict
@@ -46,6 +45,7 @@ from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError
+from cabench.yamlio import read_json_file
 
 if TYPE_CHECKING:
     from cabench.metrics.coco_eval import CocoEvaluator
@@ -67,6 +67,7 @@ BBOX_TOLERANCE = 1.0  # pixels a bbox may reach past its image's border (real CO
 _SPLITS = ("train2017", "val2017")
 _LAYOUT = "expected annotations/instances_{train,val}2017.json, train2017/ and val2017/"
 _CACHE_SIZE = 4
+MAX_ANNOTATION_BYTES = 2 << 30  # instances_train2017.json is 448 MB
 
 # The 80 COCO 2017 detection categories: (id, name, supercategory). Ids run 1..90 with 10 gaps.
 COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
@@ -278,13 +279,7 @@ def _parse_images(ann_file: Path, image_dir: Path, entries: list) -> tuple[list[
 
 def _parse_coco(ann_file: Path, image_dir: Path) -> _CocoIndex:
     """Parse and fully validate one annotation file against its image folder."""
-    try:
-        with open(ann_file, "rb") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{ann_file}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{ann_file}: cannot read annotation file ({_one_line(exc)})") from exc
+    data = read_json_file(ann_file, "annotation", DatasetError, MAX_ANNOTATION_BYTES)
     if not isinstance(data, dict):
         raise DatasetError(f"{ann_file}: top level is not a JSON object (expected images, annotations, categories)")
     missing = [key for key in ("images", "annotations", "categories") if key not in data]

@@ -14,7 +14,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from cabench.checkpoint import load_checkpoint, remove_stale_temps, rng_state, save_checkpoint, set_rng_state
+from cabench.checkpoint import (
+    check_state_dict,
+    load_checkpoint,
+    remove_stale_temps,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from cabench.engine.distributed import all_reduce_sum, init_distributed
 from cabench.engine.runtime import (
     Board,
@@ -168,6 +175,7 @@ def _restore(st: _State, p: _Plan) -> None:
     ck = load_checkpoint(p.ckpt_path)
     if ck.get("format") != p.checkpoint_format:
         raise ValueError(f"{p.ckpt_path}: not a cabench {p.task.name} checkpoint (format {ck.get('format')!r})")
+    check_state_dict(ck.get("model"), p.ckpt_path)
     sam = ck["sampler"]
     for key, now in (
         ("global_batch", p.s.batch_size),

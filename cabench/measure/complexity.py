@@ -81,9 +81,14 @@ def count_madds(model: nn.Module, input_size: tuple[int, int]) -> tuple[int, int
     return madds, sum(by_op.values()), by_op, skipped
 
 
+MIN_INPUT_SIDE, MAX_INPUT_SIDE = 32, 4096  # 32: the networks downsample 32x
+
+
 def count_model(spec: ModelSpec, madds: bool = True, input_size: tuple[int, int] | None = None) -> Complexity:
     """Count a model spec: parameters always, multiply-adds at the paper's input size if asked."""
     info = arch_info(spec.arch)
+    if input_size is not None and not all(MIN_INPUT_SIDE <= int(s) <= MAX_INPUT_SIDE for s in input_size):
+        raise ValueError(f"input size must be {MIN_INPUT_SIDE}-{MAX_INPUT_SIDE} pixels a side, not {input_size}")
     model = build_model(spec)
     params = count_params(model)
     if not madds:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,22 @@ from torch import nn
 
 from cabench.models.attention import ATTENTION_KINDS, default_reduction
 
-__all__ = ["ArchInfo", "ModelSpec", "arch_info", "architectures", "build_model", "register_arch"]
+__all__ = [
+    "MAX_CLASSES",
+    "MAX_REDUCTION",
+    "MAX_WIDTH",
+    "ArchInfo",
+    "ModelSpec",
+    "arch_info",
+    "architectures",
+    "build_model",
+    "register_arch",
+]
+
+# Bounds that keep a spec buildable on one machine (checked before any allocation).
+MAX_WIDTH = 4.0  # the paper's widths are 0.5-1.4
+MAX_REDUCTION = 1024
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
 
 # Modules whose import registers architectures. Kept lazy so ``cabench list``
 # does not pay for importing every model.
@@ -149,16 +165,16 @@ def validate_spec(spec: ModelSpec) -> None:
     for opt in sorted(given - info.options):
         if defaults.get(opt) != getattr(spec, opt):
             raise ValueError(f"{spec.arch} does not take {opt!r}; it takes {', '.join(sorted(info.options))}")
-    if spec.width <= 0:
-        raise ValueError(f"width must be positive, not {spec.width:g}")
+    if not isinstance(spec.width, (int, float)) or not math.isfinite(spec.width) or not 0 < spec.width <= MAX_WIDTH:
+        raise ValueError(f"width must be a number in (0, {MAX_WIDTH:g}], not {spec.width!r}")
     if info.widths is not None and spec.width not in info.widths:
         raise ValueError(f"{spec.arch} supports widths {', '.join(f'{w:g}' for w in info.widths)}, not {spec.width:g}")
-    if spec.reduction is not None and spec.reduction < 1:
-        raise ValueError(f"reduction must be a positive integer, not {spec.reduction}")
+    if spec.reduction is not None and not 1 <= spec.reduction <= MAX_REDUCTION:
+        raise ValueError(f"reduction must be an integer in [1, {MAX_REDUCTION}], not {spec.reduction}")
     if spec.output_stride is not None and spec.output_stride not in (8, 16):
         raise ValueError(f"output stride must be 8 or 16, not {spec.output_stride}")
-    if spec.num_classes is not None and spec.num_classes < 1:
-        raise ValueError(f"num_classes must be positive, not {spec.num_classes}")
+    if spec.num_classes is not None and not 1 <= spec.num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be an integer in [1, {MAX_CLASSES:,}], not {spec.num_classes}")
 
 
 def build_model(spec: ModelSpec) -> nn.Module:

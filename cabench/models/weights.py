@@ -27,6 +27,7 @@ def _read_state(path: Path) -> dict[str, Any]:
     """The state dict inside a cabench checkpoint or a plain / DataParallel / authors' state-dict file."""
     import torch
 
+    from cabench.checkpoint import check_state_dict
     from cabench.models.mobilenetv2 import unwrap_state_dict
 
     if not path.is_file():
@@ -34,11 +35,16 @@ def _read_state(path: Path) -> dict[str, Any]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {first})") from None
     state = blob.get("model", blob) if isinstance(blob, dict) else blob
     if not isinstance(state, dict):
         raise ValueError(f"{path}: no state dict inside")
-    return unwrap_state_dict(state)
+    try:
+        state = unwrap_state_dict(state)
+    except (AttributeError, TypeError):
+        raise ValueError(f"{path}: not a state dict of tensors (a key is not a parameter name)") from None
+    return check_state_dict(state, path)
 
 
 def _authors_name(key: str, own: dict[str, Any]) -> str:
