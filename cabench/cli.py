@@ -318,7 +318,9 @@ def _run_profile(profile: Any, request: Any) -> Any:
         with display:
             return profile.run(request)
     except DatasetError as e:
-        fail(str(e))
+        from cabench.data.images import one_line_dataset_error
+
+        fail(one_line_dataset_error(e))
     except TrainingInterrupted as e:
         err.print(f"cabench: interrupted; checkpoint saved ({e}). Run the same command again to resume.")
         raise typer.Exit(130) from None

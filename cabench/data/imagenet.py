@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from cabench.data.base import SMOKE_SIZES, DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
+from cabench.data.images import load_rgb, walk_files
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,12 +101,8 @@ def _class_dirs(split_dir: Path) -> list[str]:
 
 
 def _images_in(class_dir: Path) -> list[Path]:
-    """Image files under a class folder (recursively, following links, like ImageFolder), sorted."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        dirnames.sort()
-        found.extend(Path(dirpath, name) for name in filenames if _is_image(name))
-    return sorted(found)
+    """Image files under a class folder (recursively, following links, each real folder once), sorted."""
+    return walk_files(class_dir, _is_image)
 
 
 def _names(names: Iterable[str]) -> str:
@@ -219,13 +216,32 @@ def _fixed_classes_image_folder() -> type:
     from torchvision.datasets import ImageFolder
 
     class _FixedClassesImageFolder(ImageFolder):
-        def __init__(self, root: str, class_to_idx: Mapping[str, int], **kwargs: Any) -> None:
-            self._given_class_to_idx = dict(class_to_idx)
-            super().__init__(root, **kwargs)
+        """Also: images decode through :func:`load_rgb` (one-line errors) and the folder walk is loop-free."""
+
+        def __init__(self, root: str, class_to_idx: Mapping[str, int] | None = None, **kwargs: Any) -> None:
+            self._given_class_to_idx = dict(class_to_idx) if class_to_idx is not None else None
+            super().__init__(root, loader=load_rgb, **kwargs)
 
         def find_classes(self, directory: str | os.PathLike[str]) -> tuple[list[str], dict[str, int]]:
             mapping = self._given_class_to_idx
+            if mapping is None:
+                return super().find_classes(directory)
             return sorted(mapping, key=mapping.__getitem__), dict(mapping)
+
+        @staticmethod
+        def make_dataset(
+            directory: str | os.PathLike[str],
+            class_to_idx: dict[str, int],
+            extensions: tuple[str, ...] | None = None,
+            is_valid_file: Any = None,
+            allow_empty: bool = False,
+        ) -> list[tuple[str, int]]:
+            keep = is_valid_file or _is_image
+            return [
+                (str(path), index)
+                for name, index in sorted(class_to_idx.items())
+                for path in walk_files(Path(directory, name), keep)
+            ]
 
     _FixedClassesImageFolder.__qualname__ = "_FixedClassesImageFolder"
     globals()["_FixedClassesImageFolder"] = _FixedClassesImageFolder
@@ -244,10 +260,9 @@ def imagenet_datasets(root: Path, size: int = 224, resize: int = 256) -> tuple[D
     The val set is built with the train set's ``class_to_idx``, so labels agree by construction.
     """
     info = validate_imagefolder(root)
-    from torchvision.datasets import ImageFolder
-
-    train = ImageFolder(str(info.root / "train"), transform=train_transform(size), is_valid_file=_is_image)
-    val = _fixed_classes_image_folder()(
+    folder = _fixed_classes_image_folder()
+    train = folder(str(info.root / "train"), transform=train_transform(size), is_valid_file=_is_image)
+    val = folder(
         str(info.root / "val"),
         train.class_to_idx,
         transform=eval_transform(size, resize),
