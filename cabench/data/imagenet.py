@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from cabench.data.base import SMOKE_SIZES, DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
 from cabench.data.images import load_rgb, walk_files
+from cabench.yamlio import read_text_file, shown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -308,11 +309,13 @@ def config_path() -> Path | None:
 def _config_data_table(path: Path) -> dict[str, Any]:
     if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
         raise ValueError(f"{path}: reading the config file needs Python >= 3.11 or the 'tomli' package")
+    text = read_text_file(path, "config", ValueError)
     try:
-        with path.open("rb") as fh:
-            config = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read config file ({_one_line(exc)})") from exc
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: cannot read config file ({_one_line(exc)})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: cannot read config file (nested too deeply)") from None
     data = config.get("data", {})
     if not isinstance(data, dict):
         raise ValueError(f"{path}: 'data' must be a table, e.g. [data] imagenet = \"/datasets/imagenet\"")
@@ -336,7 +339,7 @@ def resolve_data_root(name: str, given: dict[str, Path]) -> Path | None:
         return None
     value = data[key]
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{path}: [data] {key} must be a non-empty path string, got {value!r}")
+        raise ValueError(f"{path}: [data] {key} must be a non-empty path string, got {shown(value)}")
     found = Path(value.strip()).expanduser()
     return found if found.is_absolute() else path.parent / found
 

@@ -1,0 +1,14 @@
+"""Shared test settings: hypothesis profiles for the fuzz tests.
+
+``ci`` (the default) keeps each fuzz test to a few seconds; ``long`` runs thousands of cases:
+``python -m pytest tests/test_fuzz_inputs.py --hypothesis-profile=long``.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+
+_COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much]}
+settings.register_profile("ci", max_examples=50, derandomize=True, **_COMMON)
+settings.register_profile("long", max_examples=1500, **_COMMON)
+settings.load_profile("ci")
