@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cabench.checkpoint import CheckpointError, check_state_dict
-from cabench.jobs import load_backbone, load_weights
 from cabench.models.registry import ModelSpec, build_model
+from cabench.models.weights import load_backbone, load_weights
 
 SPEC = ModelSpec("mobilenetv2", 0.5)
 

@@ -165,7 +165,7 @@ def _fake_count(spec: Any, madds: bool = True, input_size: tuple[int, int] | Non
 
 @pytest.fixture(autouse=True)
 def _quick_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cabench.runner.count_model", _fake_count)
+    monkeypatch.setattr("cabench.measure.complexity.count_model", _fake_count)
 
 
 def _assert_clean_outcome(result: Any, allow_drift: bool = False) -> None:
