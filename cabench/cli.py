@@ -2,7 +2,8 @@
 
 Errors a user can cause (a bad suite, an unknown architecture, ...) end in one
 line on stderr and exit code 2, with nothing written. ``cabench check`` exits 1
-when a count drifts.
+when a count drifts, and only then. An unexpected error exits 3 with one line
+naming the log file that holds its traceback (:mod:`cabench.crash`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ class _PluginGroup(TyperGroup):
         except RegistryError as e:
             err.print(f"cabench: error: {e}", markup=False)
             sys.exit(EXIT_USAGE)
-        return super().main(argv, *rest, **kwargs)
+        try:
+            return super().main(argv, *rest, **kwargs)
+        except Exception as e:  # a bug or the environment (disk full, ...): one line, the traceback to a log
+            from cabench.crash import crash_line
+
+            err.print(f"cabench: error: {crash_line(e)}", markup=False)
+            sys.exit(EXIT_CRASH)
 
 
 def _take_plugins(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -85,8 +92,9 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_DRIFT = 1
-EXIT_USAGE = 2
+EXIT_DRIFT = 1  # count drift from `cabench check`, and nothing else
+EXIT_USAGE = 2  # bad input: one line naming it
+EXIT_CRASH = 3  # unexpected error: one line naming the log with the traceback (cabench.crash)
 
 
 @app.callback()
@@ -305,6 +313,7 @@ def _profile_option_values(profile: Any, given: dict[str, Any], known: dict[str,
         if name not in mine and value != option.default:
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} does not apply to profile {profile.name!r} (it applies to {', '.join(owners)})")
+        option.check(value)
     return {name: given[name] for name in mine}
 
 
@@ -584,11 +593,73 @@ def bench(
     """CA block benchmark: MobileNetV2 vs authors'-style CA vs cabench CA latency (ratios), and training img/s."""
     from cabench.measure.ca_benchmark import format_ca_benchmark, run_ca_benchmark
 
+    if not 1 <= threads <= 1024 or not 1 <= rounds <= 100_000:
+        fail(f"--threads {threads} --rounds {rounds}: expected threads in [1, 1024] and rounds in [1, 100000]")
     result = run_ca_benchmark(threads=threads, rounds=rounds, compiled_ca=compiled_ca)
     if as_json:
         print(json.dumps(result, indent=2))
     else:
         out.print(format_ca_benchmark(result))
+
+
+data_app = typer.Typer(help="Dataset tools: `cabench data check imagenet=PATH` decodes every image first.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    items: Annotated[list[str], typer.Argument(help="NAME=PATH, e.g. imagenet=/datasets/imagenet; repeatable.")],
+    workers: Annotated[int, typer.Option(help="Decoding threads (default: the CPU count).")] = 0,
+    runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Records go to RUNS/_data/.")] = Path("runs"),
+) -> None:
+    """Decode every image of a dataset in parallel, list the bad files, and record the data fingerprint.
+
+    Bad-image policy: training stops at the first file that does not decode, with one line naming it
+    (the last checkpoint stays; fix or remove the file and run again). This check finds all of them first.
+    Exit 0 when every file decodes, 2 when the layout is wrong or any file is bad.
+    """
+    from cabench.data.errors import DatasetError
+    from cabench.data.imagenet import parse_data_option
+    from cabench.data.verify import write_record
+
+    if not 0 <= workers <= 1024:
+        fail(f"--workers {workers}: expected 0 (the CPU count) to 1024")
+    bad_total = 0
+    with user_errors():
+        for key, root in parse_data_option(items).items():
+            try:
+                result = _scan_dataset(key, root, workers or None)
+            except DatasetError as e:
+                fail(str(e))
+            path = write_record(key, result, runs_dir / "_data")
+            for bad, reason in result.bad:
+                err.print(f"BAD {bad}: {reason}", markup=False)
+            bad_total += len(result.bad)
+            out.print(
+                f"{key}: {result.files} files, {len(result.bad)} bad, {result.seconds:.1f} s "
+                f"({result.images_per_s:.0f} img/s); fingerprint {result.fingerprint[:16]}… -> {path}",
+                markup=False,
+            )
+    if bad_total:
+        fail(f"{bad_total} image file(s) do not decode (listed above); training would stop at the first")
+
+
+def _scan_dataset(key: str, root: Path, workers: int | None) -> Any:
+    """check_dataset with a progress bar on stderr."""
+    from cabench.data.verify import check_dataset
+
+    progress = Progress(
+        TextColumn(f"[bold]{key}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task(key, total=None)
+    with progress:
+        return check_dataset(key, root, workers, lambda d, t: progress.update(task, completed=d, total=t))
 
 
 def main() -> None:

@@ -293,6 +293,10 @@ class Store:
             return None
         return data
 
+    def read_config(self, run_dir: Path) -> dict[str, Any] | None:
+        """A run's config.json as an object (None, and a line in :attr:`problems`, when damaged)."""
+        return self._read_json(self._inside(run_dir) / "config.json")
+
     def unfinished(self, suite: str, row: str, profile: str, resume_key: str) -> Path | None:
         """The latest run of this cell that started with the same ``resume_key`` and never completed."""
         for run_dir in self._run_dirs(suite, row, profile):

@@ -62,7 +62,7 @@ from cabench.engine.loop import CHECKPOINT_NAME, LOG_NAME, train
 from cabench.engine.runtime import autocast, eval_mode, gather_objects, unwrap
 from cabench.engine.sampling import eval_loader
 from cabench.engine.schedule import lr_at, total_steps_of
-from cabench.engine.settings import TrainingInterrupted, TrainSettings
+from cabench.engine.settings import TrainingDiverged, TrainingInterrupted, TrainSettings
 from cabench.engine.task import ProgressFn, Task
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "ProgressFn",
     "Task",
     "TrainSettings",
+    "TrainingDiverged",
     "TrainingInterrupted",
     "autocast",
     "eval_loader",

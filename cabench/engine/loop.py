@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from cabench.engine.distributed import all_reduce_sum, init_distributed
 from cabench.engine.runtime import (
     Board,
     DeferSigint,
+    TermAsInterrupt,
     autocast,
     broadcast_buffers,
     build_optimizer,
@@ -37,7 +39,7 @@ from cabench.engine.runtime import (
 )
 from cabench.engine.sampling import EpochSampler, dataset_len, make_loader, mix_seed
 from cabench.engine.schedule import lr_at, total_steps_of
-from cabench.engine.settings import TrainingInterrupted, TrainSettings
+from cabench.engine.settings import TrainingDiverged, TrainingInterrupted, TrainSettings
 from cabench.engine.task import ProgressFn, Task
 
 __all__ = ["CHECKPOINT_NAME", "LOG_NAME", "train"]
@@ -289,6 +291,7 @@ def _after_step(
     stop = step >= p.total_steps
     if step % s.log_every == 0 or epoch_done or stop:
         mean_loss = all_reduce_sum(loss_value.clone()).item() / p.world
+        _finite_loss(mean_loss, step, p)
         now = time.perf_counter()
         rate = window.steps * s.batch_size / max(now - window.t, 1e-9)
         epoch = round(step / p.steps_per_epoch, 6)
@@ -302,11 +305,18 @@ def _after_step(
     if epoch_done or stop:
         n_steps = p.steps_per_epoch if epoch_done else step % p.steps_per_epoch
         st.last_epoch_loss = all_reduce_sum(st.loss_acc.clone()).item() / (p.world * n_steps)
+        _finite_loss(st.last_epoch_loss, step, p)
         if epoch_done:
             st.loss_acc.zero_()
     if epoch_done or stop or (s.ckpt_every_steps and step % s.ckpt_every_steps == 0):
         _save(st, p)
     return stop
+
+
+def _finite_loss(loss: float, step: int, p: _Plan) -> None:
+    """Stop at once (no checkpoint of a diverged model) when the loss is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(step, loss, p.run_dir)
 
 
 def _epochs(
@@ -389,7 +399,8 @@ def train(
             if st.resumed_from is not None:
                 log({"event": "resume", "step": st.resumed_from, "time": time.time()})
             try:
-                images_seen, train_time = _epochs(st, p, net, sampler, loader, log, evaluate, progress)
+                with TermAsInterrupt():
+                    images_seen, train_time = _epochs(st, p, net, sampler, loader, log, evaluate, progress)
             except KeyboardInterrupt:
                 # A step never stops half-way (SIGINT is deferred), so the live state is a step boundary.
                 # Other ranks may be gone: rank 0 saves with its own RNG state only.

@@ -25,6 +25,7 @@ from cabench.store import atomic_write_text
 __all__ = [
     "Board",
     "DeferSigint",
+    "TermAsInterrupt",
     "autocast",
     "broadcast_buffers",
     "build_optimizer",
@@ -38,17 +39,37 @@ __all__ = [
 ]
 
 
+def _term_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class TermAsInterrupt:
+    """During training, SIGTERM (docker stop, SLURM preemption) stops like Ctrl-C: checkpoint, then exit."""
+
+    def __enter__(self) -> TermAsInterrupt:
+        self.active = threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.previous = signal.signal(signal.SIGTERM, _term_as_interrupt)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
 class DeferSigint:
-    """Hold SIGINT for the duration of a block (main thread only); raise KeyboardInterrupt after it."""
+    """Hold SIGINT (and SIGTERM under :class:`TermAsInterrupt`) for a block (main thread only); raise
+    KeyboardInterrupt after it."""
 
     def __enter__(self) -> DeferSigint:
         self.pending = False
-        self.active = (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        )
+        main = threading.current_thread() is threading.main_thread()
+        self.active = main and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        self.term = main and signal.getsignal(signal.SIGTERM) is _term_as_interrupt
         if self.active:
             signal.signal(signal.SIGINT, self._hold)
+        if self.term:
+            signal.signal(signal.SIGTERM, self._hold)
         return self
 
     def _hold(self, signum: int, frame: Any) -> None:
@@ -57,6 +78,8 @@ class DeferSigint:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self.active:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.term:
+            signal.signal(signal.SIGTERM, _term_as_interrupt)
         if self.pending and exc_type is None:
             raise KeyboardInterrupt
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from cabench.engine.distributed import get_world_size
 
-__all__ = ["TrainSettings", "TrainingInterrupted"]
+__all__ = ["TrainSettings", "TrainingDiverged", "TrainingInterrupted"]
 
 _RECIPE_FIELDS = (
     "optimizer",
@@ -47,6 +47,17 @@ class TrainingInterrupted(Exception):
         self.checkpoint = checkpoint
         where = f"checkpoint saved to {checkpoint}" if checkpoint else "no checkpoint written by this process"
         super().__init__(f"training interrupted at step {step}; {where}; run the same command again to resume")
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; training stopped at that step (the last checkpoint is from before it)."""
+
+    def __init__(self, step: int, loss: float, run_dir: Path | None = None) -> None:
+        self.step, self.loss = step, loss
+        where = f"; the run is left unfinished in {run_dir}" if run_dir is not None else ""
+        super().__init__(
+            f"training diverged: the loss is {loss} at step {step}{where} (lower the learning rate, or check the data)"
+        )
 
 
 @dataclass

@@ -10,6 +10,7 @@ records and what to show of them. The command line knows no option, metric or ta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,20 @@ class Option:
     type: Any  # int, float, str, bool, int | None, list[str] | None, ...
     default: Any
     help: str
+    low: float | None = None  # numbers: the smallest value accepted (checked before any work)
+    high: float | None = None  # numbers: the largest
+
+    def check(self, value: Any) -> None:
+        """ValueError (one line naming the option) for a number that is not finite or outside [low, high]."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        flag = "--" + self.name.replace("_", "-")
+        if not math.isfinite(value):
+            raise ValueError(f"{flag} {value}: expected a finite number")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            low = "-inf" if self.low is None else f"{self.low:g}"
+            high = "inf" if self.high is None else f"{self.high:g}"
+            raise ValueError(f"{flag} {value}: expected a value in [{low}, {high}]")
 
 
 @dataclass

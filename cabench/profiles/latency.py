@@ -25,8 +25,8 @@ class LatencyProfile(Profile):
     description = "batch-1 CPU latency of every row, interleaved; ratio to the baseline row"
     fills = frozenset({"latency"})
     options = (
-        Option("threads", int, 1, "latency: CPU threads (pinned and recorded)."),
-        Option("rounds", int, 40, "latency: timed rounds, rows interleaved (median taken)."),
+        Option("threads", int, 1, "latency: CPU threads (pinned and recorded).", 1, 1024),
+        Option("rounds", int, 40, "latency: timed rounds, rows interleaved (median taken).", 1, 100_000),
     )
 
     def run(self, request: Request) -> Outcome:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cabench.data.images import BAD_IMAGE_POLICY
 from cabench.profiles.base import Option, Outcome, Profile, Request, register_profile
 
 if TYPE_CHECKING:
@@ -33,6 +34,11 @@ SMOKE_STEPS = 3
 # What a seed decides in a run: the engine seeds each of these from it (cabench.engine).
 SEEDED = ("weight initialisation", "data order", "augmentation")
 _OVERRIDES = ("epochs", "iterations", "batch_size", "lr")
+# Settings that may differ when an unfinished run is resumed: they change how fast or how visibly it
+# runs, not what it computes. Any other difference (amp, batch, lr, ...) refuses the resume.
+RESUME_FREE = frozenset(
+    {"workers", "pin_memory", "persistent_workers", "log_every", "tensorboard", "ckpt_every_steps", "config"}
+)
 _KNOBS = {  # option -> engine setting
     "workers": "workers",
     "amp": "amp",
@@ -52,17 +58,19 @@ TRAIN_OPTIONS = (
         "CABENCH_DATA_IMAGENET (any NAME) or a [data] table in ~/.config/cabench/config.toml (or $CABENCH_CONFIG).",
     ),
     Option("seeds", str | None, None, "Seeds to train: a list (0,1,2) or a count (3 = 0,1,2); one run each."),
-    Option("seed", int | None, None, "One seed (the same as --seeds with that one value; default 0)."),
-    Option("epochs", int | None, None, "Override the recipe's epochs (recorded; marked in reports)."),
-    Option("iterations", int | None, None, "Override the recipe's iterations (dense recipes; marked in reports)."),
-    Option("batch_size", int | None, None, "Override the recipe's GLOBAL batch size."),
-    Option("lr", float | None, None, "Override the recipe's initial learning rate."),
-    Option("workers", int, 4, "DataLoader workers per process."),
+    Option("seed", int | None, None, "One seed (the same as --seeds with that one value; default 0).", 0, 2**32 - 1),
+    Option("epochs", int | None, None, "Override the recipe's epochs (recorded; marked in reports).", 1, 100_000),
+    Option(
+        "iterations", int | None, None, "Override the recipe's iterations (dense recipes; marked in reports).", 1, 1e9
+    ),
+    Option("batch_size", int | None, None, "Override the recipe's GLOBAL batch size.", 1, 65_536),
+    Option("lr", float | None, None, "Override the recipe's initial learning rate.", 1e-12, 100),
+    Option("workers", int, 4, "DataLoader workers per process.", 0, 256),
     Option("amp", str, "off", "off, bf16 or fp16 (fp16 on CUDA only)."),
     Option("channels_last", bool, False, "channels_last memory format (GPU)."),
     Option("compile", bool, False, "torch.compile the model."),
     Option("sync_bn", bool, False, "SyncBatchNorm across processes (CUDA)."),
-    Option("ckpt_every", int, 0, "Also checkpoint every N steps (0: at epoch ends only)."),
+    Option("ckpt_every", int, 0, "Also checkpoint every N steps (0: at epoch ends only).", 0, 1e9),
     Option(
         "backbone_checkpoint",
         list[str] | None,
@@ -72,7 +80,7 @@ TRAIN_OPTIONS = (
         "its sha256; cells trained without one are marked 'from scratch'.",
     ),
     Option("tensorboard", bool, False, "Also write TensorBoard logs (needs tensorboard)."),
-    Option("nproc", int, 1, "Launch this many processes with torchrun (DDP)."),
+    Option("nproc", int, 1, "Launch this many processes with torchrun (DDP).", 1, 1024),
 )
 
 
@@ -155,7 +163,8 @@ class TrainProfile(Profile):
                 for seed in seeds:
                     config, settings = self._config(plan, row, seed, root, o)
                     run = self._train_row(plan, row, config, settings, (train_ds, val_ds), engine_task, request)
-                    records.append(run)
+                    if run is not None:
+                        records.append(run)
         return self._outcome(records, plans)
 
     def _plan(self, suite: Suite, request: Request, backbones: dict[str, Path]) -> _Plan:
@@ -229,6 +238,7 @@ class TrainProfile(Profile):
             "backbone_checkpoint": backbone,
             "seed": seed,
             "seeded": list(SEEDED),
+            "bad_images": BAD_IMAGE_POLICY,
             "settings": settings.resolved() | {"config": None},
         }
         keyed = ("model_key", "recipe", "overrides", "data", "image_size", "backbone_checkpoint", "seed")
@@ -244,8 +254,10 @@ class TrainProfile(Profile):
         data: tuple[Any, Any],
         task: Any,
         request: Request,
-    ) -> RunRecord:
-        """Train one row with one seed, unless a complete run with the same key exists; resume an unfinished one."""
+    ) -> RunRecord | None:
+        """Train one row with one seed, unless a complete run with the same key exists; resume an unfinished one.
+
+        None when another process holds this row-seed's lease (it is training it now)."""
         import torch
 
         from cabench.engine import distributed, train
@@ -259,22 +271,54 @@ class TrainProfile(Profile):
         if done is not None:
             say(suite, row.key, f"seed {seed}: done already, skipped")
             return done
-        run_dir = None
+        lease, choice = None, None
         if distributed.is_main():
-            run_dir = store.unfinished(suite, row.key, self.name, key) or store.begin_run(
-                suite, row.key, self.name, config
-            )
-        run_dir = distributed.broadcast_path(run_dir)
-        say(suite, row.key, f"seed {seed}: training -> {run_dir}")
-        torch.manual_seed(seed)  # a row's initial weights depend on its seed only, not on earlier rows
-        assert row.model is not None
-        model = build_model(row.model.spec())
-        if config["backbone_checkpoint"] is not None:
-            load_backbone(model, Path(config["backbone_checkpoint"]["path"]), row=row.key)
-        metrics = train(model, *data, settings, run_dir, task, progress=request.hooks.step)
-        if distributed.is_main():
-            store.finish_run(run_dir, {**metrics, "pipeline": "ok"})
-        return RunRecord(suite, row.key, self.name, run_dir.name, run_dir, metrics, config)
+            # One process per (row, profile, seed) in a shared runs directory; checked again once held.
+            lease = store.lease(suite, row.key, self.name, seed)
+            if lease is None:
+                choice = ("busy", None)
+            elif not self.smoke and (done := store.complete(suite, row.key, self.name, key)) is not None:
+                choice = ("done", str(done.path))
+            else:
+                choice = ("train", str(self._run_dir(store, plan, row, config)))
+        try:
+            what, where = distributed.broadcast_object(choice)
+            if what == "busy":
+                say(suite, row.key, f"seed {seed}: another process is training it; skipped (run again to collect it)")
+                return None
+            if what == "done":
+                say(suite, row.key, f"seed {seed}: done already, skipped")
+                return store.complete(suite, row.key, self.name, key)
+            run_dir = Path(where)
+            say(suite, row.key, f"seed {seed}: training -> {run_dir}")
+            torch.manual_seed(seed)  # a row's initial weights depend on its seed only, not on earlier rows
+            assert row.model is not None
+            model = build_model(row.model.spec())
+            if config["backbone_checkpoint"] is not None:
+                load_backbone(model, Path(config["backbone_checkpoint"]["path"]), row=row.key)
+            metrics = train(model, *data, settings, run_dir, task, progress=request.hooks.step)
+            if distributed.is_main():
+                store.finish_run(run_dir, {**metrics, "pipeline": "ok"})
+            return RunRecord(suite, row.key, self.name, run_dir.name, run_dir, metrics, config)
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def _run_dir(self, store: Any, plan: _Plan, row: Row, config: dict[str, Any]) -> Path:
+        """The unfinished run to resume (refused if its run-changing settings differ) or a new one."""
+        suite = plan.suite.id
+        run_dir = store.unfinished(suite, row.key, self.name, config["resume_key"])
+        if run_dir is None:
+            return store.begin_run(suite, row.key, self.name, config)
+        old = (store.read_config(run_dir) or {}).get("settings") or {}
+        for name, now in config["settings"].items():
+            if name not in RESUME_FREE and name in old and old[name] != now:
+                raise ValueError(
+                    f"{run_dir}: this unfinished run of {suite}/{row.key} seed {config['seed']} was started with "
+                    f"{name}={old[name]!r}, this command asks {name}={now!r}; rerun with the same options to resume "
+                    "it, or remove that folder to start over"
+                )
+        return run_dir
 
     def _outcome(self, records: list[RunRecord], plans: list[_Plan]) -> Outcome:
         if self.smoke:

@@ -1,0 +1,82 @@
+"""Training stops honestly: SIGTERM checkpoints like Ctrl-C, a NaN loss stops with its step, and a resume
+with options that change the run is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_training import N_TRAIN, N_VAL, assert_same_weights, settings, synthetic, tiny_cnn
+from torch import nn
+
+from cabench.checkpoint import load_checkpoint
+from cabench.engine import TrainingDiverged
+from cabench.tasks import TrainingInterrupted, train_classifier
+
+
+def test_sigterm_saves_a_checkpoint_at_a_step_boundary_and_resumes_exactly(uninterrupted, tmp_path: Path) -> None:
+    model = tiny_cnn()
+    calls = {"n": 0}
+
+    def sigterm_mid_forward(module: nn.Module, args: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 8:  # inside step 8: SIGTERM is held until the step completes, like SIGINT
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    hook = model.register_forward_pre_hook(sigterm_mid_forward)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 8"):
+        train_classifier(model, synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(), tmp_path)
+    hook.remove()
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is training's only
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 8
+    resumed = tiny_cnn(seed=5)
+    train_classifier(resumed, synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(), tmp_path)
+    assert_same_weights(resumed.state_dict(), uninterrupted[0])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    model = tiny_cnn()
+    run = tmp_path_factory.mktemp("a")
+    metrics = train_classifier(model, synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(), run)
+    return {k: v.clone() for k, v in model.state_dict().items()}, metrics
+
+
+def test_a_nan_loss_stops_training_with_its_step(tmp_path: Path) -> None:
+    model = tiny_cnn()
+    calls = {"n": 0}
+
+    def poison(module: nn.Module, args: Any, output: Any) -> Any:
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] >= 4 else output
+
+    model.register_forward_hook(poison)
+    with pytest.raises(TrainingDiverged, match=r"the loss is nan at step 4") as info:
+        train_classifier(model, synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(), tmp_path)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "metrics.json").exists()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3  # the last finite step's, never the NaN one
+
+
+def test_resuming_with_a_run_changing_option_is_refused(tmp_path: Path) -> None:
+    from cabench.profiles.train import RESUME_FREE, TrainProfile, _Plan
+    from cabench.store import Store
+    from cabench.suite import SUITES_DIR, load_suite
+
+    suite = load_suite(SUITES_DIR / "table1.yaml")
+    row = suite.rows[0]
+    store = Store(tmp_path / "runs")
+    base = {"resume_key": "k", "seed": 0, "settings": {"amp": "off", "batch_size": 256, "workers": 4}}
+    started = store.begin_run(suite.id, row.key, "paper", base)
+    plan = _Plan(suite, None, {}, None, None, [row], {})  # type: ignore[arg-type]
+    profile = TrainProfile("paper", "", smoke=False)
+    assert profile._run_dir(store, plan, row, {**base, "settings": {**base["settings"], "workers": 0}}) == started
+    assert "workers" in RESUME_FREE
+    changed = {**base, "settings": {**base["settings"], "amp": "bf16"}}
+    with pytest.raises(ValueError, match=r"started with amp='off', this command asks amp='bf16'") as info:
+        profile._run_dir(store, plan, row, changed)
+    assert str(started) in str(info.value) and "\n" not in str(info.value)
