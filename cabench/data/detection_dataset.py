@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cabench.data.errors import DatasetError
+from cabench.data.errors import BadImageError, DatasetError
 
 __all__ = ["DetectionTransform", "checked_index", "dataset_rows", "open_annotated_image"]
 
@@ -43,7 +43,7 @@ def open_annotated_image(path: Path, expected: tuple[int, int], source: str, not
             image = opened.convert("RGB")
     except OSError as exc:
         reason = " ".join(str(exc).split())
-        raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {reason})") from exc
+        raise BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {reason})") from exc
     if image.size != expected:
         raise DatasetError(
             f"{path}: image is {image.size[0]}x{image.size[1]} but {source} says {expected[0]}x{expected[1]}{note}"

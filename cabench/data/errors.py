@@ -7,3 +7,7 @@ class DatasetError(ValueError):
     The message is ONE line that names the offending path first, then what is wrong, e.g.
     ``/data/imagenet: no 'val' folder (expected train/<class>/*.JPEG and val/<class>/*.JPEG)``.
     """
+
+
+class BadImageError(DatasetError):
+    """An image file that cannot be decoded; the message is one line naming the file and the reason."""

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cabench.data.base import SMOKE_SIZES, DatasetInfo, register_dataset
-from cabench.data.errors import DatasetError
+from cabench.data.errors import BadImageError, DatasetError
 from cabench.data.images import load_rgb, walk_files
 from cabench.yamlio import read_text_file, shown
 
@@ -168,7 +168,7 @@ def validate_imagefolder(root: Path, check_images: int = 0) -> ImageFolderInfo:
                     with Image.open(path) as image:
                         image.verify()
                 except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-                    raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {_one_line(exc)})") from exc
+                    raise BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {_one_line(exc)})") from exc
 
     return ImageFolderInfo(root=root, classes=tuple(classes["train"]), n_train=counts["train"], n_val=counts["val"])
 

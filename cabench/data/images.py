@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cabench.data.errors import DatasetError
+from cabench.data.errors import BadImageError
 
 __all__ = [
     "BAD_IMAGE_POLICY",
@@ -39,10 +39,6 @@ __all__ = [
 
 BAD_IMAGE_POLICY = "fail"
 MAX_IMAGE_PIXELS = 100_000_000  # 10k x 10k; ImageNet's largest image has ~ 6 Mpx, Cityscapes 2 Mpx
-
-
-class BadImageError(DatasetError):
-    """An image that cannot be decoded; the message is one line naming the file."""
 
 
 def _open_checked(path: Path) -> Image.Image:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from cabench.data.errors import DatasetError
+from cabench.data.errors import BadImageError, DatasetError
 from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -66,7 +66,7 @@ def read_rgb(path: Path) -> Tensor:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {_one_line(exc)})") from exc
+        raise BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {_one_line(exc)})") from exc
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
