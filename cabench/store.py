@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunRecord", "Store", "atomic_write_text", "environment", "new_run_id"]
+__all__ = ["RunRecord", "Store", "atomic_write_bytes", "atomic_write_text", "environment", "new_run_id"]
 
 DEFAULT_RUNS_DIR = Path(os.environ.get("CABENCH_RUNS", "runs"))
 
@@ -34,11 +34,16 @@ def new_run_id() -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file, fsync and rename: all or nothing."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file, fsync and rename: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
