@@ -134,8 +134,9 @@ class Store:
         config: dict[str, Any],
         metrics: dict[str, Any],
         run_id: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> RunRecord:
-        """Write a complete run directory atomically and return its record."""
+        """Write a complete run directory atomically (with ``files``, e.g. per-image outcomes) and return its record."""
         run_id = run_id or new_run_id()
         parent = self.cell_dir(suite, row, profile)
         parent.mkdir(parents=True, exist_ok=True)
@@ -144,9 +145,14 @@ class Store:
         tmp.mkdir()
         try:
             metrics = {**metrics, "status": "complete"}
-            for name, obj in (("config.json", config), ("env.json", environment()), ("metrics.json", metrics)):
-                with open(tmp / name, "w") as fh:
-                    fh.write(_json(obj))
+            payload = {
+                name: _json(obj).encode() for name, obj in (("config.json", config), ("env.json", environment()))
+            }
+            payload.update(files or {})
+            payload["metrics.json"] = _json(metrics).encode()
+            for name, data in payload.items():
+                with open(tmp / name, "wb") as fh:
+                    fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
             os.replace(tmp, final)
@@ -220,6 +226,22 @@ class Store:
             return json.loads((self.cell_dir(suite, row, profile) / run_id / "env.json").read_text())
         except (OSError, json.JSONDecodeError):
             return {}
+
+    def finished_runs(self, suite: str, row: str, profile: str) -> list[RunRecord]:
+        """Every complete run of one cell group, oldest first (one per seed once seeds are run separately)."""
+        parent = self.cell_dir(suite, row, profile)
+        if not parent.is_dir():
+            return []
+        out = []
+        for run_dir in sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                config = json.loads((run_dir / "config.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if metrics.get("status") == "complete":
+                out.append(RunRecord(suite, row, profile, run_dir.name, run_dir, metrics, config))
+        return out
 
     def latest(self, suite: str, row: str, profile: str) -> RunRecord | None:
         """The latest complete run of one cell group, or None."""

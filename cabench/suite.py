@@ -341,7 +341,7 @@ def _check_term(claim: Claim, term: Term, at: str, side: str, suites: dict[str, 
     field = "metric" if term.metric is None else f"{side}.metric"
     if metric is None:
         raise SuiteError(f"{at}: {field}: missing field")
-    accuracy = [k for k in suite.columns if COLUMNS.get(k) and COLUMNS[k].kind == "accuracy"]
+    accuracy = [k for k in suite.columns if COLUMNS[k].kind == "accuracy"]
     if metric not in accuracy:
         raise SuiteError(
             f"{at}: {field}: unknown metric {metric!r} for {suite_id} (its accuracy columns: {', '.join(accuracy)})"

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
+from cabench import outcomes
 from cabench.checkpoint import load_checkpoint, remove_stale_temps, rng_state, save_checkpoint, set_rng_state
 from cabench.engine.distributed import all_reduce_sum, init_distributed
 from cabench.engine.runtime import (
@@ -370,10 +371,13 @@ def train(
             collate=task.collate,
         )
 
-        def evaluate(m: nn.Module | None = None) -> dict[str, Any]:
+        def evaluate(m: nn.Module | None = None, keep_outcomes: bool = False) -> dict[str, Any]:
             m = m if m is not None else (st.ema if st.ema is not None else st.raw)
             broadcast_buffers(m)  # BN running stats drift per rank after DDP's last broadcast
-            return task.evaluate(m, val_ds, s, p.device)
+            metrics, per_image = outcomes.split(task.evaluate(m, val_ds, s, p.device))
+            if keep_outcomes and p.main and per_image is not None:
+                per_image.save(p.run_dir)  # the final evaluation's, beside metrics.json
+            return metrics
 
         log = _Log(p)
         st.t_start = time.perf_counter()
@@ -402,7 +406,7 @@ def _finish(
     """The final evaluation (EMA weights when on, and the raw weights' headline metrics beside them)."""
     if progress is not None and p.main:
         progress({"phase": "eval", "step": st.step, "total_steps": p.total_steps})
-    final = evaluate()
+    final = evaluate(keep_outcomes=True)
     metrics: dict[str, Any] = {
         **final,
         "epochs": round(st.step / p.steps_per_epoch, 6),

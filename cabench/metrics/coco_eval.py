@@ -41,6 +41,8 @@ class CocoEvaluator(DetectionAccumulator):
     :meth:`state` is picklable: image id -> (xywh boxes, scores, category ids) numpy arrays.
     """
 
+    outcome_kind = "coco"
+
     def __init__(self, ground_truth: Mapping[str, Any]) -> None:
         for key in ("images", "annotations", "categories"):
             if key not in ground_truth:

@@ -100,6 +100,8 @@ class VocEvaluator(DetectionAccumulator):
             the XML convention. Difficulty is read from here, never from the outputs or targets.
     """
 
+    outcome_kind = "voc"
+
     def __init__(self, class_names: Sequence[str], ground_truth: Mapping[int, VocGroundTruth | tuple]) -> None:
         if len(class_names) < 2:
             raise ValueError("class_names needs the background and at least one class")
@@ -208,9 +210,10 @@ class VocEvaluator(DetectionAccumulator):
             det_image.append(np.concatenate(images)[order])
             det_outcome.append(np.concatenate(outcomes)[order])
             det_label.append(np.full(len(order), label, np.int16))
+        image_type = np.min_scalar_type(max(len(image_ids) - 1, 0))  # uint16 for VOC07 test's 4,952 images
         arrays = {
-            "det_image": np.concatenate(det_image) if det_image else np.zeros(0, np.int32),
-            "det_label": np.concatenate(det_label) if det_label else np.zeros(0, np.int16),
+            "det_image": (np.concatenate(det_image) if det_image else np.zeros(0)).astype(image_type),
+            "det_label": (np.concatenate(det_label) if det_label else np.zeros(0)).astype(np.int8),
             "det_outcome": np.concatenate(det_outcome) if det_outcome else np.zeros(0, np.int8),
             "npos": npos,
         }
