@@ -109,3 +109,30 @@ def test_split_takes_the_outcomes_out_of_the_metrics() -> None:
     metrics, got = outcomes.split({"top1": 50.0, outcomes.KEY: o})
     assert metrics == {"top1": 50.0} and got is o
     assert outcomes.split({"top1": 1.0}) == ({"top1": 1.0}, None)
+
+
+def test_coco_outcomes_keep_each_images_top_100_detections() -> None:
+    from cabench.metrics.coco_eval import CocoEvaluator
+
+    gt = {
+        "images": [{"id": 3, "width": 100, "height": 100}, {"id": 9, "width": 100, "height": 100}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "a"}, {"id": 5, "name": "b"}],
+    }
+    ev = CocoEvaluator(gt)
+    scores = torch.linspace(0.01, 0.99, 150)
+    boxes = torch.tensor([[1.0, 2.0, 11.0, 22.0]]).repeat(150, 1)
+    ev.update(
+        [{"image_id": 9}, {"image_id": 3}],
+        [
+            {"boxes": boxes, "scores": scores, "labels": torch.full((150,), 2)},
+            {"boxes": boxes[:2], "scores": scores[:2], "labels": torch.ones(2, dtype=torch.int64)},
+        ],
+    )
+    ids, arrays = ev.per_image_outcomes()
+    assert list(ids) == [3, 9] and ev.outcome_kind == "coco"
+    assert list(np.bincount(arrays["det_image"])) == [2, 100]
+    top = arrays["det_score"][arrays["det_image"] == 1]
+    assert top.min() == pytest.approx(float(scores[50])) and set(arrays["det_label"][2:]) == {5}
+    assert arrays["det_box"][0].tolist() == [1.0, 2.0, 10.0, 20.0]  # xywh
+    assert len(ev._detections[9][1]) == 150  # the evaluator itself keeps everything
