@@ -34,7 +34,7 @@ CONFIGURATION_KEYS = (
 def replicate_key(run: RunRecord) -> Hashable:
     """What tells replicates apart: the seed of a trained run, the checkpoint of an evaluated one."""
     if run.profile == "eval":
-        return "checkpoint " + str((run.config.get("checkpoint") or {}).get("sha256", run.run_id))[:12]
+        return "ckpt:" + str((run.config.get("checkpoint") or {}).get("sha256", run.run_id))[:12]
     seed = run.config.get("seed")
     return seed if seed is not None else run.run_id
 
