@@ -143,3 +143,23 @@ def test_figures_show_cis_seeds_and_the_claims(tmp_path: Path) -> None:
     assert Image.open(out / "figures" / "claims.png").size[1] > 100
     readme = (out / "README.md").read_text()
     assert "![Claims: reproduced Δ with 95% CI beside the published Δ](figures/claims.png)" in readme
+
+
+def test_smoke_runs_with_two_seeds_leave_every_claim_pending(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cabench.cli import app
+    from cabench.data.fixtures import write_imagenet_fixture
+
+    data = write_imagenet_fixture(tmp_path / "imagenet", train_per_class=4, val_per_class=2)
+    runs, out = tmp_path / "runs", tmp_path / "reports"
+    args = ["run", "table1", "--profile", "smoke", "--seeds", "0,1", "--data", f"imagenet={data}"]
+    result = CliRunner().invoke(app, [*args, "--rows", "se", "--rows", "ca", "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    for row in ("se", "ca"):
+        dirs = list((runs / "table1" / row / "smoke").iterdir())
+        assert len(dirs) == 2 and all((d / outcomes.FILE_NAME).is_file() for d in dirs)
+    result = CliRunner().invoke(app, ["report", "table1", "--runs-dir", str(runs), "--out", str(out), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    rows = _claims(out)
+    assert len(rows) == 5 and {r["verdict"] for r in rows.values()} == {"pending"}
