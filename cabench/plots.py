@@ -30,6 +30,7 @@ __all__ = [
     "FIGURE1_PANELS",
     "STATUS_COLORS",
     "Figure1Panel",
+    "draw_claims_figure",
     "draw_figure1",
     "draw_suite_figure",
 ]
@@ -248,6 +249,23 @@ def _legend_handles(statuses: set[str]) -> list[Any]:
     return handles
 
 
+def _draw_spread(ax: Any, rec: Any, y: float, color: str) -> list[float]:
+    """A cell of several runs: its 95% CI as an error bar and each seed's value as a small dot."""
+    xs: list[float] = []
+    lo, hi = _num(getattr(rec, "ci_low", None)), _num(getattr(rec, "ci_high", None))
+    if not math.isnan(lo) and not math.isnan(hi):
+        ax.plot([lo, hi], [y, y], "-", color=color, lw=1.2, zorder=3)
+        ax.plot(
+            [lo, lo, math.nan, hi, hi], [y - 0.18, y + 0.18, math.nan, y - 0.18, y + 0.18], "-", color=color, lw=1.2
+        )
+        xs += [lo, hi]
+    values = getattr(rec, "values", None)
+    if isinstance(values, list | tuple) and len(values) > 1:
+        ax.plot(list(values), [y + 0.22] * len(values), ".", ms=3.5, color=color, alpha=0.8, zorder=4)
+        xs += [float(v) for v in values]
+    return xs
+
+
 def _draw_dumbbell_panel(ax: Any, panel: pd.DataFrame, ypos: dict[str, int], cited_rows: set[str]) -> None:
     """Draw one column of a table as a dumbbell chart on ``ax``."""
     xs: list[float] = []
@@ -277,6 +295,7 @@ def _draw_dumbbell_panel(ax: Any, panel: pd.DataFrame, ypos: dict[str, int], cit
             ax.plot(pub, y, "o", ms=7, color=PUBLISHED_COLOR, zorder=3)
             xs.append(pub)
         if not math.isnan(rep):
+            xs += _draw_spread(ax, rec, y, color)
             ax.plot(rep, y, "o", ms=7, color=color, mec="white", mew=0.6, zorder=4)
             xs.append(rep)
         if status == "drift":
@@ -535,5 +554,55 @@ def draw_figure1(cells: pd.DataFrame, out_dir: Path) -> Path | None:
             fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 0.0))
             fig.tight_layout(rect=(0.0, 0.08, 1.0, 1.0))
             return _save(fig, Path(out_dir) / "figure1.png")
+        finally:
+            plt.close(fig)
+
+
+# --------------------------------------------------------------------------- claims figure
+
+VERDICT_COLORS: dict[str, str] = {
+    "supported": "#009E73",  # bluish green
+    "contradicted": "#D55E00",  # vermillion
+    "inconclusive": "#E69F00",  # amber
+    "pending": PUBLISHED_COLOR,
+    "Δ only": "#56B4E9",  # sky blue
+}
+
+
+def draw_claims_figure(claims: pd.DataFrame, out_dir: Path) -> Path | None:
+    """Every claim on one axis: the reproduced Δ with its 95% CI (colored by verdict) beside the published Δ
+    (grey diamond) and zero; ``claims`` is :func:`cabench.claims_report.claims_frame`. None when empty."""
+    if claims.empty:
+        return None
+    labels = [f"{s}: {c}" for s, c in zip(claims["scope"], claims["claim"], strict=True)]
+    n = len(labels)
+    plt = _pyplot()
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(9.0, 1.2 + 0.22 * n), dpi=DPI)
+        try:
+            ax.axvline(0.0, color="#404040", lw=0.8, zorder=1)
+            for y, rec in enumerate(claims.itertuples(index=False)):
+                pub = _num(rec.published_delta)
+                if not math.isnan(pub):
+                    ax.plot(pub, y, "D", ms=5, color=PUBLISHED_COLOR, zorder=3)
+                delta, lo, hi = _num(rec.delta), _num(rec.ci_low), _num(rec.ci_high)
+                color = VERDICT_COLORS.get(str(rec.verdict), PUBLISHED_COLOR)
+                if not math.isnan(lo) and not math.isnan(hi):
+                    ax.plot([lo, hi], [y, y], "-", color=color, lw=1.6, zorder=2)
+                if not math.isnan(delta):
+                    ax.plot(delta, y, "o", ms=5.5, color=color, mec="white", mew=0.5, zorder=4)
+            ax.set_yticks(range(n), labels, fontsize=6.5)
+            ax.set_ylim(n - 0.5, -0.5)
+            ax.set_xlabel("Δ = a − b (points)")
+            ax.grid(axis="x", color="#E5E5E5", lw=0.6, zorder=0)
+            ax.set_title("Claims: reproduced Δ and 95% CI (by verdict) vs published Δ (◆)", loc="left", fontsize=10)
+            from matplotlib.lines import Line2D
+
+            handles = [Line2D([], [], ls="none", marker="D", color=PUBLISHED_COLOR, label="published Δ")] + [
+                Line2D([], [], ls="-", marker="o", color=c, label=k) for k, c in VERDICT_COLORS.items()
+            ]
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6.5, frameon=False)
+            fig.tight_layout()
+            return _save(fig, Path(out_dir) / "claims.png")
         finally:
             plt.close(fig)

@@ -21,10 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from cabench.claims import Verdict, summarize
+from cabench.claims_report import claims_csv, claims_frame, judge_claims, render_claims_section, render_claims_summary
 from cabench.columns import COLUMNS
 from cabench.profiles.base import PROFILES
+from cabench.replicates import replicate_key, replicates
 from cabench.store import RunRecord, Store, atomic_write_text
-from cabench.suite import UNIT_SCALE, Published, Row, Suite
+from cabench.suite import UNIT_SCALE, Published, Row, Suite, known_claim_files, load_claim_file
 from cabench.tasks.base import TASKS
 
 __all__ = ["CSV_COLUMNS", "STATUS_MARKS", "build_cells", "write_reports"]
@@ -41,6 +44,12 @@ CSV_COLUMNS = [
     "status",
     "profile",
     "run_id",
+    "n",
+    "sd",
+    "ci_low",
+    "ci_high",
+    "seeds",
+    "published_in_ci",
 ]
 STATUS_MARKS = {"match": "✅", "noted": "📝", "drift": "❌", "pending": "⏳", "cited": "📖", "new": "🆕"}
 
@@ -66,6 +75,21 @@ class Cell:
     tolerance: Decimal | None
     display: str | None = None  # replaces the number, e.g. "pipeline ok (smoke)"
     provenance: str | None = None  # how a non-paper number was produced (footnoted)
+    # An accuracy cell filled by n runs (one per seed): reproduced is their mean.
+    n: int = 0
+    sd: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    seeds: tuple[str, ...] = ()
+    values: tuple[float, ...] = ()
+    run_ids: tuple[str, ...] = ()  # every run behind the cell (run_id is the newest)
+
+    @property
+    def published_in_ci(self) -> bool | None:
+        """Whether the published value lies inside the 95% CI of the mean (None without a CI)."""
+        if self.ci_low is None or self.ci_high is None or not isinstance(self.published, Decimal):
+            return None
+        return self.ci_low <= float(self.published) <= self.ci_high
 
 
 def _published_text(p: Published | None) -> str:
@@ -213,9 +237,15 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
             runs = {p: store.latest(suite.id, row.key, p) for p in PROFILES.names()} if row.model else {}
             for column in suite.columns:
                 run = _filling_run(column, runs, store)
+                reps = []
+                if COLUMNS[column].kind == "accuracy" and row.model is not None and not row.cited:
+                    reps = replicates(store, suite.id, row.key, column)
+                    run = max(reps, key=lambda r: r.run_id) if reps else None
                 if column not in row.published and (row.model is None or (run is None and not _counted(column))):
                     continue
                 cell = _cell(suite, row, order, labels[row.key], column, run)
+                if reps:
+                    _fill_replicates(suite, row, cell, reps)
                 ran = _placeholder_run(runs)
                 if COLUMNS[column].kind == "accuracy" and cell.reproduced is None and ran and not row.cited:
                     cell.display, cell.profile, cell.run_id = PROFILES[ran.profile].placeholder, ran.profile, ran.run_id
@@ -233,6 +263,22 @@ def _placeholder_run(runs: dict[str, RunRecord | None]) -> RunRecord | None:
     """The latest run of a profile that shows a placeholder instead of a number (smoke: "pipeline ok")."""
     shown = [r for name, r in runs.items() if r is not None and PROFILES[name].placeholder]
     return max(shown, key=lambda r: r.run_id, default=None)
+
+
+def _fill_replicates(suite: Suite, row: Row, cell: Cell, runs: Sequence[RunRecord]) -> None:
+    """Mean ± sd (n) of the replicates, their 95% CI, and the status of the mean against the paper."""
+    values = [float(r.metrics[cell.column]) for r in runs]
+    summary = summarize(values)
+    cell.n, cell.sd, cell.ci_low, cell.ci_high = summary.n, summary.sd, summary.ci_low, summary.ci_high
+    cell.values, cell.seeds = tuple(values), tuple(str(replicate_key(r)) for r in runs)
+    cell.run_ids = tuple(r.run_id for r in runs)
+    cell.reproduced = summary.mean
+    published = cell.published
+    if row.cited or cell.reproduced is None or not isinstance(published, Decimal) or cell.tolerance is None:
+        return
+    cell.delta = cell.reproduced - float(published)
+    within = abs(Decimal(repr(cell.reproduced)) - published) <= cell.tolerance
+    cell.status = "match" if within else ("noted" if cell.note else "drift")
 
 
 def _latency_status(suite: Suite, row_cells: list[tuple[Row, Cell, RunRecord | None]]) -> None:
@@ -281,6 +327,10 @@ def cells_frame(cells: Sequence[Cell]) -> pd.DataFrame:
                 "status": c.status,
                 "profile": c.profile,
                 "run_id": c.run_id,
+                "n": c.n,
+                "ci_low": c.ci_low if c.ci_low is not None else float("nan"),
+                "ci_high": c.ci_high if c.ci_high is not None else float("nan"),
+                "values": list(c.values),
             }
         )
     frame = pd.DataFrame(rows)
@@ -305,6 +355,12 @@ def results_csv(cells: Sequence[Cell]) -> str:
                 "status": c.status,
                 "profile": c.profile,
                 "run_id": c.run_id,
+                "n": str(c.n) if c.n else "",
+                "sd": "" if c.sd is None else f"{c.sd:.6g}",
+                "ci_low": "" if c.ci_low is None else f"{c.ci_low:.6g}",
+                "ci_high": "" if c.ci_high is None else f"{c.ci_high:.6g}",
+                "seeds": " ".join(c.seeds),
+                "published_in_ci": "" if c.published_in_ci is None else str(c.published_in_ci).lower(),
             }
             for c in cells
         ],
@@ -323,10 +379,20 @@ def _format_cell(c: Cell, footnote: int | None) -> str:
     if c.reproduced is None:
         return f"{pub} {mark}{ref}" if c.status == "cited" else f"— · {pub} {mark}{ref}"
     d = _decimals(c.published) + 1
-    value = f"{c.reproduced:.{d}f}"
+    value = f"**{c.reproduced:.{d}f}**" + _spread(c, d)
+    ci = "" if c.published_in_ci is None else (" ∈ CI" if c.published_in_ci else " ∉ CI")
     if c.delta is not None:
-        return f"**{value}** · {pub} ({c.delta:+.{d}f}) {mark}{ref}"
-    return f"**{value}** · {pub} {mark}{ref}"
+        return f"{value} · {pub} ({c.delta:+.{d}f}) {mark}{ci}{ref}"
+    return f"{value} · {pub} {mark}{ci}{ref}"
+
+
+def _spread(c: Cell, d: int) -> str:
+    """' ± sd (n=3)' for a cell of several runs, ' (n=1)' for one; nothing for counts and latency."""
+    if c.n == 0:
+        return ""
+    if c.n == 1:
+        return " (n=1)"
+    return f" ± {c.sd:.{d}f} (n={c.n})"
 
 
 def suite_summary(cells: Sequence[Cell]) -> dict[str, int]:
@@ -336,7 +402,13 @@ def suite_summary(cells: Sequence[Cell]) -> dict[str, int]:
     return out
 
 
-def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None, runs_dir: str = "runs") -> str:
+def render_suite(
+    suite: Suite,
+    cells: Sequence[Cell],
+    figure: str | None = None,
+    runs_dir: str = "runs",
+    verdicts: Sequence[Verdict] = (),
+) -> str:
     by_row: dict[str, dict[str, Cell]] = {}
     for c in cells:
         by_row.setdefault(c.row, {})[c.column] = c
@@ -349,7 +421,9 @@ def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None,
         "",
         "Each cell: **reproduced** · published (Δ) status. "
         + " ".join(f"{m} {s}" for s, m in STATUS_MARKS.items())
-        + ". Param. and M-Adds come from the `count` profile (fvcore; multiply-adds of conv and linear layers).",
+        + ". Param. and M-Adds come from the `count` profile (fvcore; multiply-adds of conv and linear layers). "
+        "An accuracy cell is the mean ± sd of its runs (n, one per seed); ∈ CI / ∉ CI: the published value "
+        "lies inside / outside the t-based 95% CI of that mean.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---"] * len(head)) + "|",
@@ -388,9 +462,10 @@ def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None,
     if cited:
         lines += ["", "**Cited rows**", ""]
         lines += [f"- {r.name}: {r.source}" for r in cited]
+    lines += render_claims_section(verdicts)
     if figure:
         lines += ["", f"![{suite.id}: published vs reproduced]({figure})"]
-    run_ids = sorted({c.run_id for c in cells if c.run_id})
+    run_ids = sorted({r for c in cells for r in (c.run_id, *c.run_ids) if r})
     if run_ids:
         lines += [
             "",
@@ -400,7 +475,14 @@ def render_suite(suite: Suite, cells: Sequence[Cell], figure: str | None = None,
     return "\n".join(lines) + "\n"
 
 
-def render_index(suites: Sequence[Suite], cells: Sequence[Cell], figures: dict[str, str], env: dict) -> str:
+def render_index(
+    suites: Sequence[Suite],
+    cells: Sequence[Cell],
+    figures: dict[str, str],
+    env: dict,
+    verdicts: Sequence[Verdict] = (),
+    scopes: Sequence[tuple[str, str]] = (),
+) -> str:
     lines = [
         "# cabench reports",
         "",
@@ -430,6 +512,10 @@ def render_index(suites: Sequence[Suite], cells: Sequence[Cell], figures: dict[s
         f"fvcore {env.get('fvcore')}, {env.get('device')}, cabench {env.get('cabench')} "
         f"(commit {env.get('git_commit') or 'unknown'}).",
     ]
+    if verdicts:
+        lines += render_claims_summary(verdicts, scopes or [(s.id, s.id) for s in suites])
+        if "claims" in figures:
+            lines += ["", f"![Claims: reproduced Δ with 95% CI beside the published Δ]({figures['claims']})"]
     if "figure1" in figures:
         lines += ["", "## Figure 1", "", f"![Figure 1: published vs reproduced]({figures['figure1']})"]
     per_table = [s for s in suites if s.id in figures]
@@ -449,6 +535,8 @@ def _inside(out_dir: Path, path: Path) -> Path:
 def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures: bool = True) -> list[Path]:
     """Write every report file; return the paths written."""
     cells = build_cells(suites, store)
+    claim_files = [load_claim_file(p) for p in known_claim_files().values()]
+    verdicts = judge_claims(suites, store, claim_files)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     fig_paths: dict[str, str] = {}
@@ -466,15 +554,24 @@ def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures:
         if p is not None:
             fig_paths["figure1"] = f"figures/{p.name}"
             written.append(p)
+        p = plots.draw_claims_figure(claims_frame(verdicts), fig_dir)
+        if p is not None:
+            fig_paths["claims"] = f"figures/{p.name}"
+            written.append(p)
     newest = max((c for c in cells if c.run_id), key=lambda c: c.run_id, default=None)
     env = store.environment_of(newest.suite, newest.row, newest.profile, newest.run_id) if newest else {}
     for suite in suites:
         path = _inside(out_dir, out_dir / f"{suite.id}.md")
         own = [c for c in cells if c.suite == suite.id]
-        atomic_write_text(path, render_suite(suite, own, fig_paths.get(suite.id), runs_dir=str(store.root)))
+        mine = [v for v in verdicts if v.scope == suite.id]
+        text = render_suite(suite, own, fig_paths.get(suite.id), runs_dir=str(store.root), verdicts=mine)
+        atomic_write_text(path, text)
         written.append(path)
+    scopes = [(s.id, f"[{s.id}]({s.id}.md)") for s in suites] + [(f.id, f"{f.id} ({f.title})") for f in claim_files]
     index = out_dir / "README.md"
-    atomic_write_text(index, render_index(suites, cells, fig_paths, env))
+    atomic_write_text(index, render_index(suites, cells, fig_paths, env, verdicts, scopes))
     csv = out_dir / "results.csv"
     atomic_write_text(csv, results_csv(cells))
-    return [*written, index, csv]
+    claims = out_dir / "claims.csv"
+    atomic_write_text(claims, claims_csv(verdicts))
+    return [*written, index, csv, claims]

@@ -40,6 +40,7 @@ __all__ = [
     "RunRecord",
     "Store",
     "StoreError",
+    "atomic_write_bytes",
     "atomic_write_text",
     "environment",
     "new_run_id",
@@ -99,12 +100,17 @@ def new_run_id() -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file, fsync and rename: all or nothing."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file, fsync and rename: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
     tmp = path.with_name(_temp_name(path.name))
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -219,8 +225,9 @@ class Store:
         config: dict[str, Any],
         metrics: dict[str, Any],
         run_id: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> RunRecord:
-        """Write a complete run directory atomically and return its record."""
+        """Write a complete run directory atomically (with ``files``, e.g. per-image outcomes) and return its record."""
         run_id = run_id or new_run_id()
         parent = self.cell_dir(suite, row, profile)
         parent.mkdir(parents=True, exist_ok=True)
@@ -230,9 +237,14 @@ class Store:
         tmp.mkdir()
         try:
             metrics = {**metrics, "status": "complete"}
-            for name, obj in (("config.json", config), ("env.json", environment()), ("metrics.json", metrics)):
-                with open(tmp / name, "w") as fh:
-                    fh.write(_json(obj))
+            payload = {
+                name: _json(obj).encode() for name, obj in (("config.json", config), ("env.json", environment()))
+            }
+            payload.update(files or {})
+            payload["metrics.json"] = _json(metrics).encode()
+            for name, data in payload.items():
+                with open(tmp / name, "wb") as fh:
+                    fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
             os.replace(tmp, final)
@@ -342,6 +354,10 @@ class Store:
         """Every complete, well-formed run of one cell group, newest first."""
         records = (self._record(suite, row, profile, d) for d in self._run_dirs(suite, row, profile))
         return [r for r in records if r is not None]
+
+    def finished_runs(self, suite: str, row: str, profile: str) -> list[RunRecord]:
+        """Every complete run of one cell group, oldest first (one per seed once seeds are run separately)."""
+        return self.runs(suite, row, profile)[::-1]
 
     def latest(self, suite: str, row: str, profile: str) -> RunRecord | None:
         """The latest complete run of one cell group, or None."""

@@ -29,19 +29,26 @@ from cabench.models.registry import MAX_CLASSES, MAX_REDUCTION, MAX_WIDTH, Model
 from cabench.yamlio import StrictLoader, first_validation_error, read_yaml_mapping, shown
 
 __all__ = [
+    "CLAIMS_DIR",
     "COLUMNS",
     "SUITES_DIR",
+    "Claim",
+    "ClaimFile",
     "Column",
     "Row",
     "Suite",
     "SuiteError",
+    "Term",
     "check_id",
     "find_suite",
+    "known_claim_files",
     "known_suites",
+    "load_claim_file",
     "load_suite",
 ]
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+CLAIMS_DIR = SUITES_DIR / "claims"  # claims across suites, one file each
 
 
 # Every column key a suite may use is a registered report column (cabench.columns.COLUMNS): the count and
@@ -165,6 +172,71 @@ class Row(_Strict):
         return self.id or slugify(self.name)
 
 
+class Term(_Strict):
+    """One side of a claim: a row's metric, or a gain (``row`` minus ``minus``) in it.
+
+    ``suite`` and ``metric`` are given only in a cross-suite claim file; inside a
+    suite they are the suite itself and the claim's ``metric``.
+    """
+
+    row: str
+    minus: str | None = None
+    suite: str | None = None
+    metric: str | None = None
+
+    def rows(self) -> tuple[str, ...]:
+        return (self.row,) if self.minus is None else (self.row, self.minus)
+
+
+class Claim(_Strict):
+    """A sentence or table of the paper, as a test: ``a`` relation ``b`` (a row, a gain, or a constant).
+
+    ``greater``: a > b. ``equal``: |a - b| < margin. ``published`` is the paper's
+    difference a - b (read from the rows' published values when omitted; checked
+    against them when given); None where the paper prints no number.
+    """
+
+    id: str
+    source: str
+    relation: Literal["greater", "equal"]
+    a: Term
+    b: Term | Decimal
+    metric: str | None = None
+    margin: Decimal | None = Field(default=None, gt=0)
+    published: Decimal | None = None
+    note: str | None = None
+
+    @field_validator("a", "b", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # "se" -> {row: se}; a number (b only) is a constant
+        if isinstance(value, str):
+            return {"row": value}
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return Decimal(str(value))
+        return value
+
+    def terms(self) -> tuple[Term, ...]:
+        return (self.a,) if isinstance(self.b, Decimal) else (self.a, self.b)
+
+    def qualified(self, suite_id: str | None = None) -> tuple[Term, Term | Decimal]:
+        """``(a, b)`` with every term's suite and metric filled in (``suite_id`` for a suite's own claims)."""
+
+        def fill(t: Term) -> Term:
+            return t.model_copy(update={"suite": t.suite or suite_id, "metric": t.metric or self.metric})
+
+        return fill(self.a), (self.b if isinstance(self.b, Decimal) else fill(self.b))
+
+
+class ClaimFile(_Strict):
+    """Claims spanning several suites (``suites/claims/*.yaml``); every term names its suite and metric."""
+
+    id: str
+    title: str
+    claims: list[Claim]
+    path: Path | None = None
+
+
 class Suite(_Strict):
     id: str
     title: str
@@ -176,6 +248,7 @@ class Suite(_Strict):
     columns: dict[str, Column]
     rows: list[Row]
     notes: list[str] = Field(default_factory=list)
+    claims: list[Claim] = Field(default_factory=list)
 
     # Set by the loader, not the YAML.
     path: Path | None = None
@@ -241,16 +314,25 @@ def _location(suite_path: Path, data: Any, loc: tuple[Any, ...]) -> str:
     """'row 3 (+ SE): published.top2' from a pydantic error location."""
     parts = list(loc)
     where = ""
-    if len(parts) >= 2 and parts[0] == "rows" and isinstance(parts[1], int):
-        idx = parts[1]
-        name = ""
-        with contextlib.suppress(KeyError, IndexError, TypeError, AttributeError):
-            name = data["rows"][idx].get("name", "")
-        where = f"row {idx + 1}" + (f" ({_cut(name)})" if isinstance(name, str) and name else "") + ": "
-        parts = parts[2:]
-    skip = ("function-", "tagged-union", "decimal", "literal[", "tuple[")
-    field = ".".join(_cut(str(p)) for p in parts if not str(p).startswith(skip))
-    return where + (field or "(suite)")
+    for section, what, label in (("rows", "row", "name"), ("claims", "claim", "id")):
+        if len(parts) >= 2 and parts[0] == section and isinstance(parts[1], int):
+            idx = parts[1]
+            name = ""
+            with contextlib.suppress(KeyError, IndexError, TypeError, AttributeError):
+                name = data[section][idx].get(label, "")
+            where = f"{what} {idx + 1}" + (f" ({_cut(name)})" if isinstance(name, str) and name else "") + ": "
+            parts = parts[2:]
+            break
+    field = ".".join(_cut(str(p)) for p in parts if not _union_member(str(p)))
+    return where + (field or ("(claim)" if where.startswith("claim") else "(suite)"))
+
+
+def _union_member(part: str) -> bool:
+    """Pydantic location parts naming a union member or validator, not a field."""
+    return part.startswith(("function-", "tagged-union", "decimal", "literal[", "tuple[")) or part in (
+        "Term",
+        "Decimal",
+    )
 
 
 def _cut(text: str, limit: int = 60) -> str:
@@ -309,6 +391,93 @@ def _check_semantics(suite: Suite, where: str) -> None:
                 raise SuiteError(f"{at}: {field}: {e}") from None
     if suite.baseline is not None and suite.baseline not in seen:
         raise SuiteError(f"{where}: baseline: no row with id {suite.baseline!r}")
+    _check_claims(suite.claims, where, {suite.id: suite}, own=suite.id)
+
+
+def _check_claims(claims: list[Claim], where: str, suites: dict[str, Suite], own: str | None) -> None:
+    """Every claim names known suites, accuracy metrics and modelled rows; its published Δ matches the rows'."""
+    ids: set[str] = set()
+    for i, claim in enumerate(claims):
+        at = f"{where}: claim {i + 1} ({claim.id})"
+        if claim.id in ids:
+            raise SuiteError(f"{at}: id: duplicate claim id {claim.id!r}")
+        ids.add(claim.id)
+        if claim.relation == "equal" and claim.margin is None:
+            raise SuiteError(f"{at}: margin: missing field (an 'equal' claim needs a margin)")
+        if claim.relation == "greater" and claim.margin is not None:
+            raise SuiteError(f"{at}: margin: a margin applies to 'equal' claims only")
+        for side, term in zip(("a", "b"), claim.terms(), strict=False):
+            _check_term(claim, term, at, side, suites, own)
+        computed = published_delta(claim, suites, own)
+        if claim.published is not None and computed is not None and claim.published != computed:
+            raise SuiteError(f"{at}: published: {claim.published} but the rows' published values give {computed}")
+
+
+def _check_term(claim: Claim, term: Term, at: str, side: str, suites: dict[str, Suite], own: str | None) -> None:
+    if own is not None and term.suite is not None:
+        raise SuiteError(
+            f"{at}: {side}.suite: a suite's claims compare its own rows; cross-suite claims go in suites/claims/"
+        )
+    suite_id = term.suite or own
+    if suite_id is None:
+        raise SuiteError(f"{at}: {side}.suite: missing field (a cross-suite claim names each term's suite)")
+    suite = suites.get(suite_id)
+    if suite is None:
+        raise SuiteError(f"{at}: {side}.suite: unknown suite {suite_id!r}; known suites: {', '.join(suites)}")
+    metric = term.metric or claim.metric
+    field = "metric" if term.metric is None else f"{side}.metric"
+    if metric is None:
+        raise SuiteError(f"{at}: {field}: missing field")
+    accuracy = [k for k in suite.columns if COLUMNS[k].kind == "accuracy"]
+    if metric not in accuracy:
+        raise SuiteError(
+            f"{at}: {field}: unknown metric {metric!r} for {suite_id} (its accuracy columns: {', '.join(accuracy)})"
+        )
+    for name, key in (("row", term.row), ("minus", term.minus)):
+        if key is None:
+            continue
+        row = next((r for r in suite.rows if r.key == key), None)
+        if row is None:
+            raise SuiteError(f"{at}: {side}.{name}: unknown row id {key!r} in {suite_id}")
+        if row.cited or row.model is None:
+            raise SuiteError(f"{at}: {side}.{name}: row {key!r} of {suite_id} is cited; there is nothing to reproduce")
+
+
+def published_delta(claim: Claim, suites: dict[str, Suite], own: str | None = None) -> Decimal | None:
+    """The paper's a - b from the rows' published values; None if a row has no published value."""
+    a, b = claim.qualified(own)
+
+    def value(t: Term) -> Decimal | None:
+        suite = suites[t.suite or ""]
+        parts = [suite.row(k).published.get(t.metric or "") for k in t.rows()]
+        if any(p is None or isinstance(p, tuple) for p in parts):
+            return None
+        return parts[0] - parts[1] if len(parts) == 2 else parts[0]  # type: ignore[operator,return-value]
+
+    va = value(a)
+    vb = b if isinstance(b, Decimal) else value(b)
+    return None if va is None or vb is None else va - vb
+
+
+def load_claim_file(path: str | Path, suites: dict[str, Suite] | None = None) -> ClaimFile:
+    """Load a cross-suite claims file, checked against ``suites`` (the shipped suites by default)."""
+    path = Path(path)
+    where = str(path)
+    data = read_yaml_mapping(path, "claims", SuiteError, _DecimalLoader)
+    try:
+        claims = ClaimFile.model_validate(data)
+    except ValidationError as e:
+        loc, msg = first_validation_error(e)
+        raise SuiteError(f"{where}: {_location(path, data, loc)}: {msg}") from None
+    if suites is None:
+        suites = {sid: load_suite(p) for sid, p in known_suites().items()}
+    _check_claims(claims.claims, where, suites, own=None)
+    return claims.model_copy(update={"path": path})
+
+
+def known_claim_files(directory: Path = CLAIMS_DIR) -> dict[str, Path]:
+    """Cross-suite claim file id -> file (``suites/claims/*.yaml``)."""
+    return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
 
 
 def _check_published(suite: Suite, row: Row, at: str) -> None:

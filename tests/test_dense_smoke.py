@@ -30,6 +30,21 @@ CASES = [
 ]
 
 
+def _assert_outcomes_give(run_dir: Path, metric: str, metrics: dict) -> None:
+    """The final evaluation's per-image outcomes recompute its metric (COCO keeps its detections)."""
+    import numpy as np
+
+    from cabench import outcomes
+
+    got = outcomes.load(run_dir)
+    assert got is not None and got.n == metrics["val_n"]
+    stat = outcomes.statistic_for(got.kind, metric)
+    if got.kind == "coco":
+        assert stat is None and len(got.arrays["det_box"]) == len(got.arrays["det_score"])
+        return
+    assert stat is not None and stat(got, np.ones(got.n)) == pytest.approx(metrics[metric], abs=1e-9)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("data")
@@ -58,6 +73,7 @@ def test_smoke_trains_evaluates_and_reports_pipeline_ok(
         config = json.loads((run_dir / "config.json").read_text())
         assert config["data"] == {kind: str(data[kind])} and config["backbone_checkpoint"] is None
         assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "log.jsonl").is_file()
+        _assert_outcomes_give(run_dir, columns[0], metrics)
     result = runner.invoke(app, ["report", table, "--runs-dir", str(runs), "--out", str(reports), "--no-figures"])
     assert result.exit_code == 0, result.output
     with open(reports / "results.csv") as fh:

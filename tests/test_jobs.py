@@ -50,6 +50,22 @@ def suite(tmp_path: Path) -> Path:
     return path
 
 
+def _assert_outcomes_give(run_dir: Path, metric: str) -> None:
+    """The run's per-image outcomes recompute its metric exactly."""
+    import json
+
+    import numpy as np
+
+    from cabench import outcomes
+
+    got = outcomes.load(run_dir)
+    assert got is not None
+    stat = outcomes.statistic_for(got.kind, metric)
+    assert stat is not None
+    value = json.loads((run_dir / "metrics.json").read_text())[metric]
+    assert stat(got, np.ones(got.n)) == pytest.approx(value, abs=1e-9)
+
+
 def _cells(report_dir: Path) -> dict[tuple[str, str], dict[str, str]]:
     with open(report_dir / "results.csv") as fh:
         return {(c["row"], c["column"]): c for c in csv.DictReader(fh)}
@@ -63,6 +79,7 @@ def test_smoke_runs_end_to_end_and_never_fills_an_accuracy_cell(tmp_path: Path, 
     assert result.exit_code == 0, result.output
     run_dir = next((runs / "tiny" / "ca" / "smoke").iterdir())
     assert {"config.json", "env.json", "metrics.json", "log.jsonl"} <= {p.name for p in run_dir.iterdir()}
+    _assert_outcomes_give(run_dir, "top1")
     result = runner.invoke(app, ["report", str(suite), "--runs-dir", str(runs), "--out", str(reports), "--no-figures"])
     assert result.exit_code == 0, result.output
     cell = _cells(reports)[("ca", "top1")]
@@ -91,6 +108,7 @@ def test_eval_fills_a_cell_from_a_checkpoint_and_says_so(tmp_path: Path, suite: 
     runner.invoke(app, ["report", str(suite), "--runs-dir", str(runs), "--out", str(reports), "--no-figures"])
     cell = _cells(reports)[("ca", "top1")]
     assert cell["profile"] == "eval" and cell["reproduced"] != ""
+    _assert_outcomes_give(next((runs / "tiny" / "ca" / "eval").iterdir()), "top1")
     assert "evaluated from checkpoint" in (reports / "tiny.md").read_text()
 
 

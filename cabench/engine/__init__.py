@@ -56,10 +56,14 @@ Logging. Rank 0 appends one JSON line per ``log_every`` steps to
 ``run_dir/log.jsonl`` (step, epoch, loss averaged over ranks, lr, img/s,
 time), flushed at once, and calls ``progress(event)`` with the same numbers
 and an ETA. On resume, lines past the checkpoint's step are dropped first.
+
+Per-image outcomes. The final evaluation's per-image outcomes (the task's
+evaluator returns them under :data:`cabench.outcomes.KEY`) are written to
+``run_dir/per_image.npz`` by rank 0; they never enter the logged metrics.
 """
 
 from cabench.engine.loop import CHECKPOINT_NAME, LOG_NAME, train
-from cabench.engine.runtime import autocast, eval_mode, gather_objects, unwrap
+from cabench.engine.runtime import autocast, eval_mode, gather_objects, interleave_ranks, unwrap
 from cabench.engine.sampling import eval_loader
 from cabench.engine.schedule import lr_at, total_steps_of
 from cabench.engine.settings import TrainingDiverged, TrainingInterrupted, TrainSettings
@@ -77,6 +81,7 @@ __all__ = [
     "eval_loader",
     "eval_mode",
     "gather_objects",
+    "interleave_ranks",
     "lr_at",
     "total_steps_of",
     "train",

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
+from cabench import outcomes
 from cabench.checkpoint import (
     check_state_dict,
     load_checkpoint,
@@ -388,10 +389,13 @@ def train(
             collate=task.collate,
         )
 
-        def evaluate(m: nn.Module | None = None) -> dict[str, Any]:
+        def evaluate(m: nn.Module | None = None, keep_outcomes: bool = False) -> dict[str, Any]:
             m = m if m is not None else (st.ema if st.ema is not None else st.raw)
             broadcast_buffers(m)  # BN running stats drift per rank after DDP's last broadcast
-            return task.evaluate(m, val_ds, s, p.device)
+            metrics, per_image = outcomes.split(task.evaluate(m, val_ds, s, p.device))
+            if keep_outcomes and p.main and per_image is not None:
+                per_image.save(p.run_dir)  # the final evaluation's, beside metrics.json
+            return metrics
 
         log = _Log(p)
         st.t_start = time.perf_counter()
@@ -421,7 +425,7 @@ def _finish(
     """The final evaluation (EMA weights when on, and the raw weights' headline metrics beside them)."""
     if progress is not None and p.main:
         progress({"phase": "eval", "step": st.step, "total_steps": p.total_steps})
-    final = evaluate()
+    final = evaluate(keep_outcomes=True)
     metrics: dict[str, Any] = {
         **final,
         "epochs": round(st.step / p.steps_per_epoch, 6),

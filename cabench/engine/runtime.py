@@ -33,6 +33,7 @@ __all__ = [
     "ema_update",
     "eval_mode",
     "gather_objects",
+    "interleave_ranks",
     "seed_all",
     "trim_log",
     "unwrap",
@@ -125,6 +126,14 @@ def gather_objects(obj: Any) -> list[Any]:
 
 
 @torch.no_grad()
+def interleave_ranks(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """Per-rank arrays of ``eval_loader``'s shares (``range(rank, n, world)``) back in dataset order."""
+    out = np.empty((n, *parts[0].shape[1:]), dtype=parts[0].dtype)
+    for rank, part in enumerate(parts):
+        out[rank :: len(parts)] = part
+    return out
+
+
 def broadcast_buffers(model: nn.Module) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics)."""
     if is_distributed():

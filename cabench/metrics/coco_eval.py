@@ -41,6 +41,22 @@ class CocoEvaluator(DetectionAccumulator):
     :meth:`state` is picklable: image id -> (xywh boxes, scores, category ids) numpy arrays.
     """
 
+    outcome_kind = "coco"
+    max_dets = 100  # COCOeval's largest maxDets: the six stats never look further down an image's list
+
+    def per_image_outcomes(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The recorded detections (xywh, score, category id), each image's top :attr:`max_dets` by score: all
+        COCOeval reads for the six stats, so a subset of the images can be evaluated again from them."""
+        kept = {}
+        for image_id, (xywh, scores, categories) in self._detections.items():
+            top = np.argsort(-scores, kind="stable")[: self.max_dets]
+            kept[image_id] = (xywh[top], scores[top], categories[top])
+        full, self._detections = self._detections, kept
+        try:
+            return super().per_image_outcomes()
+        finally:
+            self._detections = full
+
     def __init__(self, ground_truth: Mapping[str, Any]) -> None:
         for key in ("images", "annotations", "categories"):
             if key not in ground_truth:

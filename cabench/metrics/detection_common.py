@@ -44,6 +44,7 @@ class DetectionAccumulator:
 
     num_classes: int
     _detections: dict[int, Detections]
+    outcome_kind = "detections"  # names the layout of per_image_outcomes() (see cabench.outcomes)
 
     def _check_image(self, image_id: int) -> None:
         """``ValueError`` (message starting ``update:``) if ``image_id`` is not one the evaluator knows."""
@@ -86,3 +87,21 @@ class DetectionAccumulator:
             for image_id, dets in state.items():
                 merged.setdefault(int(image_id), dets)
         self._detections = merged
+
+    def per_image_outcomes(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(image_ids, arrays)``: the recorded detections as stored, flattened (``det_image`` indexes
+        ``image_ids``; boxes and scores as float32): enough to evaluate any subset of the images again."""
+        image_ids = sorted(self._detections)
+        parts = [self._detections[i] for i in image_ids]
+        counts = [len(p[1]) for p in parts]
+        det_image = np.repeat(np.arange(len(image_ids), dtype=np.int32), counts)
+        boxes = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 4))
+        scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+        labels = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
+        arrays = {
+            "det_image": det_image,
+            "det_box": boxes.astype(np.float32),
+            "det_score": scores.astype(np.float32),
+            "det_label": labels.astype(np.int32),
+        }
+        return np.asarray(image_ids, dtype=np.int64), arrays

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["ConfusionMatrix"]
+__all__ = ["ConfusionMatrix", "miou_of_matrix", "per_image_confusion"]
 
 
 class ConfusionMatrix:
@@ -107,3 +107,25 @@ class ConfusionMatrix:
         pixel_acc = 100.0 * correct / total if total else math.nan
         per_class = {name: (None if v is None else 100.0 * v) for name, v in zip(self.class_names, ious, strict=True)}
         return {"miou": miou, "pixel_acc": pixel_acc, "per_class_iou": per_class}
+
+
+def per_image_confusion(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+    """One ``[C, C]`` confusion matrix per image of a batch (``[N, H, W]`` class indices): int64 ``[N, C, C]``.
+
+    Counts exactly what :meth:`ConfusionMatrix.update` counts for that image (call it too: it checks the ranges).
+    """
+    n, c = pred.shape[0], num_classes
+    pred = pred.reshape(n, -1).to(torch.int64)
+    target = target.reshape(n, -1).to(device=pred.device, dtype=torch.int64)
+    image = torch.arange(n, device=pred.device).unsqueeze(1).expand_as(target)
+    keep = target != ignore_index
+    index = (image[keep] * c + target[keep]) * c + pred[keep]
+    return torch.bincount(index, minlength=n * c * c).reshape(n, c, c)
+
+
+def miou_of_matrix(matrix: Any) -> float:
+    """mIoU (%) of a summed ``[C, C]`` confusion matrix, exactly as :meth:`ConfusionMatrix.compute` defines it."""
+    m = torch.as_tensor(matrix).round().to(torch.int64)
+    cm = ConfusionMatrix(m.shape[0], ignore_index=max(255, m.shape[0]))
+    cm.matrix = m
+    return float(cm.compute()["miou"])

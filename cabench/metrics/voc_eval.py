@@ -46,6 +46,7 @@ __all__ = [
     "devkit_iou",
     "to_numpy",
     "voc07_ap",
+    "voc07_map_of_outcomes",
 ]
 
 IOU_THRESHOLD = 0.5
@@ -99,6 +100,8 @@ class VocEvaluator(DetectionAccumulator):
             the XML convention. Difficulty is read from here, never from the outputs or targets.
     """
 
+    outcome_kind = "voc"
+
     def __init__(self, class_names: Sequence[str], ground_truth: Mapping[int, VocGroundTruth | tuple]) -> None:
         if len(class_names) < 2:
             raise ValueError("class_names needs the background and at least one class")
@@ -121,38 +124,44 @@ class VocEvaluator(DetectionAccumulator):
         """Continuous-frame boxes -> the XML convention (``x1 + 1, y1 + 1, x2, y2``)."""
         return boxes + np.array([1.0, 1.0, 0.0, 0.0]), scores, labels
 
+    def _match(self, image_id: int, label: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(n_positives, scores, outcome)`` of one class in one image, detections by descending score;
+        outcome 1 = TP, 0 = FP, -1 = ignored (difficult)."""
+        gt = self.ground_truth[image_id]
+        in_class = gt.labels == label
+        gt_boxes, gt_difficult = gt.boxes[in_class], gt.difficult[in_class]
+        n_pos = int((~gt_difficult).sum())
+        boxes, det_scores, det_labels = self._detections[image_id]
+        mine = det_labels == label
+        boxes, det_scores = boxes[mine], det_scores[mine]
+        order = np.argsort(-det_scores, kind="stable")
+        boxes, det_scores = boxes[order], det_scores[order]
+        outcome = np.zeros(len(det_scores), dtype=np.int8)
+        if len(gt_boxes) and len(boxes):
+            iou = devkit_iou(boxes, gt_boxes)
+            best = iou.argmax(axis=1)
+            best_iou = iou[np.arange(len(best)), best]
+            matched = np.zeros(len(gt_boxes), dtype=bool)
+            for d in np.flatnonzero(best_iou > IOU_THRESHOLD):
+                j = best[d]
+                if gt_difficult[j]:
+                    outcome[d] = -1
+                elif not matched[j]:
+                    outcome[d] = 1
+                    matched[j] = True
+        return n_pos, det_scores, outcome
+
     def _class_records(self, label: int, image_ids: list[int]) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(n_positives, scores, outcome)`` of one class; outcome 1 = TP, 0 = FP, -1 = ignored (difficult)."""
+        """``(n_positives, scores, outcome)`` of one class over ``image_ids``, by descending score."""
         n_pos = 0
         scores: list[np.ndarray] = []
         outcomes: list[np.ndarray] = []
         for image_id in image_ids:
-            gt = self.ground_truth[image_id]
-            in_class = gt.labels == label
-            gt_boxes, gt_difficult = gt.boxes[in_class], gt.difficult[in_class]
-            n_pos += int((~gt_difficult).sum())
-            boxes, det_scores, det_labels = self._detections[image_id]
-            mine = det_labels == label
-            if not mine.any():
-                continue
-            boxes, det_scores = boxes[mine], det_scores[mine]
-            order = np.argsort(-det_scores, kind="stable")
-            boxes, det_scores = boxes[order], det_scores[order]
-            outcome = np.zeros(len(det_scores), dtype=np.int8)
-            if len(gt_boxes):
-                iou = devkit_iou(boxes, gt_boxes)
-                best = iou.argmax(axis=1)
-                best_iou = iou[np.arange(len(best)), best]
-                matched = np.zeros(len(gt_boxes), dtype=bool)
-                for d in np.flatnonzero(best_iou > IOU_THRESHOLD):
-                    j = best[d]
-                    if gt_difficult[j]:
-                        outcome[d] = -1
-                    elif not matched[j]:
-                        outcome[d] = 1
-                        matched[j] = True
-            scores.append(det_scores)
-            outcomes.append(outcome)
+            pos, det_scores, outcome = self._match(image_id, label)
+            n_pos += pos
+            if len(det_scores):
+                scores.append(det_scores)
+                outcomes.append(outcome)
         if not scores:
             return n_pos, np.zeros(0), np.zeros(0, dtype=np.int8)
         all_scores, all_outcomes = np.concatenate(scores), np.concatenate(outcomes)
@@ -176,3 +185,61 @@ class VocEvaluator(DetectionAccumulator):
             per_class[self.class_names[label]] = 100.0 * voc07_ap(recall, precision)
         mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
         return {"map": mean, "per_class_ap": per_class}
+
+    def per_image_outcomes(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(image_ids, arrays)``: every detection's image (index into ``image_ids``), label and match (1 TP,
+        0 FP, -1 ignored), grouped by label and within a label in :meth:`compute`'s ranking; and each image's
+        count of non-difficult boxes per class (``npos`` ``[N, C]``). Scores are not kept: the ranking is.
+        :func:`voc07_map_of_outcomes` recomputes the mAP from them."""
+        image_ids = sorted(self._detections)
+        npos = np.zeros((len(image_ids), self.num_classes), dtype=np.int32)
+        det_image: list[np.ndarray] = []
+        det_label: list[np.ndarray] = []
+        det_outcome: list[np.ndarray] = []
+        for label in range(1, self.num_classes):
+            images, scores, outcomes = [], [], []
+            for i, image_id in enumerate(image_ids):
+                pos, det_scores, outcome = self._match(image_id, label)
+                npos[i, label] = pos
+                images.append(np.full(len(det_scores), i, np.int32))
+                scores.append(det_scores)
+                outcomes.append(outcome)
+            if not image_ids:
+                continue
+            order = np.argsort(-np.concatenate(scores), kind="stable")
+            det_image.append(np.concatenate(images)[order])
+            det_outcome.append(np.concatenate(outcomes)[order])
+            det_label.append(np.full(len(order), label, np.int16))
+        image_type = np.min_scalar_type(max(len(image_ids) - 1, 0))  # uint16 for VOC07 test's 4,952 images
+        arrays = {
+            "det_image": (np.concatenate(det_image) if det_image else np.zeros(0)).astype(image_type),
+            "det_label": (np.concatenate(det_label) if det_label else np.zeros(0)).astype(np.int8),
+            "det_outcome": np.concatenate(det_outcome) if det_outcome else np.zeros(0, np.int8),
+            "npos": npos,
+        }
+        return np.asarray(image_ids, dtype=np.int64), arrays
+
+
+def voc07_map_of_outcomes(arrays: Mapping[str, np.ndarray], weights: np.ndarray | None = None) -> float:
+    """VOC07 mAP (%) of :meth:`VocEvaluator.per_image_outcomes`, each image counted ``weights[i]`` times.
+
+    With unit weights this is :meth:`VocEvaluator.compute`'s mAP; a bootstrap resample passes how often it drew
+    each image (its detections and its positives count that many times; duplicates of a detection are adjacent
+    in the ranking, which leaves the 11-point AP as if each had been ranked separately)."""
+    npos = arrays["npos"]
+    w = np.ones(len(npos)) if weights is None else np.asarray(weights, dtype=np.float64)
+    det_image, det_label, det_outcome = arrays["det_image"], arrays["det_label"], arrays["det_outcome"]
+    aps = []
+    for label in range(1, npos.shape[1]):
+        n_pos = float(w @ npos[:, label])
+        if n_pos == 0:
+            continue
+        mine = det_label == label  # already in the ranking order
+        dw, outcome = w[det_image[mine]], det_outcome[mine]
+        keep = (outcome >= 0) & (dw > 0)
+        dw, outcome = dw[keep], outcome[keep]
+        tp = np.cumsum(dw * (outcome == 1))
+        fp = np.cumsum(dw * (outcome == 0))
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        aps.append(100.0 * voc07_ap(tp / n_pos, precision))
+    return float(np.mean(aps)) if aps else 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cabench import outcomes
 from cabench.profiles.base import Outcome, Profile, Request, register_profile
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def evaluate_checkpoint(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = TrainSettings(batch_size=1, eval_batch_size=batch_size or task.eval_batch, workers=workers)
     engine_task = task.make(tuple(suite.columns) if suite else ())
-    metrics = engine_task.evaluate(model.to(device), val_ds, settings, device)
+    metrics, per_image = outcomes.split(engine_task.evaluate(model.to(device), val_ds, settings, device))
     config = {
         "profile": "eval",
         "task": task.name,
@@ -87,7 +88,9 @@ def evaluate_checkpoint(
     record = None
     if store is not None:
         suite_id, row_key = (suite.id, row.key) if suite and row else ("_eval", spec.key())
-        record = store.write_run(suite_id, row_key, "eval", config | {"suite": suite_id, "row": row_key}, metrics)
+        files = {outcomes.FILE_NAME: per_image.to_bytes()} if per_image is not None else {}
+        config = config | {"suite": suite_id, "row": row_key}
+        record = store.write_run(suite_id, row_key, "eval", config, metrics, files=files)
     return metrics, record, list(task.headline)
 
 

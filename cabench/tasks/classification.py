@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from cabench import outcomes
 from cabench.columns import ColumnInfo
 from cabench.engine import (
     CHECKPOINT_NAME,
@@ -24,6 +26,8 @@ from cabench.engine import (
     autocast,
     eval_loader,
     eval_mode,
+    gather_objects,
+    interleave_ranks,
     lr_at,
     train,
 )
@@ -61,9 +65,17 @@ class ClassificationTask:
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
         batch = settings.eval_batch_per_process()
         ev = evaluate_classifier(
-            model, ds, batch, settings.workers, device, amp=settings.amp, channels_last=settings.channels_last
+            model,
+            ds,
+            batch,
+            settings.workers,
+            device,
+            amp=settings.amp,
+            channels_last=settings.channels_last,
+            per_image=True,
         )
-        return {"top1": ev["top1"], "top5": ev["top5"], "val_loss": ev["loss"], "val_n": ev["n"]}
+        metrics = {"top1": ev["top1"], "top5": ev["top5"], "val_loss": ev["loss"], "val_n": ev["n"]}
+        return {**metrics, outcomes.KEY: ev[outcomes.KEY]}
 
 
 @torch.no_grad()
@@ -78,15 +90,18 @@ def evaluate_classifier(
     channels_last: bool = False,
     pin_memory: bool = False,
     seed: int = 0,
-) -> dict[str, float]:
+    per_image: bool = False,
+) -> dict[str, Any]:
     """Top-1/top-5 accuracy (%) and mean cross-entropy over ``ds``: ``{"top1", "top5", "n", "loss"}``.
 
     In a process group each rank evaluates ``range(rank, n, world)`` (no padding, so nothing is counted
     twice) and the sums are all-reduced; every rank returns the same numbers. ``batch_size`` is per process.
+    With ``per_image``, also each image's top-1/top-5 correctness in dataset order (:mod:`cabench.outcomes`).
     """
     device = torch.device(device)
     loader = eval_loader(ds, batch_size, workers, pin_memory=pin_memory, seed=seed)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, n
+    hits: list[Tensor] = []  # this rank's [batch, 2] correct@1, correct@5
     with eval_mode(model) as net:
         for images, labels in loader:
             images = images.to(device, non_blocking=True)
@@ -100,14 +115,23 @@ def evaluate_classifier(
             k = min(5, logits.shape[1])
             top = logits.topk(k, dim=1).indices
             hit = top.eq(labels.unsqueeze(1))
-            sums[1] += hit[:, :1].any(dim=1).sum()
-            sums[2] += hit.any(dim=1).sum()
+            correct = torch.stack([hit[:, :1].any(dim=1), hit.any(dim=1)], dim=1)
+            sums[1:3] += correct.sum(dim=0)
             sums[3] += labels.numel()
+            if per_image:
+                hits.append(correct.cpu())
     all_reduce_sum(sums)
     loss, c1, c5, n = sums.tolist()
     if n == 0:
         raise ValueError("evaluation set is empty")
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "n": int(n), "loss": loss / n}
+    result: dict[str, Any] = {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "n": int(n), "loss": loss / n}
+    if per_image:
+        mine = torch.cat(hits).numpy() if hits else np.zeros((0, 2), dtype=bool)
+        correct_all = interleave_ranks(gather_objects(mine), int(n))
+        result[outcomes.KEY] = outcomes.Outcomes(
+            "classify", np.arange(int(n)), {"correct1": correct_all[:, 0], "correct5": correct_all[:, 1]}
+        )
+    return result
 
 
 def train_classifier(

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from cabench import outcomes
 from cabench.columns import ColumnInfo
 from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects
 from cabench.engine.distributed import get_rank, is_distributed
@@ -56,7 +57,7 @@ class DetectionTask:
 
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
         batch = settings.eval_batch_per_process()
-        return evaluate_detector(model, ds, batch, settings.workers, device, amp=settings.amp)
+        return evaluate_detector(model, ds, batch, settings.workers, device, amp=settings.amp, per_image=True)
 
 
 @torch.no_grad()
@@ -68,8 +69,12 @@ def evaluate_detector(
     device: torch.device | str,
     *,
     amp: str = "off",
+    per_image: bool = False,
 ) -> dict[str, Any]:
-    """The dataset's detection metrics for ``model`` (see the module docstring); ``n`` is the image count."""
+    """The dataset's detection metrics for ``model`` (see the module docstring); ``n`` is the image count.
+
+    With ``per_image``, rank 0's result also holds the evaluator's per-image outcomes (:mod:`cabench.outcomes`).
+    """
     device = torch.device(device)
     evaluator = ds.make_evaluator()  # type: ignore[attr-defined]
     n = 0
@@ -90,6 +95,9 @@ def evaluate_detector(
         result[0] = {**evaluator.compute(), "val_n": int(sum(counts))}
     if is_distributed():
         dist.broadcast_object_list(result, src=0)
+    if per_image and get_rank() == 0:
+        image_ids, arrays = evaluator.per_image_outcomes()
+        return {**result[0], outcomes.KEY: outcomes.Outcomes(evaluator.outcome_kind, image_ids, arrays)}
     return result[0]
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from cabench import outcomes
 from cabench.columns import ColumnInfo
-from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode
+from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects, interleave_ranks
 from cabench.engine.distributed import all_reduce_sum
 from cabench.tasks.base import TaskInfo, register_task
 
@@ -51,7 +53,14 @@ class SegmentationTask:
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
         batch = settings.eval_batch_per_process()
         return evaluate_segmenter(
-            model, ds, batch, settings.workers, device, amp=settings.amp, channels_last=settings.channels_last
+            model,
+            ds,
+            batch,
+            settings.workers,
+            device,
+            amp=settings.amp,
+            channels_last=settings.channels_last,
+            per_image=True,
         )
 
 
@@ -65,9 +74,13 @@ def evaluate_segmenter(
     *,
     amp: str = "off",
     channels_last: bool = False,
+    per_image: bool = False,
 ) -> dict[str, Any]:
-    """``{"miou", "pixel_acc", "per_class_iou", "val_n"}`` of ``model`` on ``ds``, the same on every rank."""
-    from cabench.metrics.segmentation import ConfusionMatrix
+    """``{"miou", "pixel_acc", "per_class_iou", "val_n"}`` of ``model`` on ``ds``, the same on every rank.
+
+    With ``per_image``, also one confusion matrix per image in dataset order (:mod:`cabench.outcomes`).
+    """
+    from cabench.metrics.segmentation import ConfusionMatrix, per_image_confusion
 
     device = torch.device(device)
     matrix = ConfusionMatrix(
@@ -77,6 +90,7 @@ def evaluate_segmenter(
         device=device,
     )
     n = torch.zeros((), dtype=torch.int64, device=device)
+    mats: list[Tensor] = []  # this rank's per-image matrices
     with eval_mode(model) as net:
         for images, masks in eval_loader(ds, batch_size, workers, collate=_collate):
             images = images.to(device, non_blocking=True)
@@ -84,11 +98,20 @@ def evaluate_segmenter(
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
                 logits = net(images)
-            matrix.update(logits.argmax(dim=1), masks.to(device, non_blocking=True))
+            pred, masks = logits.argmax(dim=1), masks.to(device, non_blocking=True)
+            matrix.update(pred, masks)
+            if per_image:
+                mats.append(per_image_confusion(pred, masks, matrix.num_classes, IGNORE_INDEX).to("cpu", torch.int32))
             n += images.shape[0]
     matrix.all_reduce()
     all_reduce_sum(n)
-    return {**matrix.compute(), "val_n": int(n.item())}
+    result = {**matrix.compute(), "val_n": int(n.item())}
+    if per_image:
+        c = matrix.num_classes
+        mine = torch.cat(mats).numpy() if mats else np.zeros((0, c, c), dtype=np.int32)
+        confusion = interleave_ranks(gather_objects(mine), int(n.item()))
+        result[outcomes.KEY] = outcomes.Outcomes("segment", np.arange(len(confusion)), {"confusion": confusion})
+    return result
 
 
 register_task(

@@ -1,0 +1,213 @@
+"""The claims part of the report: verdicts per suite, ``reports/claims.csv`` and the summary in README.
+
+Each claim is judged by :func:`cabench.claims.judge` from the replicates that fill its rows' accuracy
+cells (:mod:`cabench.replicates`: ``paper`` and ``eval`` runs, one per seed; ``smoke`` never counts). A
+cross-suite claim (``suites/claims/*.yaml``) is judged when every suite it names is in the report.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from decimal import Decimal
+
+import pandas as pd
+
+from cabench.claims import VERDICTS, RowRuns, Verdict, judge
+from cabench.replicates import replicates, row_runs
+from cabench.store import Store
+from cabench.suite import Claim, ClaimFile, Suite, Term, published_delta
+
+__all__ = [
+    "CLAIM_CSV_COLUMNS",
+    "VERDICT_MARKS",
+    "claims_csv",
+    "claims_frame",
+    "judge_claims",
+    "render_claims_section",
+    "render_claims_summary",
+]
+
+VERDICT_MARKS = {"supported": "✅", "contradicted": "❌", "inconclusive": "❔", "pending": "⏳", "Δ only": "➖"}
+CLAIM_CSV_COLUMNS = [
+    "scope",
+    "claim",
+    "relation",
+    "a",
+    "b",
+    "margin",
+    "published_delta",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "test",
+    "p",
+    "n_a",
+    "n_b",
+    "verdict",
+    "note",
+    "source",
+]
+
+
+class _Runs:
+    """Replicates per (suite, row, metric), read from the store once each."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.seen: dict[tuple[str, str, str], RowRuns] = {}
+
+    def __call__(self, term: Term) -> RowRuns:
+        key = (term.suite or "", term.row, term.metric or "")
+        if key not in self.seen:
+            self.seen[key] = row_runs(replicates(self.store, *key), key[2])
+        return self.seen[key]
+
+
+def judge_claims(suites: Sequence[Suite], store: Store, files: Sequence[ClaimFile] = ()) -> list[Verdict]:
+    """Every claim of ``suites``, then every cross-suite claim whose suites are all in ``suites``."""
+    runs = _Runs(store)
+    by_id = {s.id: s for s in suites}
+    out = []
+    for suite in suites:
+        for claim in suite.claims:
+            out.append(judge(claim, runs, suite.id, published_delta(claim, by_id, suite.id)))
+    for f in files:
+        for claim in f.claims:
+            if all(t.suite in by_id for t in claim.terms()):
+                out.append(judge(claim, runs, f.id, published_delta(claim, by_id)))
+    return out
+
+
+def _side(claim: Claim, term: Term | Decimal, scope: str) -> str:
+    if isinstance(term, Decimal):
+        return str(term)
+    where = f"{term.suite}:" if term.suite and term.suite != scope else ""
+    metric = f" [{term.metric}]" if term.metric and term.metric != claim.metric else ""
+    return f"{where}{term.row}" + (f" − {term.minus}" if term.minus else "") + metric
+
+
+def _relation_text(v: Verdict) -> str:
+    c = v.claim
+    a, b = c.qualified(v.scope)
+    op = ">" if c.relation == "greater" else f"≈ (±{c.margin})"
+    metric = f" ({c.metric})" if c.metric else ""
+    return f"{_side(c, a, v.scope)} {op} {_side(c, b, v.scope)}{metric}"
+
+
+def _num(x: float | Decimal | None, digits: int = 2, sign: bool = True) -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return "–"
+    return f"{float(x):+.{digits}f}" if sign else f"{float(x):.{digits}f}"
+
+
+def _p(p: float | None) -> str:
+    if p is None or p != p:
+        return "–"
+    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
+
+
+def _n(v: Verdict) -> str:
+    return f"{v.n_a}" if v.n_b is None else f"{v.n_a} / {v.n_b}"
+
+
+def _delta_text(v: Verdict) -> str:
+    if v.delta is None:
+        return "–"
+    text = _num(v.delta)
+    if v.ci_low is not None and v.ci_high is not None:
+        text += f" [{_num(v.ci_low)}, {_num(v.ci_high)}]"
+    return text
+
+
+def render_claims_section(verdicts: Sequence[Verdict]) -> list[str]:
+    """The Claims section of a suite page (markdown lines); empty when the suite states no claim."""
+    if not verdicts:
+        return []
+    marks = " ".join(f"{m} {k}" for k, m in VERDICT_MARKS.items())
+    lines = [
+        "",
+        "## Claims",
+        "",
+        "What the paper concludes from this table, tested on the runs (smoke runs never count). "
+        "Δ = a − b in points with its 95% CI. n ≥ 2 runs per row: Welch's one-sided t-test (`>`) or two one-sided "
+        "tests at the margin (`≈`), α = 0.05. One run per row: a paired bootstrap over validation images, "
+        f"whose CI is evaluation noise only (it says nothing about training noise). {marks}.",
+        "",
+        "| # | Claim | Published Δ | Reproduced Δ [95% CI] | Test | p | n | Verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, v in enumerate(verdicts, 1):
+        mark = f"{VERDICT_MARKS[v.verdict]} {v.verdict}"
+        lines.append(
+            f"| {i} | `{v.claim.id}`: {_relation_text(v)} | {_num(v.published)} | {_delta_text(v)} "
+            f"| {v.test or '–'} | {_p(v.p)} | {_n(v)} | {mark} |"
+        )
+    lines += ["", "**Sources**", ""]
+    for i, v in enumerate(verdicts, 1):
+        extra = " ".join(x for x in (v.claim.note, v.note) if x)
+        lines.append(f"{i}. {v.claim.source}" + (f" *{extra}*" if extra else ""))
+    return lines
+
+
+def render_claims_summary(verdicts: Sequence[Verdict], scopes: Sequence[tuple[str, str]]) -> list[str]:
+    """One screen: verdict counts per suite (and claim file) and in total; ``scopes`` is (id, link)."""
+    head = " | ".join(f"{VERDICT_MARKS[k]} {k}" for k in VERDICTS)
+    lines = [
+        "",
+        "## Claims",
+        "",
+        "The paper's claims, judged on the runs (details on each table's page and in `claims.csv`).",
+        "",
+        f"| Scope | Claims | {head} |",
+        "|---|---|" + "---|" * len(VERDICTS),
+    ]
+    total = dict.fromkeys(VERDICTS, 0)
+    for scope, link in scopes:
+        own = [v for v in verdicts if v.scope == scope]
+        if not own:
+            continue
+        counts = {k: sum(v.verdict == k for v in own) for k in VERDICTS}
+        for k, n in counts.items():
+            total[k] += n
+        lines.append(f"| {link} | {len(own)} | " + " | ".join(str(counts[k]) for k in VERDICTS) + " |")
+    lines.append(f"| **all** | {len(verdicts)} | " + " | ".join(f"**{total[k]}**" for k in VERDICTS) + " |")
+    return lines
+
+
+def claims_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
+    """One row per claim (the schema of ``claims.csv`` and of the claims figure)."""
+    rows = []
+    for v in verdicts:
+        a, b = v.claim.qualified(v.scope)
+        rows.append(
+            {
+                "scope": v.scope,
+                "claim": v.claim.id,
+                "relation": v.claim.relation,
+                "a": _side(v.claim, a, ""),
+                "b": _side(v.claim, b, ""),
+                "margin": "" if v.claim.margin is None else str(v.claim.margin),
+                "published_delta": "" if v.published is None else str(v.published),
+                "delta": v.delta,
+                "ci_low": v.ci_low,
+                "ci_high": v.ci_high,
+                "test": v.test,
+                "p": v.p,
+                "n_a": v.n_a,
+                "n_b": "" if v.n_b is None else v.n_b,
+                "verdict": v.verdict,
+                "note": " ".join(x for x in (v.claim.note, v.note) if x),
+                "source": " ".join(v.claim.source.split()),
+            }
+        )
+    return pd.DataFrame(rows, columns=CLAIM_CSV_COLUMNS)
+
+
+def claims_csv(verdicts: Sequence[Verdict]) -> str:
+    buf = io.StringIO()
+    frame = claims_frame(verdicts)
+    for col in ("delta", "ci_low", "ci_high", "p"):
+        frame[col] = [("" if x is None or x != x else f"{x:.6g}") for x in frame[col]]
+    frame.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
