@@ -241,7 +241,8 @@ def known_suites(directory: Path = SUITES_DIR) -> dict[str, Path]:
 
 
 def _natural(p: Path) -> tuple[Any, ...]:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.stem))
+    """The paper's tables first (table1 < table2 < table10), then cabench's own suites (the probe), by name."""
+    return (not re.fullmatch(r"table\d+", p.stem), *(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.stem)))
 
 
 GROUPS_DIR = SUITES_DIR / "groups"
