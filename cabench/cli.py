@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from cabench.suite import Suite, SuiteError, find_suite, known_suites, load_suite
+from cabench.suite import Suite, SuiteError, find_suite, known_suites, load_suite, suite_group
 
 
 class _PluginGroup(TyperGroup):
@@ -129,7 +129,8 @@ def user_errors() -> Iterator[None]:
 def _load_suites(names: list[str]) -> list[Suite]:
     if not names or names == ["all"]:
         return [load_suite(p) for p in known_suites().values()]
-    return [load_suite(find_suite(n)) for n in names]
+    expanded = [m for n in names for m in (suite_group(n) or [n])]
+    return [load_suite(find_suite(n)) for n in expanded]
 
 
 def _progress(label: str) -> tuple[Progress, Callable[[int, int, str], None]]:
@@ -187,11 +188,10 @@ def show(suite: Annotated[str, typer.Argument(help="Suite id (table1 ... table9)
     for key in s.columns:
         table.add_column(Text(s.column_label(key)), justify="right")
     for i, row in enumerate(s.rows, 1):
-        model = (
-            "cited"
-            if row.cited and row.model is None
-            else " ".join(f"{k}={v}" for k, v in row.model.spec().as_dict().items())
-        )
+        if row.model is None:
+            model = f"floor: {row.floor}" if row.floor else "cited"
+        else:
+            model = " ".join(f"{k}={v}" for k, v in row.model.spec().as_dict().items())
         values = []
         for key in s.columns:
             v = row.published.get(key)

@@ -234,14 +234,17 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
         labels = _row_labels(suite)
         row_cells: list[tuple[Row, Cell, RunRecord | None]] = []
         for order, row in enumerate(suite.rows):
-            runs = {p: store.latest(suite.id, row.key, p) for p in PROFILES.names()} if row.model else {}
+            measured = row.model is not None or row.floor is not None  # a floor row is a run too
+            runs = {p: store.latest(suite.id, row.key, p) for p in PROFILES.names()} if measured else {}
             for column in suite.columns:
                 run = _filling_run(column, runs, store)
+                if row.floor is not None and _counted(column):
+                    continue
                 reps = []
                 if COLUMNS[column].kind == "accuracy" and row.model is not None and not row.cited:
                     reps = replicates(store, suite.id, row.key, column)
                     run = max(reps, key=lambda r: r.run_id) if reps else None
-                if column not in row.published and (row.model is None or (run is None and not _counted(column))):
+                if column not in row.published and (not measured or (run is None and not _counted(column))):
                     continue
                 cell = _cell(suite, row, order, labels[row.key], column, run)
                 if reps:

@@ -45,6 +45,7 @@ __all__ = [
     "known_suites",
     "load_claim_file",
     "load_suite",
+    "suite_group",
 ]
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -119,6 +120,7 @@ class Row(_Strict):
     id: str | None = None
     model: ModelField | None = None
     cited: bool = False
+    floor: str | None = None  # a registered floor (cabench.floors) computed instead of a model
     source: str | None = None
     published: dict[str, Published] = Field(default_factory=dict)
     notes: dict[str, str] = Field(default_factory=dict)
@@ -163,8 +165,10 @@ class Row(_Strict):
 
     @model_validator(mode="after")
     def _needs_model(self) -> Row:
-        if not self.cited and self.model is None:
-            raise ValueError("a row that is not cited needs a 'model'")
+        if not self.cited and self.model is None and self.floor is None:
+            raise ValueError("a row that is not cited needs a 'model' (or a 'floor')")
+        if self.floor is not None and self.model is not None:
+            raise ValueError("a row has either a 'model' or a 'floor', not both")
         return self
 
     @property
@@ -381,6 +385,11 @@ def _check_semantics(suite: Suite, where: str) -> None:
                     have = ", ".join(suite.columns)
                     raise SuiteError(f"{at}: {name}.{_cut(key)}: unknown column (this suite has {have})")
         _check_published(suite, row, at)
+        if row.floor is not None:
+            from cabench.floors import FLOORS
+
+            if row.floor not in FLOORS:
+                raise SuiteError(f"{at}: floor: {FLOORS.unknown(row.floor)}")
         if row.model is not None:
             try:
                 validate_spec(row.model.spec())
@@ -500,7 +509,23 @@ def known_suites(directory: Path = SUITES_DIR) -> dict[str, Path]:
 
 
 def _natural(p: Path) -> tuple[Any, ...]:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.stem))
+    """The paper's tables first (table1 < table2 < table10), then cabench's own suites (the probe), by name."""
+    return (not re.fullmatch(r"table\d+", p.stem), *(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.stem)))
+
+
+GROUPS_DIR = SUITES_DIR / "groups"
+
+
+def suite_group(name: str, directory: Path = GROUPS_DIR) -> list[str] | None:
+    """The suite ids of group ``name`` (``suites/groups/<name>.yaml``: ``suites: [id, ...]``), or None."""
+    path = directory / f"{name}.yaml"
+    if not path.is_file() or name in known_suites():
+        return None
+    data = read_yaml_mapping(path, "suite group", SuiteError)
+    members = data.get("suites")
+    if set(data) != {"suites"} or not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise SuiteError(f"{path}: expected one key, suites: [suite id, ...]")
+    return members
 
 
 def find_suite(name_or_path: str) -> Path:

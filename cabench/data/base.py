@@ -44,6 +44,9 @@ class DatasetInfo:
     fixture: str | None = None  # the FIXTURES kind that stands in for it
     requires: tuple[str, ...] = ()  # recipe fields that must be set for this dataset
     input_size: Callable[[Any, bool], int | None] = lambda recipe, smoke: recipe.train_size
+    # What a run records about the data beyond its root (generated data: the manifest's fingerprint, generator
+    # and parameters); its "fingerprint" value is part of the key deciding whether a run is done.
+    fingerprint: Callable[[Path], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -172,8 +172,11 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _parse_xml(xml_path: Path) -> tuple[int, int, list[list[float]], list[int], list[bool]]:
-    """``(width, height, boxes, labels, difficult)`` of one annotation file, validated."""
+def _parse_xml(
+    xml_path: Path, classes: Sequence[str] = VOC_CLASSES
+) -> tuple[int, int, list[list[float]], list[int], list[bool]]:
+    """``(width, height, boxes, labels, difficult)`` of one annotation file, validated; label = class index + 1."""
+    label_of = _LABEL_OF if classes is VOC_CLASSES else {name: i + 1 for i, name in enumerate(classes)}
     try:
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as exc:
@@ -193,10 +196,10 @@ def _parse_xml(xml_path: Path) -> tuple[int, int, list[list[float]], list[int], 
     for k, obj in enumerate(root.findall("object"), start=1):
         name = (obj.findtext("name") or "").strip()
         where = f"{xml_path}: object {k} ({name or 'no name'})"
-        if name not in _LABEL_OF:
+        if name not in label_of:
             raise DatasetError(
-                f"{xml_path}: object {k}: unknown class name {name!r} (expected one of the 20 VOC classes, "
-                f"e.g. {', '.join(VOC_CLASSES[:4])}, ...)"
+                f"{xml_path}: object {k}: unknown class name {name!r} (expected one of the {len(classes)} "
+                f"classes, e.g. {', '.join(classes[:4])}, ...)"
             )
         flag = obj.findtext("difficult")
         flag_value = 0.0 if flag is None or not flag.strip() else _number(flag)
@@ -215,12 +218,12 @@ def _parse_xml(xml_path: Path) -> tuple[int, int, list[list[float]], list[int], 
         if xmin < 0 or ymin < 0 or xmax > width + _TOLERANCE or ymax > height + _TOLERANCE:
             raise DatasetError(f"{where}: {text} lies outside the image ({width:g}x{height:g}, 1-based pixels)")
         boxes.append([xmin, ymin, xmax, ymax])
-        labels.append(_LABEL_OF[name])
+        labels.append(label_of[name])
         difficult.append(flag_value == 1.0)
     return int(width), int(height), boxes, labels, difficult
 
 
-def _parse_set(devkit: Path, year: str, split: str) -> _VocRecords:
+def _parse_set(devkit: Path, year: str, split: str, classes: Sequence[str] = VOC_CLASSES) -> _VocRecords:
     listing, annotations, jpeg_dir = _set_paths(devkit, year, split)
     ids = _read_ids(listing)
     with os.scandir(annotations) as it:
@@ -240,7 +243,7 @@ def _parse_set(devkit: Path, year: str, split: str) -> _VocRecords:
             raise DatasetError(
                 f"{jpeg_dir / (image_id + '.jpg')}: image of id {image_id} (in {listing}) does not exist"
             )
-        w, h, b, lab, dif = _parse_xml(annotations / f"{image_id}.xml")
+        w, h, b, lab, dif = _parse_xml(annotations / f"{image_id}.xml", classes)
         widths.append(w)
         heights.append(h)
         counts.append(len(lab))
@@ -269,28 +272,34 @@ def _stat_key(path: Path) -> tuple:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _load_set(devkit: Path, year: str, split: str) -> _VocRecords:
+def _load_set(devkit: Path, year: str, split: str, classes: Sequence[str] = VOC_CLASSES) -> _VocRecords:
     listing, annotations, jpeg_dir = _set_paths(devkit, year, split)
-    key = (str(listing.resolve()), _stat_key(listing), _stat_key(annotations), _stat_key(jpeg_dir))
+    key = (str(listing.resolve()), _stat_key(listing), _stat_key(annotations), _stat_key(jpeg_dir), tuple(classes))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    records = _parse_set(devkit, year, split)
+    records = _parse_set(devkit, year, split, classes)
     _CACHE[key] = records
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return records
 
 
-def validate_voc_detection(root: Path) -> None:
-    """Check the layout (cheap), then parse and validate every listed XML of 2007 trainval/test and 2012
-    trainval; raise a one-line DatasetError. The parsed records are cached for the datasets."""
+def validate_voc_detection(
+    root: Path,
+    train_sets: Sequence[tuple[str, str]] = TRAIN_SETS,
+    test_sets: Sequence[tuple[str, str]] = TEST_SETS,
+    classes: Sequence[str] = VOC_CLASSES,
+) -> None:
+    """Check the layout (cheap), then parse and validate every listed XML of the image sets (by default 2007
+    trainval/test and 2012 trainval); raise a one-line DatasetError. The parsed records are cached for the
+    datasets."""
     devkit = voc_devkit(root)
-    sets = (*TRAIN_SETS, *TEST_SETS)
+    sets = (*train_sets, *test_sets)
     for year, split in sets:
         _set_paths(devkit, year, split)
     for year, split in sets:
-        _load_set(devkit, year, split)
+        _load_set(devkit, year, split, classes)
 
 
 class VocDetection(Dataset):
@@ -302,6 +311,7 @@ class VocDetection(Dataset):
         keep_difficult: keep difficult objects in the targets (flagged) rather than dropping them.
         transform: ``(PIL image, target) -> (tensor, target)``; default :func:`detection_eval_transform`.
         remove_empty: leave out images without objects (after dropping difficult ones).
+        classes: the class names the XML files use (label = index + 1); default the 20 VOC classes.
     """
 
     def __init__(
@@ -312,17 +322,18 @@ class VocDetection(Dataset):
         keep_difficult: bool,
         transform: DetectionTransform | None = None,
         remove_empty: bool = False,
+        classes: Sequence[str] = VOC_CLASSES,
     ) -> None:
         if not image_sets:
             raise ValueError("image_sets is empty")
-        self.num_classes: int = len(VOC_CLASSES) + 1
-        self.class_names: list[str] = ["__background__", *VOC_CLASSES]
+        self.num_classes: int = len(classes) + 1
+        self.class_names: list[str] = ["__background__", *classes]
         self.devkit = voc_devkit(devkit)
         self.image_sets = tuple((str(y), str(s)) for y, s in image_sets)
         self.keep_difficult = keep_difficult
         self.transform = transform if transform is not None else detection_eval_transform()
         self.remove_empty = remove_empty
-        parts = [_load_set(self.devkit, year, split) for year, split in self.image_sets]
+        parts = [_load_set(self.devkit, year, split, classes) for year, split in self.image_sets]
         self._records = parts[0] if len(parts) == 1 else _VocRecords.concatenate(parts)
         self._kept = np.ones(len(self._records.labels), dtype=bool) if keep_difficult else ~self._records.difficult
         self._rows = dataset_rows(self._records.offsets, self._kept, remove_empty)
@@ -334,6 +345,11 @@ class VocDetection(Dataset):
     def ids(self) -> list[str]:
         """``"VOC<year>/<id>"`` of each item, in dataset order."""
         return [self._records.names[r] for r in self._rows]
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """``(width, height)`` of item ``i`` as its annotation gives it."""
+        row = int(self._rows[i])
+        return int(self._records.widths[row]), int(self._records.heights[row])
 
     def image_path(self, i: int) -> Path:
         return Path(self._records.jpegs[int(self._rows[i])])
@@ -388,13 +404,18 @@ def voc_detection_datasets(
     *,
     train_transform: DetectionTransform | None = None,
     eval_transform: DetectionTransform | None = None,
+    train_sets: Sequence[tuple[str, str]] = TRAIN_SETS,
+    test_sets: Sequence[tuple[str, str]] = TEST_SETS,
+    classes: Sequence[str] = VOC_CLASSES,
 ) -> tuple[VocDetection, VocDetection]:
     """Validate ``root`` and return ``(train, test)``: VOC2007+2012 trainval (difficult dropped, empty images
-    dropped) and VOC2007 test (all kept). ``train_transform`` defaults to no augmentation (to tensor only)."""
-    validate_voc_detection(root)
+    dropped) and VOC2007 test (all kept), or the given image sets and class names (the digits probe).
+    ``train_transform`` defaults to no augmentation (to tensor only)."""
+    validate_voc_detection(root, train_sets, test_sets, classes)
     devkit = voc_devkit(root)
-    train = VocDetection(devkit, TRAIN_SETS, keep_difficult=False, transform=train_transform, remove_empty=True)
-    test = VocDetection(devkit, TEST_SETS, keep_difficult=True, transform=eval_transform, remove_empty=False)
+    kw: dict[str, Any] = {"classes": classes}
+    train = VocDetection(devkit, train_sets, keep_difficult=False, transform=train_transform, remove_empty=True, **kw)
+    test = VocDetection(devkit, test_sets, keep_difficult=True, transform=eval_transform, remove_empty=False, **kw)
     return train, test
 
 

@@ -118,18 +118,18 @@ def _voc2012_dir(root: Path) -> Path:
     raise DatasetError(f"{root}: no VOCdevkit/VOC2012 folder (give the folder containing VOCdevkit, or VOCdevkit)")
 
 
-def _layout(root: Path) -> _VocLayout:
+def _layout(root: Path, train_list: str = "train_aug", train_masks: str = "SegmentationClassAug") -> _VocLayout:
     voc = _voc2012_dir(root)
-    for sub in ("JPEGImages", "SegmentationClassAug", "ImageSets/Segmentation"):
+    for sub in ("JPEGImages", train_masks, "ImageSets/Segmentation"):
         if not (voc / sub).is_dir():
             raise DatasetError(f"{voc}: no '{sub}' folder ({_LAYOUT})")
     lists = voc / "ImageSets" / "Segmentation"
-    for name in ("train_aug.txt", "val.txt"):
+    for name in (f"{train_list}.txt", "val.txt"):
         if not (lists / name).is_file():
             raise DatasetError(f"{lists}: no '{name}' list file")
-    val_mask_dir = "SegmentationClass" if (voc / "SegmentationClass").is_dir() else "SegmentationClassAug"
+    val_mask_dir = "SegmentationClass" if (voc / "SegmentationClass").is_dir() else train_masks
     listing = _Listing()
-    train = _read_list(lists / "train_aug.txt", voc, "SegmentationClassAug", listing)
+    train = _read_list(lists / f"{train_list}.txt", voc, train_masks, listing)
     val = _read_list(lists / "val.txt", voc, val_mask_dir, listing)
     return _VocLayout(voc=voc, train=train, val=val, val_mask_dir=val_mask_dir)
 
@@ -152,14 +152,16 @@ class VocSegmentation(PairedSegmentationDataset):
         return labels.astype(np.uint8)
 
 
-def validate_voc_segmentation(root: Path, check_samples: int = 0) -> None:
+def validate_voc_segmentation(
+    root: Path, check_samples: int = 0, train_list: str = "train_aug", train_masks: str = "SegmentationClassAug"
+) -> None:
     """Check the VOC 2012 + SBD layout under ``root``; ``DatasetError`` (one line, naming the file) if wrong.
 
     Structure only by default (folders, list files, every listed image and mask present); with
     ``check_samples > 0`` it also loads the first ``check_samples`` samples of each split (readable files,
     mask size and values).
     """
-    layout = _layout(root)
+    layout = _layout(root, train_list, train_masks)
     if check_samples > 0:
         for samples in (layout.train, layout.val):
             VocSegmentation(samples).check_first(check_samples)

@@ -116,7 +116,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
@@ -134,6 +134,7 @@ __all__ = [
     "SSDLiteMobileNetV2Features",
     "SandglassExtra",
     "build_ssdlite320",
+    "set_ssd_input_size",
     "ssd_counting_view",
     "ssdlite320_mobilenetv2",
     "ssdlite320_mobilenext",
@@ -332,6 +333,29 @@ def build_ssdlite320(backbone: nn.Module, out_channels: list[int], num_classes: 
         detections_per_img=300,
         topk_candidates=300,
     )
+
+
+def set_ssd_input_size(ssd: SSD, size: int) -> None:
+    """Make ``ssd`` resize every image to ``size`` x ``size`` (in place) instead of 320x320.
+
+    A recipe's ``train_size`` is the detector's fixed input (Section 4.4.1 trains and tests at 320); a smaller
+    one (the CPU probe) keeps the architecture and the default boxes, which torchvision places relative to the
+    image, so only the feature-map sizes shrink. Counting still uses the arch's registered 320x320.
+    """
+    if size < 1:
+        raise ValueError(f"SSD input size must be positive, not {size}")
+    ssd.size = (size, size)
+    ssd.transform.min_size = (size,)
+    ssd.transform.max_size = size
+    ssd.transform.fixed_size = (size, size)
+
+
+def fit_to_recipe(model: nn.Module, recipe: Any) -> nn.Module:
+    """An SSD resizes its input to the recipe's ``train_size`` (320 in the paper's recipes, 96 in the CPU
+    probe's); any other model is returned as it is (it takes the data's size as it comes)."""
+    if isinstance(model, SSD):
+        set_ssd_input_size(model, recipe.train_size)
+    return model
 
 
 class SSDCountingView(nn.Module):

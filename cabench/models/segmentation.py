@@ -2,7 +2,8 @@
 
 Architecture (the CA paper, Section 4.4.2)
 ------------------------------------------
-* **Backbone**: :class:`cabench.models.mobilenetv2.MobileNetV2` at width 1.0,
+* **Backbone**: :class:`cabench.models.mobilenetv2.MobileNetV2` at width 1.0 (``width`` scales it; the CPU
+  probe uses 0.5),
   with its attention block in every inverted residual, without the classifier
   ("we discard the last linear operator"). Its module names (``features``,
   ``conv``) are the classifier's, so an ImageNet state dict loads with
@@ -161,6 +162,7 @@ class DeepLabV3MobileNetV2(nn.Module):
 
     Args:
         num_classes: output classes (21 for Pascal VOC, 19 for Cityscapes).
+        width: MobileNetV2 width multiplier of the backbone (the paper: 1.0).
         attention: attention block of every inverted residual.
         reduction: its reduction ratio (default: the kind's).
         output_stride: 16 or 8.
@@ -181,13 +183,14 @@ class DeepLabV3MobileNetV2(nn.Module):
         aspp_input: AsppInput = "last_conv",
         separable: bool = True,
         depthwise_bn: bool = True,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
         if output_stride not in ASPP_RATES:
             raise ValueError(f"output_stride must be 16 or 8, not {output_stride}")
         if aspp_input not in ("last_conv", "last_block"):
             raise ValueError(f"aspp_input must be 'last_conv' or 'last_block', not {aspp_input!r}")
-        trunk = MobileNetV2(attention=attention, reduction=reduction)
+        trunk = MobileNetV2(width=width, attention=attention, reduction=reduction)
         self.output_stride = output_stride
         self.features = trunk.features
         dilate_mobilenetv2(self.features, output_stride)
@@ -224,11 +227,12 @@ class DeepLabV3MobileNetV2(nn.Module):
     task="segment",
     input_size=(513, 513),
     num_classes=21,
-    options=("attention", "reduction", "num_classes", "output_stride"),
+    options=("width", "attention", "reduction", "num_classes", "output_stride"),
     default_output_stride=16,
 )
 def deeplabv3_mobilenetv2(
     num_classes: int = 21,
+    width: float = 1.0,
     attention: str = "none",
     reduction: int | None = None,
     output_stride: int = 16,
@@ -238,4 +242,6 @@ def deeplabv3_mobilenetv2(
     depthwise_bn: bool = True,
 ) -> DeepLabV3MobileNetV2:
     """DeepLabV3 with a MobileNetV2 backbone (Tables 8-9)."""
-    return DeepLabV3MobileNetV2(num_classes, attention, reduction, output_stride, aspp_input, separable, depthwise_bn)
+    return DeepLabV3MobileNetV2(
+        num_classes, attention, reduction, output_stride, aspp_input, separable, depthwise_bn, width=width
+    )

@@ -51,6 +51,7 @@ def evaluate_checkpoint(
 
     from cabench.data.base import DATASETS, data_root
     from cabench.engine import TrainSettings
+    from cabench.models.detection import fit_to_recipe
     from cabench.models.registry import arch_info, build_model
     from cabench.models.weights import load_weights
     from cabench.recipe import load_recipe
@@ -68,7 +69,7 @@ def evaluate_checkpoint(
         recipe = load_recipe(task.default_recipe)
     dataset = DATASETS.get(recipe.dataset)
     root = data_root(dataset, data, None, "evaluation")
-    model = build_model(spec)
+    model = fit_to_recipe(build_model(spec), recipe)
     sha = load_weights(model, checkpoint)
     _, val_ds = dataset.build(root, recipe, False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

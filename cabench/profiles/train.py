@@ -158,6 +158,8 @@ class TrainProfile(Profile):
         for plan in plans:
             root = roots[plan.recipe.dataset]
             train_ds, val_ds = plan.dataset.build(root, plan.recipe, self.smoke)
+            if distributed.is_main():
+                records += run_floors(plan.suite, request, self.name, (train_ds, val_ds), plan.dataset, root)
             engine_task = plan.task.make(tuple(plan.suite.columns))
             for row in plan.rows:
                 for seed in seeds:
@@ -234,6 +236,7 @@ class TrainProfile(Profile):
             "overrides": plan.applied,
             "data": {plan.dataset.data_key: str(root)},
             "dataset": plan.recipe.dataset,
+            "data_fingerprint": plan.dataset.fingerprint(root) if plan.dataset.fingerprint else None,
             "image_size": plan.dataset.input_size(plan.recipe, self.smoke),
             "backbone_checkpoint": backbone,
             "seed": seed,
@@ -242,7 +245,10 @@ class TrainProfile(Profile):
             "settings": settings.resolved() | {"config": None},
         }
         keyed = ("model_key", "recipe", "overrides", "data", "image_size", "backbone_checkpoint", "seed")
-        config["resume_key"] = resume_key({k: config[k] for k in keyed})
+        identity = {k: config[k] for k in keyed}
+        if config["data_fingerprint"] is not None:  # generated data: a new dataset is a new run
+            identity["data_fingerprint"] = config["data_fingerprint"]["fingerprint"]
+        config["resume_key"] = resume_key(identity)
         return config, settings
 
     def _train_row(
@@ -261,6 +267,7 @@ class TrainProfile(Profile):
         import torch
 
         from cabench.engine import distributed, train
+        from cabench.models.detection import fit_to_recipe
         from cabench.models.registry import build_model
         from cabench.models.weights import load_backbone
         from cabench.store import RunRecord
@@ -293,7 +300,7 @@ class TrainProfile(Profile):
             say(suite, row.key, f"seed {seed}: training -> {run_dir}")
             torch.manual_seed(seed)  # a row's initial weights depend on its seed only, not on earlier rows
             assert row.model is not None
-            model = build_model(row.model.spec())
+            model = fit_to_recipe(build_model(row.model.spec()), plan.recipe)
             if config["backbone_checkpoint"] is not None:
                 load_backbone(model, Path(config["backbone_checkpoint"]["path"]), row=row.key)
             metrics = train(model, *data, settings, run_dir, task, progress=request.hooks.step)
@@ -327,6 +334,42 @@ class TrainProfile(Profile):
         headline = dict.fromkeys(k for p in plans for k, _ in p.task.headline)
         shown = tuple(k for k in headline if any(k in r.metrics for r in records))
         return Outcome(records, columns=("seed", *shown, "steps", "img_per_s"))
+
+
+def run_floors(
+    suite: Suite, request: Request, profile: str, datasets: tuple[Any, Any], dataset: DatasetInfo, root: Path
+) -> list[RunRecord]:
+    """Compute the suite's selected floor rows (:mod:`cabench.floors`) on its datasets; one run each.
+
+    A floor is a function of the data only (no seed): a complete floor run on the same data is reused.
+    """
+    from cabench.floors import FLOORS
+
+    records = []
+    say = request.hooks.row or (lambda *_: None)
+    for row in suite.rows:
+        if row.floor is None or (request.rows and not {row.key, row.name} & request.rows):
+            continue
+        config: dict[str, Any] = {
+            "suite": suite.id,
+            "row": row.key,
+            "profile": profile,
+            "task": suite.task,
+            "floor": row.floor,
+            "recipe": suite.recipe,
+            "data": {dataset.data_key: str(root)},
+            "data_fingerprint": dataset.fingerprint(root) if dataset.fingerprint else None,
+        }
+        config["resume_key"] = resume_key({k: config[k] for k in ("floor", "recipe", "data", "data_fingerprint")})
+        done = request.store.complete(suite.id, row.key, profile, config["resume_key"])
+        if done is not None and profile == "paper":
+            say(suite.id, row.key, "floor: done already, skipped")
+            records.append(done)
+            continue
+        say(suite.id, row.key, f"floor {row.floor}")
+        metrics = FLOORS.get(row.floor)(*datasets)
+        records.append(request.store.write_run(suite.id, row.key, profile, config, {**metrics, "pipeline": "ok"}))
+    return records
 
 
 def _backbone_for(row: Row, backbones: dict[str, Path]) -> Path | None:

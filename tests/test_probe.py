@@ -1,0 +1,130 @@
+"""The handwritten-digits probe: the generator, its three layouts through the real loaders, the floors, and a
+reduced probe (tiny scenes, a few steps) through `cabench run` and `cabench report`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cabench.cli import app
+from cabench.data.base import DATASETS
+from cabench.data.fixtures.digit_scenes import digit_pools, load_glyphs
+from cabench.data.fixtures.digits import TINY, DigitsParams, write_digits
+from cabench.recipe import load_recipe
+from cabench.suite import SuiteError, load_suite, suite_group
+
+runner = CliRunner()
+SUITES = ("probe-classify", "probe-detect", "probe-segment")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("digits") / "d"
+    result = runner.invoke(app, ["fixtures", "digits-tiny", str(root)])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_pools_are_disjoint_and_cover_every_glyph() -> None:
+    _, labels = load_glyphs()
+    train, val = digit_pools(labels, 0.3, seed=0)
+    assert len(labels) == 1797
+    assert not set(train) & set(val)
+    assert len(train) + len(val) == 1797
+    for c in range(10):  # every class on both sides, about 30% to val
+        n = int((labels == c).sum())
+        assert int((labels[val] == c).sum()) == round(0.3 * n)
+    other, _ = digit_pools(labels, 0.3, seed=1)
+    assert not np.array_equal(train, other)
+
+
+def test_manifest_fingerprints_every_file(tiny: Path) -> None:
+    manifest = json.loads((tiny / "manifest.json").read_text())
+    files = [p for p in tiny.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    assert sorted(manifest["files"]) == sorted(str(p.relative_to(tiny)) for p in files)
+    for name, digest in list(manifest["files"].items())[:20]:
+        assert hashlib.sha256((tiny / name).read_bytes()).hexdigest() == digest
+    assert manifest["params"] == TINY.as_dict() and manifest["seed"] == 0
+    assert not set(manifest["pools"]["train"]) & set(manifest["pools"]["val"])
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tiny: Path, tmp_path: Path) -> None:
+    small = DigitsParams(classify_glyphs_per_class=1, detect_train=3, detect_test=2, segment_train=3, segment_val=2)
+    a, b, c = (write_digits(tmp_path / n, seed=s, params=small) for n, s in (("a", 5), ("b", 5), ("c", 6)))
+    fp = [json.loads((r / "manifest.json").read_text())["fingerprint"] for r in (a, b, c)]
+    assert fp[0] == fp[1] != fp[2]
+
+
+def test_real_loaders_read_the_three_layouts(tiny: Path) -> None:
+    for suite_id, n_classes in (("probe-classify", 10), ("probe-detect", 11), ("probe-segment", 11)):
+        recipe = load_recipe(load_suite(f"suites/{suite_id}.yaml").recipe)
+        source = DATASETS.get(recipe.dataset)
+        source.validate(tiny)
+        train, val = source.build(tiny, recipe, False)
+        assert len(train) > 0 and len(val) > 0
+        if suite_id == "probe-classify":
+            image, _ = val[0]
+            assert image.shape == (3, 32, 32) and len(train.classes) == n_classes
+        elif suite_id == "probe-detect":
+            assert train.num_classes == n_classes
+            target = val.target(0)
+            assert target["labels"].min() >= 1 and target["labels"].max() <= 10 and len(target["boxes"]) >= 1
+        else:
+            _, mask = val.load(0)
+            values = set(np.unique(mask.numpy()).tolist())
+            assert val.num_classes == n_classes and values <= set(range(11)) | {255} and len(values - {0, 255}) >= 1
+
+
+def test_a_missing_manifest_is_one_line(tiny: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["run", "probe-classify", "--profile", "paper", "--data", f"digits={tmp_path}", "--runs-dir", str(tmp_path)],
+    )
+    assert result.exit_code == 2
+    assert "manifest" in result.output and "Traceback" not in result.output
+
+
+def test_suites_group_and_floor_names() -> None:
+    assert suite_group("probe") == list(SUITES)
+    for suite_id in SUITES:
+        suite = load_suite(f"suites/{suite_id}.yaml")
+        assert {r.key for r in suite.rows} == {"baseline", "se", "cbam", "x", "y", "ca", "floor"}
+        ratios = {r.key: r.model.reduction for r in suite.rows if r.model is not None}
+        assert ratios == {"baseline": None, "se": 24, "cbam": 24, "x": 24, "y": 24, "ca": 32}
+
+
+def test_unknown_floor_is_a_suite_error(tmp_path: Path) -> None:
+    text = Path("suites/probe-classify.yaml").read_text().replace("floor: logistic-pixels", "floor: logistc-pixels")
+    path = tmp_path / "probe-classify.yaml"
+    path.write_text(text)
+    with pytest.raises(SuiteError, match="did you mean 'logistic-pixels'"):
+        load_suite(path)
+
+
+@pytest.mark.parametrize("suite_id", SUITES)
+def test_reduced_probe_trains_evaluates_and_reports_floor(tiny: Path, tmp_path: Path, suite_id: str) -> None:
+    runs = tmp_path / "runs"
+    length = ["--epochs", "1"] if suite_id == "probe-classify" else ["--iterations", "2"]
+    args = ["run", suite_id, "--rows", "baseline", "--rows", "floor", "--profile", "paper", "--workers", "0"]
+    args += [*length, "--batch-size", "8", "--data", f"digits={tiny}", "--runs-dir", str(runs)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metric = {"probe-classify": "top1", "probe-detect": "map", "probe-segment": "miou"}[suite_id]
+    fingerprint = json.loads((tiny / "manifest.json").read_text())["fingerprint"]
+    for row in ("baseline", "floor"):
+        (run,) = (runs / suite_id / row / "paper").iterdir()
+        metrics = json.loads((run / "metrics.json").read_text())
+        config = json.loads((run / "config.json").read_text())
+        assert 0.0 <= metrics[metric] <= 100.0
+        assert config["data_fingerprint"]["fingerprint"] == fingerprint
+    result = runner.invoke(
+        app, ["report", suite_id, "--runs-dir", str(runs), "--out", str(tmp_path / "reports"), "--no-figures"]
+    )
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "reports" / f"{suite_id}.md").read_text()
+    assert "Floor" in page
