@@ -151,9 +151,9 @@ def _timm_rate(model: torch.nn.Module, settings, data: _SyntheticImageNet, steps
 
 def stage_epoch(args: argparse.Namespace) -> None:
     try:
+        from cabench.engine import TrainSettings, train
         from cabench.recipe import load_recipe
         from cabench.tasks.classification import ClassificationTask
-        from cabench.engine import TrainSettings, train
     except ImportError as e:
         _emit(args.out, "epoch", {"skipped": str(e)}, f"epoch slice skipped: {e}")
         return

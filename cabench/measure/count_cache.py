@@ -41,7 +41,7 @@ _HASHED = ("models", "measure")
 def code_fingerprint() -> str:
     """sha256 over the counting code (see the module docstring) and the library versions."""
     h = hashlib.sha256(f"cabench-count-cache-v{CACHE_FORMAT}\n".encode())
-    files = sorted(p for sub in _HASHED for p in (_PACKAGE / sub).rglob("*.py")) + [_PACKAGE / "registry.py"]
+    files = [*sorted(p for sub in _HASHED for p in (_PACKAGE / sub).rglob("*.py")), _PACKAGE / "registry.py"]
     for path in files:
         h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
