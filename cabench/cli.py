@@ -416,6 +416,9 @@ def check(
     lock: Annotated[Path | None, typer.Option(help="Exact-counts lock file.")] = None,
     update_lock: Annotated[bool, typer.Option("--update-lock", help="Rewrite the lock from this count.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Reuse cached traced counts (key: code, versions, model).")
+    ] = True,
 ) -> None:
     """CI gate: recount, then exit 1 if a count cell drifts without a note or differs from the lock.
 
@@ -427,7 +430,7 @@ def check(
         loaded = _load_suites(suites or [])
         progress, update = _progress("check")
         with progress:
-            result = check_suites(loaded, lock or DEFAULT_LOCK, update_lock, update)
+            result = check_suites(loaded, lock or DEFAULT_LOCK, update_lock, update, cache=cache)
     if as_json:
         payload = {
             "ok": result.ok,
