@@ -91,6 +91,7 @@ def check_suites(
     lock_path: Path = DEFAULT_LOCK,
     update_lock: bool = False,
     progress: ProgressFn | None = None,
+    cache: bool = True,
 ) -> CheckResult:
     """Recount the count cells of ``suites``; collect every failure as one line."""
     lock = read_lock(lock_path, missing_ok=update_lock)
@@ -100,7 +101,7 @@ def check_suites(
         for row in suite.rows
         if row.model is not None and not row.cited
     ]
-    counts = count_specs(wanted, progress)
+    counts = count_specs(wanted, progress, cache=cache and not update_lock)  # a new lock is recounted
     result = CheckResult(counts=counts)
     for suite in suites:
         for i, row in enumerate(suite.rows):

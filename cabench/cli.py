@@ -430,6 +430,9 @@ def check(
     lock: Annotated[Path | None, typer.Option(help="Exact-counts lock file.")] = None,
     update_lock: Annotated[bool, typer.Option("--update-lock", help="Rewrite the lock from this count.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Reuse cached traced counts (key: code, versions, model).")
+    ] = True,
 ) -> None:
     """CI gate: recount, then exit 1 if a count cell drifts without a note or differs from the lock.
 
@@ -441,7 +444,7 @@ def check(
         loaded = _load_suites(suites or [])
         progress, update = _progress("check")
         with progress:
-            result = check_suites(loaded, lock or DEFAULT_LOCK, update_lock, update)
+            result = check_suites(loaded, lock or DEFAULT_LOCK, update_lock, update, cache=cache)
     if as_json:
         payload = {
             "ok": result.ok,
@@ -576,30 +579,128 @@ def fixtures(
     out.print(f"{kind} fixture: {files} files in {root} ({fixture.layout}). Try: {hint}", markup=False)
 
 
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        fail(f"{option}: expected comma-separated integers, got {text!r}")
+    return values
+
+
 @app.command()
 def bench(
-    threads: Annotated[int, typer.Option(help="CPU threads for the latency runs.")] = 1,
-    rounds: Annotated[int, typer.Option(help="Timed rounds, models interleaved.")] = 40,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    compiled_ca: Annotated[
-        bool,
-        typer.Option(
-            "--compiled-ca/--no-compiled-ca",
-            help="Also time cabench CA with its CA blocks compiled by TorchInductor (rest eager; needs a C++ "
-            "compiler; minutes to compile with a cold inductor cache, not timed).",
-        ),
+    rounds: Annotated[
+        int, typer.Option(help="Timed rounds per measurement, rows interleaved (bounds the runtime).")
+    ] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per row before each measurement.")] = 1,
+    rows: Annotated[
+        str, typer.Option(help="Comma-separated rows (baseline is required); see cabench.measure.bench_rows.")
+    ] = ",".join(("baseline", "se", "cbam", "ca", "authors_ca", "timm_ca")),
+    latency_batches: Annotated[str, typer.Option(help="Inference batch sizes ('' to skip).")] = "1,32",
+    train_batches: Annotated[str, typer.Option(help="Training batch sizes ('' to skip).")] = "32,64",
+    threads: Annotated[int, typer.Option(help="CPU threads for inference.")] = 1,
+    train_threads: Annotated[int, typer.Option(help="CPU threads for training (0: torch's default).")] = 2,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    amp: Annotated[str, typer.Option(help="Autocast dtype: none, bf16 or fp16 (fp16: CUDA only).")] = "none",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Model and inputs in NHWC.")] = False,
+    compile_: Annotated[
+        bool, typer.Option("--compile", help="torch.compile every row (compile time untimed).")
     ] = False,
+    compiled_ca: Annotated[
+        bool, typer.Option("--compiled-ca", help="Add the row with cabench's batch-1 CA blocks compiled (Inductor).")
+    ] = False,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(help="imagenet=PATH: also measure the training input pipeline (img/s per worker) on its JPEGs."),
+    ] = None,
+    pipeline_images: Annotated[int, typer.Option(help="Images per pipeline measurement.")] = 200,
+    autoaugment: Annotated[
+        bool, typer.Option("--autoaugment", help="Pipeline: add AutoAugment (ImageNet policy).")
+    ] = False,
+    gpu_decode: Annotated[
+        bool, typer.Option("--gpu-decode", help="Pipeline: also nvjpeg decode + GPU transforms.")
+    ] = False,
+    models_: Annotated[bool, typer.Option("--models/--no-models", help="Measure the model rows.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """CA block benchmark: MobileNetV2 vs authors'-style CA vs cabench CA latency (ratios), and training img/s."""
-    from cabench.measure.ca_benchmark import format_ca_benchmark, run_ca_benchmark
+    """Inference latency and training img/s of baseline / SE / CBAM / CA variants as ratios to the baseline
+    (one run, rows interleaved, medians and p10-p90); with --data imagenet=PATH, the input pipeline's img/s."""
+    from cabench.measure.bench import BenchOptions, format_bench, run_bench
 
     if not 1 <= threads <= 1024 or not 1 <= rounds <= 100_000:
         fail(f"--threads {threads} --rounds {rounds}: expected threads in [1, 1024] and rounds in [1, 100000]")
-    result = run_ca_benchmark(threads=threads, rounds=rounds, compiled_ca=compiled_ca)
+    result: dict[str, object] = {}
+    if models_:
+        names = tuple(r.strip() for r in rows.split(",") if r.strip()) + (("ca_compiled",) if compiled_ca else ())
+        opts = BenchOptions(
+            rows=names,
+            latency_batches=_int_list(latency_batches, "--latency-batches"),
+            train_batches=_int_list(train_batches, "--train-batches"),
+            rounds=rounds,
+            warmup=warmup,
+            threads=threads,
+            train_threads=train_threads or None,
+            device=device,
+            amp=None if amp == "none" else amp,
+            channels_last=channels_last,
+            compile=compile_,
+        )
+        with user_errors(), _bench_progress("bench") as progress:
+            from cabench.measure.bench_rows import BENCH_ROWS
+
+            for name in opts.rows:
+                if name not in BENCH_ROWS:
+                    fail(f"--rows: {BENCH_ROWS.unknown(name)}")
+            result = run_bench(opts, progress=progress)
+    if data:
+        result["pipeline"] = _bench_pipeline(data, pipeline_images, autoaugment, gpu_decode)
     if as_json:
         print(json.dumps(result, indent=2))
-    else:
-        out.print(format_ca_benchmark(result))
+        return
+    if "sections" in result:
+        typer.echo(format_bench(result))
+    if "pipeline" in result:
+        from cabench.measure.pipeline import format_pipeline
+
+        typer.echo(format_pipeline(result["pipeline"]))
+
+
+def _bench_pipeline(data: list[str], images: int, autoaugment: bool, gpu_decode: bool) -> dict[str, object]:
+    from cabench.data.imagenet import parse_data_option
+    from cabench.measure.pipeline import PipelineError, run_pipeline_bench
+
+    with user_errors():
+        roots = parse_data_option(data)
+    if "imagenet" not in roots:
+        fail(f"--data: the input pipeline benchmark needs imagenet=PATH, got {', '.join(roots) or 'nothing'}")
+    try:
+        with _bench_progress("pipeline") as progress:
+            return run_pipeline_bench(
+                Path(roots["imagenet"]),
+                images=images,
+                autoaugment=autoaugment,
+                gpu_decode=gpu_decode,
+                progress=progress,
+            )
+    except PipelineError as e:
+        fail(str(e))
+
+
+@contextmanager
+def _bench_progress(label: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on a terminal; otherwise one stderr line each time the measured section changes."""
+    progress, update = _progress(label)
+    last = [""]
+
+    def report(what: str, done: int, total: int) -> None:
+        update(done, total, what)
+        section = what.split(":")[0]
+        if not err.is_terminal and section != last[0]:
+            last[0] = section
+            err.print(f"cabench bench: {section} ...", markup=False)
+
+    with progress:
+        yield report
 
 
 data_app = typer.Typer(help="Dataset tools: `cabench data check imagenet=PATH` decodes every image first.")

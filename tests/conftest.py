@@ -1,10 +1,13 @@
-"""Shared test settings: hypothesis profiles for the fuzz tests.
+"""Test-session settings shared by every test module.
 
-``ci`` (the default) keeps each fuzz test to a few seconds; ``long`` runs thousands of cases:
-``python -m pytest tests/test_fuzz_inputs.py --hypothesis-profile=long``.
+Hypothesis profiles for the fuzz tests: ``ci`` (the default) keeps each fuzz test to a few seconds; ``long`` runs
+thousands of cases: ``python -m pytest tests/test_fuzz_inputs.py --hypothesis-profile=long``.
 """
 
 from __future__ import annotations
+
+import os
+import tempfile
 
 from hypothesis import HealthCheck, settings
 
@@ -12,3 +15,7 @@ _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, Hea
 settings.register_profile("ci", max_examples=50, derandomize=True, **_COMMON)
 settings.register_profile("long", max_examples=1500, **_COMMON)
 settings.load_profile("ci")
+
+# The count cache (cabench.measure.count_cache) of this test session lives in a fresh temporary folder, never in
+# the user's ~/.cache; subprocesses started by tests inherit it.
+os.environ.setdefault("CABENCH_CACHE_DIR", tempfile.mkdtemp(prefix="cabench-test-count-cache-"))

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cabench.models.ca_autograd import coordinate_attention_train
 from cabench.models.ca_compiled import compile_ca_blocks, compiled_forward
 
 __all__ = [
@@ -233,7 +234,10 @@ class CoordinateAttention(nn.Module):
                 if y is not None:
                     return y
             return self._forward_inference(x)
-        return self._forward_modules(x)
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # counts / Inductor fuse the plain ops
+            return self._forward_modules(x)
+        # Training and anything with gradients: hand-written backward passes (cabench.models.ca_autograd).
+        return coordinate_attention_train(x, self.conv1, self.bn1, self.conv_h, self.conv_w)
 
     def _forward_modules(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 4-9 through the block's modules, on the concatenated strips (any mode, differentiable)."""

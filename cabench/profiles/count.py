@@ -1,7 +1,9 @@
 """The ``count`` profile: the Param. and M-Adds columns, exactly, on CPU in seconds.
 
-Each distinct model is built and counted once per invocation, however many tables list it. Counting
-is cheap and exactness is the point, so this profile always recounts (a code change shows up at once).
+Each distinct model is built and counted once per invocation, however many tables list it. Traced counts
+are cached under a key made of the counting code's sources, the torch / torchvision / fvcore versions and the
+model spec (:mod:`cabench.measure.count_cache`), so a code change still shows up at once; ``--no-cache``
+recounts from scratch.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cabench.columns import ColumnInfo, register_column
-from cabench.profiles.base import Outcome, Profile, Request, register_profile
+from cabench.profiles.base import Option, Outcome, Profile, Request, register_profile
 
 if TYPE_CHECKING:
     from cabench.measure.complexity import Complexity
@@ -29,8 +31,12 @@ MADDS = register_column(
 MADDS_CONVENTION = "conv + linear multiply-adds (fvcore by_operator), BN/pooling/element-wise excluded"
 
 
-def count_specs(wanted: Iterable[tuple[ModelSpec, bool]], progress: ProgressFn | None = None) -> dict[str, Complexity]:
-    """Count each distinct spec once. ``wanted`` yields (spec, needs multiply-adds)."""
+def count_specs(
+    wanted: Iterable[tuple[ModelSpec, bool]], progress: ProgressFn | None = None, cache: bool = False
+) -> dict[str, Complexity]:
+    """Count each distinct spec once. ``wanted`` yields (spec, needs multiply-adds). ``cache``: reuse and fill
+    the cache of traced counts (:mod:`cabench.measure.count_cache`, keyed by the counting code, the library
+    versions and the spec)."""
     from cabench.measure.complexity import count_model
 
     need: dict[str, tuple[ModelSpec, bool]] = {}
@@ -42,10 +48,23 @@ def count_specs(wanted: Iterable[tuple[ModelSpec, bool]], progress: ProgressFn |
     for i, (key, (spec, madds)) in enumerate(need.items()):
         if progress:
             progress(i, len(need), key)
-        out[key] = count_model(spec, madds=madds)
+        found = _cached(key, madds) if cache else None
+        if found is None:
+            found = count_model(spec, madds=madds)
+            if cache:
+                from cabench.measure.count_cache import store_counts
+
+                store_counts(key, madds, found)
+        out[key] = found
     if progress:
         progress(len(need), len(need), "")
     return out
+
+
+def _cached(key: str, madds: bool) -> Complexity | None:
+    from cabench.measure.count_cache import load_counts
+
+    return load_counts(key, madds)
 
 
 def _metrics(suite: Suite, c: Complexity) -> dict[str, Any]:
@@ -59,6 +78,11 @@ class CountProfile(Profile):
     name = "count"
     description = "parameters and multiply-adds (fvcore), CPU, seconds"
     fills = frozenset({"count"})
+    options = (
+        Option(
+            "cache", bool, True, "count: reuse traced counts (keyed by code, versions, model); --no-cache recounts."
+        ),
+    )
 
     def run(self, request: Request) -> Outcome:
         from cabench.models.registry import arch_info
@@ -68,7 +92,8 @@ class CountProfile(Profile):
             for suite in request.suites
             for row in _rows(suite, request)
         ]
-        counts = count_specs(((s, MADDS.key in suite.columns) for suite, _, s in jobs), request.hooks.progress)
+        wanted = ((s, MADDS.key in suite.columns) for suite, _, s in jobs)
+        counts = count_specs(wanted, request.hooks.progress, cache=request.options.get("cache", True))
         records: list[RunRecord] = []
         for suite, row_key, spec in jobs:
             c = counts[spec.key()]

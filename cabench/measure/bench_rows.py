@@ -1,0 +1,125 @@
+"""The models ``cabench bench`` compares, one registry entry per row.
+
+Every row is MobileNetV2 (width 1.0, 1000 classes, 224x224) with one attention block after each depthwise conv,
+except ``baseline`` (torchvision's own ``mobilenet_v2``) and ``timm_mobilenetv2`` (timm's ``mobilenetv2_100``, the
+same network written by another library; only when timm is importable). ``authors_ca`` and ``timm_ca`` carry the
+weights of the ``ca`` row in a different block implementation, so the three CA rows compute the same function and
+differ only in how. A builder raises :class:`RowUnavailable` (with the reason) when a row cannot be built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from cabench.registry import Registry
+
+__all__ = ["BENCH_ROWS", "ROW_LABELS", "RowUnavailable", "build_row"]
+
+
+class RowUnavailable(RuntimeError):
+    """A row that cannot be built in this environment (e.g. timm not installed)."""
+
+
+BENCH_ROWS: Registry[Callable[[], nn.Module]] = Registry("bench row")
+
+ROW_LABELS = {
+    "baseline": "MobileNetV2 (torchvision)",
+    "se": "MobileNetV2 + SE (r=24)",
+    "cbam": "MobileNetV2 + CBAM (r=24)",
+    "ca": "MobileNetV2 + CA (cabench block)",
+    "authors_ca": "MobileNetV2 + CA (authors'-style block)",
+    "timm_ca": "MobileNetV2 + CA (timm CoordAttn, as the paper)",
+    "timm_mobilenetv2": "MobileNetV2 (timm mobilenetv2_100)",
+    "ca_compiled": "MobileNetV2 + CA (cabench block, batch-1 blocks compiled)",
+}
+
+
+def _cabench(attention: str) -> nn.Module:
+    from cabench.models.mobilenetv2 import MobileNetV2
+
+    return MobileNetV2(attention=attention)
+
+
+@BENCH_ROWS.register("baseline")
+def _baseline() -> nn.Module:
+    import torchvision
+
+    return torchvision.models.mobilenet_v2()
+
+
+@BENCH_ROWS.register("se")
+def _se() -> nn.Module:
+    return _cabench("se")
+
+
+@BENCH_ROWS.register("cbam")
+def _cbam() -> nn.Module:
+    return _cabench("cbam")
+
+
+@BENCH_ROWS.register("ca")
+def _ca() -> nn.Module:
+    return _cabench("ca")
+
+
+@BENCH_ROWS.register("ca_compiled")
+def _ca_compiled() -> nn.Module:
+    """The ``ca`` row with its batch-1 inference blocks compiled by TorchInductor on first call (other batch sizes
+    and training run the eager block); see ``cabench.models.ca_compiled``."""
+    from cabench.models.ca_compiled import compile_ca_blocks
+
+    model = _cabench("ca")
+    compile_ca_blocks(model)
+    return model
+
+
+@BENCH_ROWS.register("authors_ca")
+def _authors_ca() -> nn.Module:
+    from cabench.measure.ca_reference import swap_in_authors_style
+
+    model = _cabench("ca")
+    swap_in_authors_style(model)
+    return model
+
+
+def _timm_coord_attn() -> type[nn.Module]:
+    try:
+        from timm.layers import CoordAttn
+    except ImportError as e:  # timm missing, or a timm without CoordAttn
+        raise RowUnavailable(f"timm's CoordAttn is not importable ({e})") from None
+    return CoordAttn
+
+
+@BENCH_ROWS.register("timm_ca")
+def _timm_ca() -> nn.Module:
+    """cabench's MobileNetV2+CA with every block replaced by timm's CoordAttn configured as the paper's block:
+    ``mip = max(8, C // 32)`` channels, biases, BatchNorm, h_swish, sigmoid gates (the same state dict names)."""
+    from cabench.models.attention import CoordinateAttention
+
+    coord_attn = _timm_coord_attn()
+    model = _cabench("ca")
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is CoordinateAttention:
+                block = coord_attn(
+                    child.conv1.in_channels, rd_channels=child.conv1.out_channels, bias=True, act_layer=nn.Hardswish
+                )
+                block.load_state_dict(child.state_dict())
+                setattr(parent, name, block)
+    return model
+
+
+@BENCH_ROWS.register("timm_mobilenetv2")
+def _timm_mobilenetv2() -> nn.Module:
+    try:
+        import timm
+    except ImportError as e:
+        raise RowUnavailable(f"timm is not importable ({e})") from None
+    return timm.create_model("mobilenetv2_100", pretrained=False)
+
+
+def build_row(name: str) -> nn.Module:
+    """The row's model, freshly initialised (raises RowUnavailable or RegistryError)."""
+    return BENCH_ROWS.get(name)()

@@ -1,0 +1,144 @@
+"""cabench bench: the rows, the ratio table, the input-pipeline measurement and the CLI's refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from cabench.cli import app
+from cabench.data.fixtures.photos import write_photo_jpegs
+from cabench.data.pipeline import gpu_train_batch, read_rgb, reference_train_transform, tensor_train_transform
+from cabench.measure.bench import BenchOptions, format_bench, run_bench
+from cabench.measure.bench_rows import build_row
+from cabench.measure.pipeline import PipelineError, find_images, run_pipeline_bench, workers_per_gpu
+
+runner = CliRunner()
+
+
+def test_the_three_ca_rows_compute_the_same_function() -> None:
+    x = torch.randn(2, 3, 64, 48)
+    torch.manual_seed(0)
+    ours = build_row("ca").eval()
+    torch.manual_seed(0)
+    theirs = build_row("authors_ca").eval()  # the same seed: the same weights, another block implementation
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_run_bench_reports_ratios_to_the_baseline_of_the_same_run() -> None:
+    opts = BenchOptions(
+        rows=("baseline", "ca", "authors_ca"), latency_batches=(1,), train_batches=(2,), rounds=2, input_size=32
+    )
+    seen: list[str] = []
+    result = run_bench(opts, progress=lambda what, done, total: seen.append(what))
+    assert [s["kind"] for s in result["sections"]] == ["latency", "train"]
+    for section in result["sections"]:
+        rows = section["rows"]
+        assert rows["baseline"]["ratio"] == 1.0
+        for row in rows.values():
+            assert row["p10"] <= row["median"] <= row["p90"]
+            assert row["ratio"] == pytest.approx(row["median"] / rows["baseline"]["median"])
+    assert any("round 2/2" in s for s in seen)
+    text = format_bench(result)
+    assert "MobileNetV2 + CA (authors'-style block)" in text and "1.000x" in text
+    json.dumps(result)  # serialisable
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--rows", "baseline,caa"], "did you mean 'ca'"),
+        (["--rows", "ca,se"], "must include 'baseline'"),
+        (["--amp", "fp8"], "--amp must be one of"),
+        (["--rounds", "0"], "--rounds must be >= 1"),
+        (["--latency-batches", "1,x"], "--latency-batches: expected comma-separated integers"),
+    ],
+)
+def test_bench_refuses_bad_options_in_one_line(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, ["bench", *args])
+    assert result.exit_code == 2
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no GPU")
+def test_bench_refuses_cuda_without_a_gpu() -> None:
+    result = runner.invoke(app, ["bench", "--device", "cuda"])
+    assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_photo_jpegs(tmp_path_factory.mktemp("p") / "photos", count=6, width=120, height=90, classes=2)
+
+
+def test_photo_jpegs_are_imagenet_layout_with_varied_sizes(photos: Path) -> None:
+    files = find_images(photos, 100)
+    assert len(files) == 6 and all(f.parent.parent.name == "train" for f in files)
+    sizes = {Image.open(f).size for f in files}
+    assert len(sizes) > 1
+    assert sorted(p.name for p in (photos / "val").iterdir()) == ["n00000000", "n00000001"]
+
+
+def test_tensor_pipeline_matches_the_reference_preset_in_shape_range_and_flip(photos: Path) -> None:
+    path = find_images(photos, 1)[0]
+    ours = tensor_train_transform(32)(read_rgb(path))
+    ref = reference_train_transform(32)(Image.open(path).convert("RGB"))
+    assert ours.shape == ref.shape == (3, 32, 32) and ours.dtype == ref.dtype == torch.float32
+    # The same decode: identical pixels from torchvision.io and from PIL (both libjpeg-turbo, same IDCT).
+    pil = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+    assert (read_rgb(path).int() - pil.int()).abs().max() <= 1
+    # The whole image, no flip: scale=(1, 1) and ratio at the image's own aspect crop nothing.
+    from torchvision.transforms import v2
+
+    img = read_rgb(path)
+    h, w = img.shape[1:]
+    full = v2.RandomResizedCrop((h, w), scale=(1.0, 1.0), ratio=(w / h, w / h), antialias=True)(img)
+    assert torch.equal(full, img)
+
+
+def test_gpu_batch_path_runs_on_the_cpu_device_too(photos: Path) -> None:
+    files = find_images(photos, 4)
+    batch = gpu_train_batch(files, device="cpu", size=40)
+    assert batch.shape == (4, 3, 40, 40) and batch.dtype == torch.float32
+    assert batch.abs().max() < 5  # normalised
+
+
+def test_read_rgb_gives_three_channels_for_grayscale_and_png(tmp_path: Path) -> None:
+    gray = np.random.default_rng(0).integers(0, 255, (20, 30), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "g.jpg")
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    for name in ("g.jpg", "g.png"):
+        t = read_rgb(tmp_path / name)
+        assert t.shape == (3, 20, 30) and t.dtype == torch.uint8
+
+
+def test_pipeline_bench_measures_both_pipelines_and_sizes_workers(photos: Path) -> None:
+    result = run_pipeline_bench(photos, images=4, size=32, chunk=2)
+    rates = result["per_worker_img_s"]
+    assert rates["cabench"] > 0 and rates["reference"] > 0
+    assert result["ratio_cabench_to_reference"] == pytest.approx(rates["cabench"] / rates["reference"])
+    assert workers_per_gpu(200.0, (1000.0, 2500.0)) == {"1000": 5, "2500": 13}
+
+
+def test_pipeline_bench_names_a_folder_without_images(tmp_path: Path) -> None:
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(PipelineError, match="no image files"):
+        find_images(tmp_path, 10)
+    result = runner.invoke(app, ["bench", "--no-models", "--data", f"imagenet={tmp_path}"])
+    assert result.exit_code == 2 and "no image files" in result.output
+
+
+def test_bench_cli_pipeline_json(photos: Path) -> None:
+    result = runner.invoke(
+        app, ["bench", "--no-models", "--data", f"imagenet={photos}", "--pipeline-images", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["pipeline"]["images"] == 2
