@@ -22,7 +22,8 @@ ROWS_PER_TABLE = {
 
 
 def test_there_is_one_suite_per_paper_table() -> None:
-    assert list(known_suites()) == list(ROWS_PER_TABLE)
+    paper_tables = [s for s in known_suites() if s.startswith("table")]  # beside them: probe, fairness, users'
+    assert paper_tables == list(ROWS_PER_TABLE)
 
 
 @pytest.mark.parametrize("suite_id", list(ROWS_PER_TABLE))
