@@ -146,6 +146,17 @@ def _filling_run(column: str, runs: dict[str, RunRecord | None], store: Store | 
     return max(candidates, key=lambda r: r.run_id, default=None)
 
 
+def _usable_replicates(store: Store, runs: list[RunRecord], column: str) -> list[RunRecord]:
+    """Seeds' runs whose ``column`` is a finite number; the others are named in ``store.problems``."""
+    usable = []
+    for r in runs:
+        if _usable(column, r.metrics[column]):
+            usable.append(r)
+        else:
+            store.note_problem(f"{r.path / 'metrics.json'}: {column} is {r.metrics[column]!r}, not a usable number")
+    return usable
+
+
 def _provenance(suite: Suite, run: RunRecord) -> str | None:
     """A footnote when a cell was not produced by the suite's own recipe, as is."""
     if run.profile == "eval":
@@ -242,7 +253,7 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
                     continue
                 reps = []
                 if COLUMNS[column].kind == "accuracy" and row.model is not None and not row.cited:
-                    reps = replicates(store, suite.id, row.key, column)
+                    reps = _usable_replicates(store, replicates(store, suite.id, row.key, column), column)
                     run = max(reps, key=lambda r: r.run_id) if reps else None
                 if column not in row.published and (not measured or (run is None and not _counted(column))):
                     continue
