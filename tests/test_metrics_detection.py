@@ -282,3 +282,47 @@ def test_coco_fixture_targets_as_predictions_give_100(tmp_path: Path) -> None:
     assert result["ap"] == 100.0 and result["ap50"] == 100.0 and result["ap75"] == 100.0
     merged = _merged(val.make_evaluator, targets, outputs, split=len(targets) // 2, duplicate=0)
     assert merged.compute() == result
+
+
+def test_voc07_thresholds_are_the_authors_float_sequence() -> None:
+    # 10 positives ranked TP TP TP FP TP: recall 0.1, 0.2, 0.3, 0.3, 0.4; precision 1, 1, 1, 0.75, 0.8.
+    # With thresholds k * 0.1 (np.arange(0, 1.1, 0.1), the authors' and py-faster-rcnn's), the 4th threshold is
+    # 0.30000000000000004 > 3/10: only recall 0.4 reaches it (precision 0.8) -> (3 + 0.8 + 0.8) / 11 = 41.82.
+    # Exact k / 10 would count recall 0.3 there (precision 1) -> 4.8 / 11 = 43.64.
+    from cabench.metrics.voc_eval import VOC07_RECALL_THRESHOLDS
+
+    assert tuple(float(t) for t in np.arange(0.0, 1.1, 0.1)) == VOC07_RECALL_THRESHOLDS
+    assert VOC07_RECALL_THRESHOLDS[3] == 0.30000000000000004
+    tp = np.cumsum([1, 1, 1, 0, 1])
+    fp = np.cumsum([0, 0, 0, 1, 0])
+    recall, precision = tp / 10, tp / (tp + fp)
+    assert recall[2] == 0.3
+    assert round(100 * voc07_ap(recall, precision), 2) == 41.82
+
+
+def test_voc07_exact_recall_through_the_evaluator() -> None:
+    # The same ranking through VocEvaluator: 10 objects in 10 images, detections scored in rank order.
+    gt = {i: VocGroundTruth([[1, 1, 10, 10]], [1]) for i in range(10)}
+    hit, miss = [0, 0, 10, 10], [50, 50, 60, 60]
+    ranking = [(0, hit), (1, hit), (2, hit), (3, miss), (4, hit)]
+    evaluator = VocEvaluator(VOC_NAMES, gt)
+    targets = [{"image_id": i} for i in range(10)]
+    outputs = [_output([], [], []) for _ in range(10)]
+    for rank, (image, box) in enumerate(ranking):
+        outputs[image] = _output([box], [1.0 - rank / 10], [1])
+    evaluator.update(targets, outputs)
+    assert round(evaluator.compute()["map"], 2) == 41.82
+
+
+def test_coco_no_detections_keeps_cocoevals_minus_one() -> None:
+    # Only large ground truth, no detections: COCOeval gives 0 where there is something to find (ap, ap50, ap75,
+    # ap_l) and -1 where there is not (ap_s, ap_m).
+    gt = {
+        "images": [{"id": 1, "width": 640, "height": 480}],
+        "annotations": [_ann(1, 1, 1, [10, 10, 200, 200])],
+        "categories": _CATEGORIES[:1],
+    }
+    evaluator = CocoEvaluator(gt)
+    evaluator.update([{"image_id": 1}], [_output([], [], [])])
+    result = evaluator.compute()
+    assert result == {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "ap_s": -1.0, "ap_m": -1.0, "ap_l": 0.0}

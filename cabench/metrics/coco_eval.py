@@ -12,9 +12,15 @@ Conventions:
 * only images passed to :meth:`CocoEvaluator.update` are evaluated (``params.imgIds``), as in torchvision's
   reference scripts; an image recorded twice (a padded distributed sampler) keeps its first detections;
 * :meth:`CocoEvaluator.compute` returns ``stats[0:6]`` as percentages: ``ap`` (IoU .50:.95), ``ap50``, ``ap75``,
-  ``ap_s``, ``ap_m``, ``ap_l`` (COCOeval's 101-point interpolation, 100 detections per image). A stat COCOeval
-  leaves undefined (no ground truth in that size range) is returned as -1.0, as COCOeval reports it. No
-  detections at all gives zeros (pycocotools' ``loadRes`` cannot take an empty list).
+  ``ap_s``, ``ap_m``, ``ap_l`` (COCOeval's 101-point interpolation). ``maxDets=100`` in these stats is COCOeval's
+  cap *per image and per category*: ``evaluateImg`` keeps the 100 highest-scoring detections of one category in one
+  image, so an image may contribute up to 100 x 80 detections in all; a detector that outputs more than 100
+  detections per image can therefore still have all of them counted.
+* A stat COCOeval leaves undefined is returned as -1.0, as COCOeval reports it: no (non-crowd) ground truth in
+  that size range among the evaluated images. This holds with no detections at all too: the detections are handed
+  to COCOeval as an (empty) annotation list built directly, not through ``loadRes`` (which cannot take an empty
+  list), so COCOeval decides 0 (ground truth present, nothing found) versus -1 (nothing to find). Only an
+  evaluator that was given no image at all returns zeros without running COCOeval.
 
 pycocotools is imported on first use.
 """
@@ -112,7 +118,7 @@ class CocoEvaluator(DetectionAccumulator):
                         "iscrowd": 0,
                     }
                 )
-        if not results:
+        if not image_ids:
             return dict.fromkeys(STAT_NAMES, 0.0)
 
         from pycocotools.coco import COCO

@@ -10,9 +10,16 @@ Definition (the VOC2007 devkit's, ``VOCevaldet.m``; Everingham et al., IJCV 2010
   detection neither TP nor FP; an unmatched ``jmax`` makes it a TP and marks ``jmax`` matched; an already
   matched ``jmax`` makes it a FP (duplicate). Otherwise it is a FP;
 * the number of positives counts only non-difficult boxes;
-* ``AP = mean over t in {0, 0.1, ..., 1} of max(precision at recall >= t)`` (0 where no such point). The
-  thresholds are exactly ``k / 10`` (the devkit's python port accumulates ``0.1`` steps, whose float drift can
-  flip a comparison at exact ties such as recall 3/10);
+* ``AP = mean over t in VOC07_RECALL_THRESHOLDS of max(precision at recall >= t)`` (0 where no such point).
+  The eleven thresholds are ``k * 0.1`` in float64 for ``k = 0..10``: 0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5,
+  0.6000000000000001, 0.7000000000000001, 0.8, 0.9, 1.0, i.e. ``np.arange(0.0, 1.1, 0.1)``, the sequence of the
+  authors' evaluator (``houqb/ssdlite-pytorch-mobilenext`` inherits ``lufficc/SSD``'s
+  ``ssd/data/datasets/evaluation/voc/eval_detection_voc.py``, ``calc_detection_voc_ap``) and of py-faster-rcnn's
+  ``voc_eval.voc_ap``, the code that produced the paper's Table 7. They are *not* the exact decimals ``k / 10``:
+  a recall of exactly 3/10 (or 6/10, 7/10) does not reach the threshold above it, so 10 positives ranked
+  TP TP TP FP TP give 41.82, not 43.64. (The MATLAB devkit's ``0:0.1:1`` also yields 0.30000000000000004; MATLAB's
+  colon builds the upper half of a range from its end point, which would give 0.6 and 0.7 exactly: there, and only
+  there, the Python evaluators are followed);
 * mAP is the mean over classes with at least one non-difficult box among the evaluated images.
 
 Box convention. Ground truth is kept as in the XML files: 1-based *inclusive* pixel indices, and IoU uses the
@@ -40,6 +47,7 @@ from cabench.metrics.detection_common import DetectionAccumulator, DetectionEval
 
 __all__ = [
     "IOU_THRESHOLD",
+    "VOC07_RECALL_THRESHOLDS",
     "DetectionEvaluator",
     "VocEvaluator",
     "VocGroundTruth",
@@ -50,6 +58,8 @@ __all__ = [
 ]
 
 IOU_THRESHOLD = 0.5
+# k * 0.1 in float64, k = 0..10 (== np.arange(0.0, 1.1, 0.1)); see the module docstring for why not k / 10.
+VOC07_RECALL_THRESHOLDS: tuple[float, ...] = tuple(k * 0.1 for k in range(11))
 
 
 def devkit_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -66,14 +76,15 @@ def devkit_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def voc07_ap(recall: np.ndarray, precision: np.ndarray) -> float:
-    """VOC2007 11-point AP: mean over ``t = k/10`` of the largest precision at recall ``>= t`` (0 if none)."""
+    """VOC2007 11-point AP: mean over :data:`VOC07_RECALL_THRESHOLDS` of the largest precision at recall ``>= t``
+    (0 if none)."""
     recall = np.asarray(recall, dtype=np.float64)
     precision = np.asarray(precision, dtype=np.float64)
     total = 0.0
-    for k in range(11):
-        reached = recall >= k / 10
+    for t in VOC07_RECALL_THRESHOLDS:
+        reached = recall >= t
         total += float(precision[reached].max()) if reached.any() else 0.0
-    return total / 11.0
+    return total / len(VOC07_RECALL_THRESHOLDS)
 
 
 class VocGroundTruth:
