@@ -13,7 +13,7 @@
 set -u
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that receives the results}"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
 DEVICE="${GPU_CHECK_DEVICE:-cuda}"
 QUICK=()
 [ -n "${GPU_CHECK_QUICK:-}" ] && QUICK=(--quick)

@@ -136,3 +136,14 @@ def test_network_loss_and_gradients_equal_the_module_path() -> None:
     for (name, p), q in zip(fast.named_parameters(), slow.parameters(), strict=True):
         atol = 1e-9 if not name.endswith("3.conv1.bias") and not name.endswith("6.conv1.bias") else 1e-7
         torch.testing.assert_close(p.grad, q.grad, atol=atol, rtol=1e-9, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_autocast_keeps_the_module_paths_dtype_and_values() -> None:
+    block = _block(32, seed=5).train()
+    ref_block = copy.deepcopy(block)
+    x, gy = torch.randn(2, 32, 7, 9), torch.randn(2, 32, 7, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _run(block, x.bfloat16(), gy.bfloat16(), fast=True)
+        want = _run(ref_block, x.bfloat16(), gy.bfloat16(), fast=False)
+    assert got["y"].dtype == want["y"].dtype == torch.bfloat16
+    torch.testing.assert_close(got["y"].float(), want["y"].float(), atol=3e-2, rtol=3e-2)

@@ -83,12 +83,19 @@ def coordinate_attention_train(
     c, h = x.shape[1], x.shape[2]
     mip = conv1.out_channels
     z = StripPool.apply(x)  # (N, C, H + W)
-    f = torch.matmul(conv1.weight.view(mip, c), z) + conv1.bias.view(mip, 1)  # (N, mip, H + W)
+    f = _pointwise(conv1, z, mip, c)  # (N, mip, H + W)
     f = _batch_norm(f, bn)
     f = F.hardswish(f)
-    g_h = torch.sigmoid(torch.matmul(conv_h.weight.view(c, mip), f[:, :, :h]) + conv_h.bias.view(c, 1))
-    g_w = torch.sigmoid(torch.matmul(conv_w.weight.view(c, mip), f[:, :, h:]) + conv_w.bias.view(c, 1))
+    g_h = torch.sigmoid(_pointwise(conv_h, f[:, :, :h], c, mip))  # (N, C, H)
+    g_w = torch.sigmoid(_pointwise(conv_w, f[:, :, h:], c, mip))  # (N, C, W)
     return CoordinateGate.apply(x, g_h.unsqueeze(3), g_w.unsqueeze(2))
+
+
+def _pointwise(conv: nn.Conv2d, z: torch.Tensor, out: int, inp: int) -> torch.Tensor:
+    """A 1x1 conv with bias on ``(N, inp, L)``: ``W z + b``, the sum in the product's dtype (under autocast the
+    product's, as the convolution would), so the block's output keeps the input's dtype."""
+    y = torch.matmul(conv.weight.view(out, inp), z)
+    return y + conv.bias.view(out, 1).to(y.dtype)
 
 
 def _batch_norm(f: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
