@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from cabench.columns import count_columns
+from cabench.locate import default_lock
 from cabench.measure.complexity import Complexity
 from cabench.profiles.count import MADDS, PARAMS, ProgressFn, count_specs
 from cabench.store import atomic_write_text
@@ -88,12 +89,17 @@ def write_lock(path: Path, counts: dict[str, Complexity], keep: dict[str, dict[s
 
 def check_suites(
     suites: Sequence[Suite],
-    lock_path: Path = DEFAULT_LOCK,
+    lock_path: Path | None = None,
     update_lock: bool = False,
     progress: ProgressFn | None = None,
     cache: bool = True,
 ) -> CheckResult:
-    """Recount the count cells of ``suites``; collect every failure as one line."""
+    """Recount the count cells of ``suites``; collect every failure as one line.
+
+    ``lock_path`` defaults to the lock of the first suite folder that has one (:func:`cabench.locate.default_lock`).
+    Raises ``ValueError`` when there is nothing to count: a gate that checked nothing must not pass.
+    """
+    lock_path = lock_path or default_lock()
     lock = read_lock(lock_path, missing_ok=update_lock)
     wanted = [
         (row.model.spec(), MADDS.key in suite.columns)
@@ -101,6 +107,9 @@ def check_suites(
         for row in suite.rows
         if row.model is not None and not row.cited
     ]
+    if not wanted:
+        names = ", ".join(s.id for s in suites) or "no suite"
+        raise ValueError(f"nothing to check: {names} has no counted model")
     counts = count_specs(wanted, progress, cache=cache and not update_lock)  # a new lock is recounted
     result = CheckResult(counts=counts)
     for suite in suites:

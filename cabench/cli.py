@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from cabench.suite import Suite, SuiteError, find_suite, known_suites, load_suite, suite_group
+from cabench.suite import Suite, SuiteError, all_suite_files, find_suite, load_suite, suite_group
 
 
 class _PluginGroup(TyperGroup):
@@ -128,7 +128,7 @@ def user_errors() -> Iterator[None]:
 
 def _load_suites(names: list[str]) -> list[Suite]:
     if not names or names == ["all"]:
-        return [load_suite(p) for p in known_suites().values()]
+        return [load_suite(p) for p in all_suite_files().values()]
     expanded = [m for n in names for m in (suite_group(n) or [n])]
     return [load_suite(find_suite(n)) for n in expanded]
 
@@ -288,6 +288,8 @@ def run(**given: Any) -> None:
         raise typer.Exit(outcome.exit_code)
     if rows and not outcome.records:
         fail(f"no row matches --rows {', '.join(rows)} in {', '.join(s.id for s in loaded)}")
+    if not outcome.records:
+        fail(f"nothing to run: {', '.join(s.id for s in loaded) or 'no suite'} has no row for profile {profile.name}")
     _summary(profile.name, outcome, time.perf_counter() - start, runs_dir)
 
 
@@ -438,13 +440,13 @@ def check(
 
     Exit codes: 0 all counts hold; 1 drift; 2 bad input.
     """
-    from cabench.check import DEFAULT_LOCK, check_suites
+    from cabench.check import check_suites
 
     with user_errors():
         loaded = _load_suites(suites or [])
         progress, update = _progress("check")
         with progress:
-            result = check_suites(loaded, lock or DEFAULT_LOCK, update_lock, update, cache=cache)
+            result = check_suites(loaded, lock, update_lock, update, cache=cache)
     if as_json:
         payload = {
             "ok": result.ok,

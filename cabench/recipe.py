@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cabench.locate import recipe_files
 from cabench.suite import SUITES_DIR, check_id
 from cabench.yamlio import first_validation_error, read_yaml_mapping
 
@@ -159,14 +160,17 @@ def _first_error(e: ValidationError) -> str:
     return f"{field}: {msg}"
 
 
-def known_recipes(directory: Path = RECIPES_DIR) -> dict[str, Path]:
-    """Recipe id (file stem) -> path, for every ``*.yaml`` in ``directory``."""
+def known_recipes(directory: Path | None = None) -> dict[str, Path]:
+    """Recipe id (file stem) -> path, for every ``*.yaml`` in ``directory`` (default: ``recipes/`` of every folder
+    on the suite search path, see :mod:`cabench.locate`)."""
+    if directory is None:
+        return recipe_files()
     if not directory.is_dir():
         return {}
     return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
 
 
-def load_recipe(name_or_path: str | Path, directory: Path = RECIPES_DIR) -> Recipe:
+def load_recipe(name_or_path: str | Path, directory: Path | None = None) -> Recipe:
     """Load a recipe by id (``suites/recipes/<id>.yaml``) or by path.
 
     Raises :class:`RecipeError` (a ``ValueError``) with one line: the file, the field, the problem.

@@ -24,6 +24,7 @@ import pandas as pd
 from cabench.claims import Verdict, summarize
 from cabench.claims_report import claims_csv, claims_frame, judge_claims, render_claims_section, render_claims_summary
 from cabench.columns import COLUMNS
+from cabench.locate import display_path
 from cabench.profiles.base import PROFILES
 from cabench.replicates import replicate_key, replicates
 from cabench.store import RunRecord, Store, atomic_write_text
@@ -98,13 +99,6 @@ def _published_text(p: Published | None) -> str:
     if isinstance(p, tuple):
         return f"{p[0]}-{p[1]}"
     return str(p)
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _decimals(p: Published | None) -> int:
@@ -431,7 +425,7 @@ def render_suite(
     lines = [
         f"# {suite.title}",
         "",
-        f"Source: {suite.source}. Suite: `{_display_path(suite.path) if suite.path else suite.id}`.",
+        f"Source: {suite.source}. Suite: `{display_path(suite.path) if suite.path else suite.id}`.",
         "",
         "Each cell: **reproduced** · published (Δ) status. "
         + " ".join(f"{m} {s}" for s, m in STATUS_MARKS.items())

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cabench.columns import COLUMNS
+from cabench.locate import PACKAGED_SUITES, describe, suite_files
 from cabench.models.registry import MAX_CLASSES, MAX_REDUCTION, MAX_WIDTH, ModelSpec, validate_spec
 from cabench.yamlio import StrictLoader, first_validation_error, read_yaml_mapping, shown
 
@@ -39,6 +40,7 @@ __all__ = [
     "Suite",
     "SuiteError",
     "Term",
+    "all_suite_files",
     "check_id",
     "find_suite",
     "known_claim_files",
@@ -48,7 +50,7 @@ __all__ = [
     "suite_group",
 ]
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = PACKAGED_SUITES  # the packaged suites; lookup goes through cabench.locate
 CLAIMS_DIR = SUITES_DIR / "claims"  # claims across suites, one file each
 
 
@@ -503,9 +505,20 @@ def _check_published(suite: Suite, row: Row, at: str) -> None:
             )
 
 
-def known_suites(directory: Path = SUITES_DIR) -> dict[str, Path]:
-    """Suite id -> file, for the suites shipped in ``suites/`` (ids are the file stems)."""
+def known_suites(directory: Path | None = None) -> dict[str, Path]:
+    """Suite id -> file: those of ``directory`` (ids are the file stems), or by default of the whole search path
+    (``--suites``, ``$CABENCH_SUITES``, ``./suites``, the packaged suites; see :mod:`cabench.locate`)."""
+    if directory is None:
+        return suite_files()
     return {p.stem: p for p in sorted(directory.glob("*.yaml"), key=_natural)}
+
+
+def all_suite_files() -> dict[str, Path]:
+    """Every suite file on the search path; none at all is an error (a gate over nothing must not pass)."""
+    files = known_suites()
+    if not files:
+        raise SuiteError(f"no suite files (*.yaml) found; looked in {describe()}")
+    return files
 
 
 def _natural(p: Path) -> tuple[Any, ...]:
@@ -529,7 +542,7 @@ def suite_group(name: str, directory: Path = GROUPS_DIR) -> list[str] | None:
 
 
 def find_suite(name_or_path: str) -> Path:
-    """Resolve a suite id (``table2``) or a path to a suite file."""
+    """Resolve a suite id (``table2``, searched on the suite path) or a path to a suite file."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if not candidate.is_file():
@@ -537,5 +550,5 @@ def find_suite(name_or_path: str) -> Path:
         return candidate
     suites = known_suites()
     if name_or_path not in suites:
-        raise SuiteError(f"unknown suite {name_or_path!r}; known suites: {', '.join(suites)}")
+        raise SuiteError(f"unknown suite {name_or_path!r}; known suites: {', '.join(suites) or '(none)'}")
     return suites[name_or_path]
