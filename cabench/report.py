@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -540,32 +541,118 @@ def _inside(out_dir: Path, path: Path) -> Path:
     return path
 
 
-def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures: bool = True) -> list[Path]:
-    """Write every report file; return the paths written."""
-    cells = build_cells(suites, store)
-    claim_files = [load_claim_file(p) for p in known_claim_files().values()]
-    verdicts = judge_claims(suites, store, claim_files)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    fig_paths: dict[str, str] = {}
-    if figures:
-        from cabench import plots
+@dataclass(frozen=True)
+class _Heading:
+    """A suite as the index lists it: id and title (a suite reported earlier need not be loadable now)."""
 
-        frame = cells_frame(cells)
-        fig_dir = out_dir / "figures"
-        for suite in suites:
-            p = plots.draw_suite_figure(suite.id, suite.title, frame[frame["suite"] == suite.id], fig_dir)
-            if p is not None:
-                fig_paths[suite.id] = f"figures/{p.name}"
-                written.append(p)
+    id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class _KeptCell:
+    """A cell of an earlier report, kept as its results.csv line says."""
+
+    suite: str
+    column: str
+    status: str
+    run_id: str
+    line: dict[str, str]
+
+
+_INDEX_LINE = re.compile(r"^\| \[([^\]]+)\]\(\1\.md\) \| (.*?) \| \d")
+
+
+def _earlier_report(out_dir: Path, rebuilt: set[str]) -> tuple[list[_Heading], list[_KeptCell]]:
+    """The suites and cells of the report already in ``out_dir`` that this run does not rebuild."""
+    titles: dict[str, str] = {}
+    index = out_dir / "README.md"
+    if index.is_file():
+        for line in index.read_text().splitlines():
+            if m := _INDEX_LINE.match(line):
+                titles[m.group(1)] = m.group(2)
+    kept: list[_KeptCell] = []
+    order: list[str] = []
+    csv_path = out_dir / "results.csv"
+    if csv_path.is_file():
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        for line in frame.to_dict("records"):
+            sid = line.get("suite", "")
+            if sid in rebuilt or line.get("column") not in COLUMNS:
+                continue
+            kept.append(_KeptCell(sid, line["column"], line.get("status", "pending"), line.get("run_id", ""), line))
+            if sid not in order:
+                order.append(sid)
+    for sid in titles:
+        if sid not in order and sid not in rebuilt:
+            order.append(sid)
+    return [_Heading(sid, titles.get(sid, sid)) for sid in order], kept
+
+
+def _merged_order(earlier: Sequence[_Heading], suites: Sequence[Suite]) -> list[_Heading | Suite]:
+    """Earlier suites in their order, each rebuilt one in its old place, new ones appended."""
+    new = {s.id: s for s in suites}
+    old_ids = [h.id for h in earlier]
+    merged: list[_Heading | Suite] = []
+    for h in earlier:
+        merged.append(new.get(h.id, h))
+    merged += [s for s in suites if s.id not in old_ids]
+    return merged
+
+
+def _draw_figures(
+    suites: Sequence[Suite], cells: Sequence[Cell], out_dir: Path, verdicts: Sequence[Verdict] = ()
+) -> list[Path]:
+    from cabench import plots
+
+    frame = cells_frame(cells)
+    fig_dir = out_dir / "figures"
+    written = []
+    for suite in suites:
+        p = plots.draw_suite_figure(suite.id, suite.title, frame[frame["suite"] == suite.id], fig_dir)
+        if p is not None:
+            written.append(p)
+    # Figure 1 spans three tables: redraw it only when all of them are rebuilt, else keep the earlier one.
+    if {panel.suite for panel in plots.FIGURE1_PANELS} <= {s.id for s in suites}:
         p = plots.draw_figure1(frame, fig_dir)
         if p is not None:
-            fig_paths["figure1"] = f"figures/{p.name}"
             written.append(p)
-        p = plots.draw_claims_figure(claims_frame(verdicts), fig_dir)
-        if p is not None:
-            fig_paths["claims"] = f"figures/{p.name}"
-            written.append(p)
+    p = plots.draw_claims_figure(claims_frame(verdicts), fig_dir)
+    if p is not None:
+        written.append(p)
+    return written
+
+
+def _figure_links(out_dir: Path, ids: Sequence[str]) -> dict[str, str]:
+    """Figures present in ``out_dir/figures`` (just drawn or kept from an earlier report)."""
+    links = {sid: f"figures/{sid}.png" for sid in ids if (out_dir / "figures" / f"{sid}.png").is_file()}
+    for name in ("figure1", "claims"):
+        if (out_dir / "figures" / f"{name}.png").is_file():
+            links[name] = f"figures/{name}.png"
+    return links
+
+
+def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures: bool = True) -> list[Path]:
+    """Write the pages of ``suites`` and merge their lines into ``README.md`` and ``results.csv``; return the paths.
+
+    Suites reported earlier into ``out_dir`` and not rebuilt now keep their pages, their lines in ``results.csv``
+    and their line in the index. Raises ``ValueError`` when the store holds no run at all for ``suites``
+    (nothing to report: the message says where it looked).
+    """
+    cells = build_cells(suites, store)
+    if not any(c.run_id or c.other_data for c in cells):
+        ids = ", ".join(s.id for s in suites)
+        raise ValueError(
+            f"no runs of {ids} under {store.root}/ (set by --runs-dir or CABENCH_RUNS): nothing to report; "
+            "run `cabench run SUITE` first"
+        )
+    claim_files = [load_claim_file(p) for p in known_claim_files().values()]
+    verdicts = judge_claims(suites, store, claim_files)
+    earlier, kept = _earlier_report(out_dir, {s.id for s in suites})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = _draw_figures(suites, cells, out_dir, verdicts) if figures else []
+    merged = _merged_order(earlier, suites)
+    fig_paths = _figure_links(out_dir, [s.id for s in merged])
     newest = max((c for c in cells if c.run_id), key=lambda c: c.run_id, default=None)
     env = store.environment_of(newest.suite, newest.row, newest.profile, newest.run_id) if newest else {}
     for suite in suites:
@@ -575,11 +662,27 @@ def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures:
         text = render_suite(suite, own, fig_paths.get(suite.id), runs_dir=str(store.root), verdicts=mine)
         atomic_write_text(path, text)
         written.append(path)
-    scopes = [(s.id, f"[{s.id}]({s.id}.md)") for s in suites] + [(f.id, f"{f.id} ({f.title})") for f in claim_files]
+    position = {h.id: i for i, h in enumerate(merged)}
+    index_cells = sorted([*cells, *kept], key=lambda c: position[c.suite])  # type: ignore[list-item]
+    scopes = [(s.id, f"[{s.id}]({s.id}.md)") for s in merged] + [(f.id, f"{f.id} ({f.title})") for f in claim_files]
     index = out_dir / "README.md"
-    atomic_write_text(index, render_index(suites, cells, fig_paths, env, verdicts, scopes))
+    text = render_index(merged, index_cells, fig_paths, env, verdicts, scopes)  # type: ignore[arg-type]
+    atomic_write_text(index, text)
     csv = out_dir / "results.csv"
-    atomic_write_text(csv, results_csv(cells))
+    atomic_write_text(csv, _merged_csv(results_csv(cells), kept, position))
     claims = out_dir / "claims.csv"
     atomic_write_text(claims, claims_csv(verdicts))
     return [*written, index, csv, claims]
+
+
+def _merged_csv(fresh: str, kept: Sequence[_KeptCell], position: dict[str, int]) -> str:
+    """``fresh`` (this run's lines) with the kept lines of other suites, in index order, one header."""
+    if not kept:
+        return fresh
+    frame = pd.read_csv(io.StringIO(fresh), dtype=str, keep_default_na=False)
+    old = pd.DataFrame([k.line for k in kept]).reindex(columns=frame.columns, fill_value="")
+    both = pd.concat([old, frame], ignore_index=True)
+    both = both.iloc[sorted(range(len(both)), key=lambda i: position.get(both["suite"].iat[i], len(position)))]
+    buf = io.StringIO()
+    both.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
