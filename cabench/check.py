@@ -99,8 +99,6 @@ def check_suites(
     ``lock_path`` defaults to the lock of the first suite folder that has one (:func:`cabench.locate.default_lock`).
     Raises ``ValueError`` when there is nothing to count: a gate that checked nothing must not pass.
     """
-    lock_path = lock_path or default_lock()
-    lock = read_lock(lock_path, missing_ok=update_lock)
     wanted = [
         (row.model.spec(), MADDS.key in suite.columns)
         for suite in suites
@@ -110,6 +108,8 @@ def check_suites(
     if not wanted:
         names = ", ".join(s.id for s in suites) or "no suite"
         raise ValueError(f"nothing to check: {names} has no counted model")
+    lock_path = lock_path or default_lock()
+    lock = read_lock(lock_path, missing_ok=update_lock)
     counts = count_specs(wanted, progress, cache=cache and not update_lock)  # a new lock is recounted
     result = CheckResult(counts=counts)
     for suite in suites:
