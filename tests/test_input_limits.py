@@ -151,7 +151,7 @@ def test_a_missing_or_malformed_lock_is_refused(tmp_path: Path, body: str | None
 
 
 def test_a_deeply_nested_coco_annotation_file_is_one_line(tmp_path: Path) -> None:
-    from cabench.data.sources import write_fixture
+    from cabench.data.base import write_fixture
 
     root = write_fixture("coco", tmp_path / "coco")
     ann = root / "annotations" / "instances_val2017.json"

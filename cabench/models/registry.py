@@ -165,7 +165,9 @@ def validate_spec(spec: ModelSpec) -> None:
     for opt in sorted(given - info.options):
         if defaults.get(opt) != getattr(spec, opt):
             raise ValueError(f"{spec.arch} does not take {opt!r}; it takes {', '.join(sorted(info.options))}")
-    if not isinstance(spec.width, (int, float)) or not math.isfinite(spec.width) or not 0 < spec.width <= MAX_WIDTH:
+    if isinstance(spec.width, (int, float)) and spec.width <= 0:
+        raise ValueError(f"width must be positive, not {spec.width!r}")
+    if not isinstance(spec.width, (int, float)) or not math.isfinite(spec.width) or spec.width > MAX_WIDTH:
         raise ValueError(f"width must be a number in (0, {MAX_WIDTH:g}], not {spec.width!r}")
     if info.widths is not None and spec.width not in info.widths:
         raise ValueError(f"{spec.arch} supports widths {', '.join(f'{w:g}' for w in info.widths)}, not {spec.width:g}")
