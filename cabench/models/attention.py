@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cabench.models.ca_autograd import coordinate_attention_train
 from cabench.models.blocks import ATTENTIONS, create_attention, default_reduction, register_attention
+from cabench.models.ca_autograd import coordinate_attention_train
 from cabench.models.ca_compiled import compile_ca_blocks, compiled_forward
 
 __all__ = [

@@ -25,7 +25,6 @@ import functools
 import hashlib
 import inspect
 import json
-import pkgutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,16 +49,9 @@ __all__ = [
 ]
 
 
-def _model_modules() -> tuple[str, ...]:
-    return tuple(
-        f"cabench.models.{m.name}"
-        for m in pkgutil.iter_modules([str(Path(__file__).resolve().parent)])
-        if not m.name.startswith("_") and m.name != "blocks"
-    )
-
-
-#: Every module of :mod:`cabench.models`; importing them registers the built-in blocks and architectures.
-MODEL_MODULES: tuple[str, ...] = _model_modules()
+#: Every module of :mod:`cabench.models` (found on disk); importing them registers the built-in blocks and
+#: architectures.
+MODEL_MODULES: tuple[str, ...] = ("cabench.models.*",)
 
 #: Attention blocks by name. Values are block classes (or factories) called as ``Block(channels, reduction=R)``.
 ATTENTIONS: Registry[Callable[..., Any]] = Registry("attention", builtin_modules=MODEL_MODULES)
