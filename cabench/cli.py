@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -472,12 +473,36 @@ def check(
         raise typer.Exit(EXIT_DRIFT)
 
 
+def _key_values(items: list[str], option: str) -> dict[str, object]:
+    """``["act=relu", "softmax=true"] -> {"act": "relu", "softmax": True}`` (values read as YAML scalars)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} {item!r}: expected KEY=VALUE")
+        value = yaml.safe_load(text) if text.strip() else ""
+        if not isinstance(value, (str, bool, int, float)):
+            raise ValueError(f"{option} {item!r}: the value must be a string, number or true/false")
+        out[key.strip()] = value
+    return out
+
+
 @app.command()
 def count(
     arch: Annotated[str, typer.Argument(help="mobilenetv2, mobilenext, efficientnet_b0, ssdlite320_..., ...")],
     width: Annotated[float, typer.Option(help="Width multiplier.")] = 1.0,
-    attention: Annotated[str | None, typer.Option(help="none, se, cbam, ca, x, y (default: the arch's own).")] = None,
+    attention: Annotated[
+        str | None,
+        typer.Option(
+            help="A block name (none, se, cbam, ca, x, y, eca, triplet, ...) or an import path "
+            "pkg.module:Block (default: the arch's own)."
+        ),
+    ] = None,
     reduction: Annotated[int | None, typer.Option(help="Reduction ratio r (default: per attention).")] = None,
+    attention_arg: Annotated[
+        list[str] | None,
+        typer.Option("--attention-arg", help="KEY=VALUE argument of the block, e.g. act=relu (repeatable)."),
+    ] = None,
     num_classes: Annotated[int | None, typer.Option(help="Classes (default: per arch).")] = None,
     output_stride: Annotated[int | None, typer.Option(help="8 or 16 (segmentation).")] = None,
     input_size: Annotated[
@@ -490,7 +515,8 @@ def count(
     from cabench.models.registry import ModelSpec, arch_info
 
     with user_errors():
-        spec = ModelSpec(arch, width, attention, reduction, num_classes, output_stride)
+        args = _key_values(attention_arg or [], "--attention-arg")
+        spec = ModelSpec(arch, width, attention, reduction, num_classes, output_stride, args)
         info = arch_info(arch)
         size = (input_size, input_size) if input_size else info.input_size
         c = count_model(spec, madds=True, input_size=size)

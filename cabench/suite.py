@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cabench.columns import COLUMNS
 from cabench.locate import PACKAGED_SUITES, describe, suite_files
@@ -105,10 +114,13 @@ class Column(_Strict):
 class ModelField(_Strict):
     arch: str = Field(max_length=64)
     width: float = Field(default=1.0, gt=0, le=MAX_WIDTH)
-    attention: str | None = Field(default=None, max_length=64)
+    # A registered block name or an import path "package.module:Block".
+    attention: str | None = Field(default=None, max_length=200)
     reduction: int | None = Field(default=None, ge=1, le=MAX_REDUCTION)
     num_classes: int | None = Field(default=None, ge=1, le=MAX_CLASSES)
     output_stride: int | None = Field(default=None, ge=1, le=64)
+    # Keyword arguments of the attention block, e.g. {act: relu} (see cabench.models.blocks).
+    attention_args: dict[str, StrictBool | StrictInt | float | str] = Field(default_factory=dict, max_length=32)
 
     def spec(self) -> ModelSpec:
         return ModelSpec(**self.model_dump())

@@ -1,8 +1,10 @@
-"""Attention blocks compared in the paper, behind one factory.
+"""Attention blocks compared in the paper, registered by name in :data:`cabench.models.blocks.ATTENTIONS`.
 
 Every block maps ``(N, C, H, W) -> (N, C, H, W)`` and is built with
-:func:`create_attention` from one keyword vocabulary (``none``, ``se``,
-``cbam``, ``ca``, ``x``, ``y``), the way timm's ``create_attn`` works.
+:func:`~cabench.models.blocks.create_attention` from one vocabulary (``none``,
+``se``, ``cbam``, ``ca``, ``x``, ``y`` here; ``eca`` and ``triplet`` in their
+own modules; any registered or importable block), the way timm's
+``create_attn`` works.
 
 The choices below decide whether the parameter counts of Tables 1-4 match, so
 they are written down here and in the README:
@@ -26,7 +28,13 @@ they are written down here and in the README:
   uses ReLU6 there, which has the same parameters and multiply-adds).
   ``cbam``: ReLU in the shared MLP. All gates are sigmoids.
 * **Default reduction ratios** are the ones of Table 1: 24 for ``se``,
-  ``cbam``, ``x`` and ``y``; 32 for ``ca``.
+  ``cbam``, ``x`` and ``y``; 32 for ``ca`` (each class's ``default_reduction``).
+* **Activation option** (``act``, for ``se``, ``cbam`` and ``ca``): ``relu``,
+  ``hswish`` or ``silu`` replaces the one activation inside the block, so that
+  the blog review's fairness question (CA uses h_swish, SE and CBAM ReLU) can be
+  run as data. The defaults are the paper's (above), so every count and every
+  existing model is unchanged; the activations have no parameters, so counts do
+  not depend on ``act``.
 
 ``x`` is the horizontal attention of Table 1: its gate varies along the width
 axis (the X coordinate), from features average-pooled over the height. ``y``
@@ -43,20 +51,47 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cabench.models.blocks import ATTENTIONS, create_attention, default_reduction, register_attention
 from cabench.models.ca_autograd import coordinate_attention_train
 from cabench.models.ca_compiled import compile_ca_blocks, compiled_forward
 
 __all__ = [
-    "ATTENTION_KINDS",
+    "ACTIVATIONS",
+    "ATTENTIONS",
     "CBAM",
     "CoordinateAttention",
     "DirectionalAttention",
     "SqueezeExcite",
+    "XAttention",
+    "YAttention",
     "compile_ca_blocks",
     "create_attention",
     "default_reduction",
+    "make_activation",
+    "no_attention",
     "reduced_channels",
 ]
+
+#: The ``act`` option of ``se``, ``cbam`` and ``ca``: name -> (module class, functional form with ``inplace``).
+ACTIVATIONS: dict[str, tuple[type[nn.Module], Callable[..., torch.Tensor]]] = {
+    "relu": (nn.ReLU, F.relu),
+    "hswish": (nn.Hardswish, F.hardswish),
+    "silu": (nn.SiLU, F.silu),
+}
+
+
+def make_activation(act: str, inplace: bool = False) -> nn.Module:
+    """The activation module named ``act`` (``relu``, ``hswish`` or ``silu``)."""
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; expected one of {', '.join(ACTIVATIONS)}")
+    cls = ACTIVATIONS[act][0]
+    return cls(inplace=True) if inplace else cls()
+
+
+@register_attention("none")
+def no_attention(channels: int, reduction: int | None = None) -> nn.Module:
+    """No attention: ``nn.Identity`` in the block's slot, so state dict keys do not move."""
+    return nn.Identity()
 
 
 def reduced_channels(kind: str, channels: int, reduction: int) -> int:
@@ -66,19 +101,22 @@ def reduced_channels(kind: str, channels: int, reduction: int) -> int:
     return max(1, channels // reduction)
 
 
+@register_attention("se")
 class SqueezeExcite(nn.Module):
     """Squeeze-and-Excitation (Hu et al.; the paper's Eq. 1-3).
 
-    ``x * sigmoid(W2 relu(W1 avgpool(x) + b1) + b2)`` with ``W1: C -> C // r``.
+    ``x * sigmoid(W2 relu(W1 avgpool(x) + b1) + b2)`` with ``W1: C -> C // r``;
+    ``act`` replaces the ReLU (``hswish``, ``silu``).
     """
 
     kind = "se"
+    default_reduction = 24
 
-    def __init__(self, channels: int, reduction: int = 24) -> None:
+    def __init__(self, channels: int, reduction: int = 24, act: str = "relu") -> None:
         super().__init__()
         mid = reduced_channels(self.kind, channels, reduction)
         self.fc1 = nn.Conv2d(channels, mid, kernel_size=1, bias=True)
-        self.act = nn.ReLU(inplace=True)
+        self.act = make_activation(act, inplace=True)
         self.fc2 = nn.Conv2d(mid, channels, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,23 +124,25 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.fc2(self.act(self.fc1(z))))
 
 
+@register_attention("cbam")
 class CBAM(nn.Module):
     """Convolutional Block Attention Module (Woo et al., ECCV 2018).
 
     Channel attention: a shared MLP (``C -> C // r -> C``, with biases) over the
     average- and max-pooled descriptors, summed, sigmoid. Then spatial
     attention: channel-wise max and mean maps, concatenated in that order, a 7x7
-    conv (no bias) with BatchNorm, sigmoid.
+    conv (no bias) with BatchNorm, sigmoid. ``act`` replaces the MLP's ReLU.
     """
 
     kind = "cbam"
+    default_reduction = 24
 
-    def __init__(self, channels: int, reduction: int = 24, kernel_size: int = 7) -> None:
+    def __init__(self, channels: int, reduction: int = 24, kernel_size: int = 7, act: str = "relu") -> None:
         super().__init__()
         mid = reduced_channels(self.kind, channels, reduction)
         self.mlp = nn.Sequential(
             nn.Linear(channels, mid, bias=True),
-            nn.ReLU(inplace=True),
+            make_activation(act, inplace=True),
             nn.Linear(mid, channels, bias=True),
         )
         self.spatial_conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
@@ -151,6 +191,7 @@ def _constant(kind: str, a: int, b: int, c: int, d: int, dtype: torch.dtype, dev
         return t.to(dtype=dtype, device=device)
 
 
+@register_attention("ca")
 class CoordinateAttention(nn.Module):
     """Coordinate Attention (Section 3.2, Eq. 4-9).
 
@@ -190,9 +231,27 @@ class CoordinateAttention(nn.Module):
 
     Opt-in: :func:`compile_ca_blocks` makes a block run its inference path as
     TorchInductor-compiled code instead (``cabench.models.ca_compiled``).
+
+    Options (the defaults are the paper's block):
+
+    * ``act``: the activation after ``bn1`` (``hswish``, as Eq. 6 and the
+      authors' code; ``relu`` or ``silu`` for the fairness comparison).
+    * ``softmax``: the gates of each direction are a softmax over that
+      direction's positions instead of a sigmoid, scaled by the number of
+      positions: ``g^h_c = H * softmax_i(a^h_c(i))`` over the ``H`` rows and
+      ``g^w_c = W * softmax_j(a^w_c(j))`` over the ``W`` columns, where ``a`` are
+      the gate convs' logits (Eq. 7-8 before the sigmoid). This is one reading
+      of the open question in the authors' README ("not sure whether the results
+      would be better if a softmax is applied between the horizontal and
+      vertical features"): the positions of one direction compete for
+      attention. The scale keeps each gate's mean at 1; without it the gate
+      product would shrink the map by ``1 / (H W)`` (up to 1/12544 in
+      MobileNetV2's first blocks), below BatchNorm's ``eps``. It adds no
+      parameters or multiply-adds. Such a block always takes the module path.
     """
 
     kind = "ca"
+    default_reduction = 32
     # Widths up to this apply the gates through the rank-one gate map (cheaper than two broadcast
     # products when rows are short); pooling is one matrix product for maps of at most this many pixels.
     _GATE_MAP_MAX_WIDTH = 28
@@ -201,14 +260,19 @@ class CoordinateAttention(nn.Module):
     _ca_compiled = False
     _ca_autotune = True
 
-    def __init__(self, channels: int, reduction: int = 32) -> None:
+    def __init__(self, channels: int, reduction: int = 32, act: str = "hswish", softmax: bool = False) -> None:
         super().__init__()
+        if not isinstance(softmax, bool):
+            raise ValueError(f"softmax must be true or false, not {softmax!r}")
         mip = reduced_channels(self.kind, channels, reduction)
         self.conv1 = nn.Conv2d(channels, mip, kernel_size=1, bias=True)
         self.bn1 = nn.BatchNorm2d(mip)
-        self.act = nn.Hardswish()
+        self.act = make_activation(act)
         self.conv_h = nn.Conv2d(mip, channels, kernel_size=1, bias=True)
         self.conv_w = nn.Conv2d(mip, channels, kernel_size=1, bias=True)
+        self.act_name = act
+        self.softmax = softmax
+        self._act_inplace = ACTIVATIONS[act][1]  # the inference path's form of `act`
 
     # The authors' mbv2_ca.py names of the gate convs -> ours.
     _AUTHORS_NAMES = (("conv2.", "conv_h."), ("conv3.", "conv_w."))
@@ -227,14 +291,17 @@ class CoordinateAttention(nn.Module):
             and not torch.is_grad_enabled()
             and x.shape[0] == 1
             and x.is_contiguous()
+            and not self.softmax
             and not torch.jit.is_tracing()
         ):
-            if self._ca_compiled:
+            if self._ca_compiled and self.act_name == "hswish":
                 y = compiled_forward(self, x)
                 if y is not None:
                     return y
             return self._forward_inference(x)
         if torch.jit.is_tracing() or torch.compiler.is_compiling():  # counts / Inductor fuse the plain ops
+            return self._forward_modules(x)
+        if self.softmax or self.act_name != "hswish":  # the hand-written backward is the paper's block only
             return self._forward_modules(x)
         # Training and anything with gradients: hand-written backward passes (cabench.models.ca_autograd).
         return coordinate_attention_train(x, self.conv1, self.bn1, self.conv_h, self.conv_w)
@@ -247,9 +314,11 @@ class CoordinateAttention(nn.Module):
         # BatchNorm statistics (training) are taken over both strips together (Eq. 6).
         f = self.act(self.bn1(self.conv1(torch.cat([z_h, z_w.transpose(2, 3)], dim=2))))
         f_h, f_w = torch.split(f, [h, w], dim=2)
-        g_h = torch.sigmoid(self.conv_h(f_h))  # (N, C, H, 1), Eq. 7
-        g_w = torch.sigmoid(self.conv_w(f_w.transpose(2, 3)))  # (N, C, 1, W), Eq. 8
-        return x * g_h * g_w  # Eq. 9
+        a_h = self.conv_h(f_h)  # (N, C, H, 1)
+        a_w = self.conv_w(f_w.transpose(2, 3))  # (N, C, 1, W)
+        if self.softmax:  # H * softmax over the rows, W * softmax over the columns (class docstring)
+            return x * (torch.softmax(a_h, dim=2) * h) * (torch.softmax(a_w, dim=3) * w)
+        return x * torch.sigmoid(a_h) * torch.sigmoid(a_w)  # Eq. 7-9
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 4-9 for one contiguous image, eval mode, no autograd (see the class docstring)."""
@@ -301,7 +370,7 @@ class CoordinateAttention(nn.Module):
             0.0,
             bn.eps,
         )
-        f = F.hardswish(f, inplace=True)  # (1, mip, length)
+        f = self._act_inplace(f, inplace=True)  # (1, mip, length); h_swish by default
         weights = torch.stack([gate_h["weight"].view(c, mip), gate_w["weight"].view(c, mip)])  # (2, C, mip)
         biases = torch.stack([gate_h["bias"], gate_w["bias"]]).unsqueeze(2)  # (2, C, 1)
         if compact:  # both gate convs over every column: rows [0, C) are conv_h's, rows [C, 2C) conv_w's
@@ -351,39 +420,21 @@ class DirectionalAttention(nn.Module):
         return x * torch.sigmoid(self.conv_h(f))
 
 
-def _identity(channels: int, reduction: int) -> nn.Module:
-    return nn.Identity()
+@register_attention("x")
+class XAttention(DirectionalAttention):
+    """Table 1's X Attention: the gate varies along the width (``DirectionalAttention(direction="x")``)."""
+
+    default_reduction = 24
+
+    def __init__(self, channels: int, reduction: int = 24) -> None:
+        super().__init__(channels, reduction, "x")
 
 
-_FACTORIES: dict[str, tuple[Callable[[int, int], nn.Module], int]] = {
-    "none": (_identity, 1),
-    "se": (SqueezeExcite, 24),
-    "cbam": (CBAM, 24),
-    "ca": (CoordinateAttention, 32),
-    "x": (lambda c, r: DirectionalAttention(c, r, "x"), 24),
-    "y": (lambda c, r: DirectionalAttention(c, r, "y"), 24),
-}
+@register_attention("y")
+class YAttention(DirectionalAttention):
+    """Table 1's Y Attention: the gate varies along the height (``DirectionalAttention(direction="y")``)."""
 
-ATTENTION_KINDS: tuple[str, ...] = tuple(_FACTORIES)
+    default_reduction = 24
 
-
-def default_reduction(kind: str) -> int:
-    """The reduction ratio a block uses when none is given (Table 1's ``r``)."""
-    _check_kind(kind)
-    return _FACTORIES[kind][1]
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in _FACTORIES:
-        raise ValueError(f"unknown attention {kind!r}; expected one of {', '.join(ATTENTION_KINDS)}")
-
-
-def create_attention(kind: str, channels: int, reduction: int | None = None) -> nn.Module:
-    """Build the attention block ``kind`` for a ``channels``-wide feature map.
-
-    ``kind="none"`` returns ``nn.Identity`` so a network's layout (and its state
-    dict keys) does not depend on which attention it carries.
-    """
-    _check_kind(kind)
-    factory, default = _FACTORIES[kind]
-    return factory(channels, reduction if reduction is not None else default)
+    def __init__(self, channels: int, reduction: int = 24) -> None:
+        super().__init__(channels, reduction, "y")

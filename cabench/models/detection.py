@@ -123,8 +123,9 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
 
-from cabench.models.attention import create_attention
-from cabench.models.mobilenetv2 import InvertedResidual, MobileNetV2, conv_bn_act, init_weights
+from cabench.models.blocks import AttentionLike, create_attention
+from cabench.models.layers import conv_bn_act, init_weights
+from cabench.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from cabench.models.mobilenext import SSDLITE_TAPS, MobileNeXt, SandglassBlock
 from cabench.models.registry import register_arch
 
@@ -187,7 +188,7 @@ class SSDLiteMobileNetV2Features(nn.Module):
     def __init__(
         self,
         width: float = 1.0,
-        attention: str = "none",
+        attention: AttentionLike = "none",
         reduction: int | None = None,
         c4_tap: C4Tap = "output",
         extra_attention: bool = True,
@@ -241,7 +242,9 @@ class SandglassExtra(nn.Sequential):
     (linear), 1x1 expand to ``cout`` + BN + ReLU6.
     """
 
-    def __init__(self, cin: int, cout: int, ratio: float, attention: str = "none", reduction: int | None = None):
+    def __init__(
+        self, cin: int, cout: int, ratio: float, attention: AttentionLike = "none", reduction: int | None = None
+    ):
         hidden = int(cin * ratio)
         super().__init__(
             *conv_bn_act(cin, cin, 3, stride=2, groups=cin),
@@ -269,7 +272,7 @@ class SSDLiteMobileNeXtFeatures(nn.Module):
     def __init__(
         self,
         width: float = 1.0,
-        attention: str = "none",
+        attention: AttentionLike = "none",
         reduction: int | None = None,
         extra_attention: bool = True,
     ) -> None:
@@ -394,7 +397,7 @@ def ssd_counting_view(model: nn.Module) -> nn.Module:
 def ssdlite320_mobilenetv2(
     num_classes: int = 81,
     width: float = 1.0,
-    attention: str = "none",
+    attention: AttentionLike = "none",
     reduction: int | None = None,
     *,
     c4_tap: C4Tap = "output",
@@ -416,7 +419,7 @@ def ssdlite320_mobilenetv2(
 def ssdlite320_mobilenext(
     num_classes: int = 81,
     width: float = 1.0,
-    attention: str = "none",
+    attention: AttentionLike = "none",
     reduction: int | None = None,
     *,
     extra_attention: bool = True,

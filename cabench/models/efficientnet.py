@@ -16,13 +16,13 @@ from torch import nn
 from torchvision.models import efficientnet_b0 as tv_efficientnet_b0
 from torchvision.ops.misc import SqueezeExcitation
 
-from cabench.models.attention import create_attention
+from cabench.models.blocks import AttentionLike, create_attention
 from cabench.models.registry import register_arch
 
 __all__ = ["efficientnet_b0", "replace_squeeze_excitation"]
 
 
-def replace_squeeze_excitation(model: nn.Module, attention: str, reduction: int | None = None) -> int:
+def replace_squeeze_excitation(model: nn.Module, attention: AttentionLike, reduction: int | None = None) -> int:
     """Swap every torchvision ``SqueezeExcitation`` in ``model`` for ``attention``; return how many."""
     replaced = 0
     for parent in list(model.modules()):
@@ -41,7 +41,9 @@ def replace_squeeze_excitation(model: nn.Module, attention: str, reduction: int 
     options=("attention", "reduction", "num_classes"),
     default_attention="se",
 )
-def efficientnet_b0(attention: str = "se", reduction: int | None = None, num_classes: int = 1000) -> nn.Module:
+def efficientnet_b0(
+    attention: AttentionLike = "se", reduction: int | None = None, num_classes: int = 1000
+) -> nn.Module:
     """EfficientNet-b0 with its native SE (``se``) or every SE replaced (Table 5)."""
     model = tv_efficientnet_b0(weights=None, num_classes=num_classes)
     if attention != "se" or reduction is not None:

@@ -24,19 +24,20 @@ at every width (tested).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from cabench.models.attention import create_attention
+from cabench.models.blocks import AttentionLike, create_attention
+from cabench.models.layers import conv_bn_act, init_weights, make_divisible
 from cabench.models.registry import register_arch
 
 __all__ = [
     "InvertedResidual",
     "MobileNetV2",
     "conv_bn_act",
+    "init_weights",
     "load_authors_state_dict",
     "make_divisible",
     "unwrap_state_dict",
@@ -54,34 +55,6 @@ MOBILENETV2_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor``, never below 90% of it."""
-    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if new < 0.9 * value:
-        new += divisor
-    return new
-
-
-def conv_bn_act(
-    cin: int,
-    cout: int,
-    kernel_size: int = 3,
-    stride: int = 1,
-    groups: int = 1,
-    dilation: int = 1,
-    act: bool = True,
-) -> nn.Sequential:
-    """Conv (no bias) + BatchNorm (+ ReLU6): the MobileNetV2 unit."""
-    padding = (kernel_size - 1) // 2 * dilation
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
-    if act:
-        layers.append(nn.ReLU6(inplace=True))
-    return nn.Sequential(*layers)
-
-
 class InvertedResidual(nn.Module):
     """Inverted residual with linear bottleneck; attention after the depthwise conv."""
 
@@ -91,7 +64,7 @@ class InvertedResidual(nn.Module):
         cout: int,
         stride: int,
         expand_ratio: float,
-        attention: str = "none",
+        attention: AttentionLike = "none",
         reduction: int | None = None,
         dilation: int = 1,
     ) -> None:
@@ -128,7 +101,7 @@ class MobileNetV2(nn.Module):
         self,
         num_classes: int = 1000,
         width: float = 1.0,
-        attention: str = "none",
+        attention: AttentionLike = "none",
         reduction: int | None = None,
         dropout: float = 0.2,
     ) -> None:
@@ -153,22 +126,6 @@ class MobileNetV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.forward_features(x)).flatten(1)
         return self.classifier(x)
-
-
-def init_weights(model: nn.Module) -> None:
-    """He-normal (fan-out) convs, unit BatchNorm, N(0, 0.01) linear, zero biases."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                m.bias.data.zero_()
-        elif isinstance(m, nn.BatchNorm2d):
-            m.weight.data.fill_(1)
-            m.bias.data.zero_()
-        elif isinstance(m, nn.Linear):
-            m.weight.data.normal_(0, 0.01)
-            m.bias.data.zero_()
 
 
 def unwrap_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

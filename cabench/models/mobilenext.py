@@ -70,7 +70,7 @@ import math
 import torch
 from torch import nn
 
-from cabench.models.attention import create_attention
+from cabench.models.blocks import AttentionLike, create_attention
 from cabench.models.mobilenetv2 import conv_bn_act, init_weights, make_divisible
 from cabench.models.registry import register_arch
 
@@ -127,7 +127,7 @@ class SandglassBlock(nn.Module):
         stride: int,
         reduction_ratio: int,
         keep_3x3: bool = False,
-        attention: str = "none",
+        attention: AttentionLike = "none",
         reduction: int | None = None,
     ) -> None:
         super().__init__()
@@ -175,7 +175,7 @@ class MobileNeXt(nn.Module):
         self,
         num_classes: int = 1000,
         width: float = 1.0,
-        attention: str = "none",
+        attention: AttentionLike = "none",
         reduction: int | None = None,
         dropout: float = 0.2,
     ) -> None:

@@ -1,24 +1,38 @@
 """Architecture registry: a model spec (plain data) becomes an ``nn.Module``.
 
-Each architecture registers a builder with the options it accepts, its task,
-the input size the paper measures it at, and its default number of classes.
-Suites and the CLI name architectures only through this registry.
+Each architecture registers a builder (``@register_arch``, exported as
+``cabench.register_arch``) with the options it accepts, its task, the input
+size the paper measures it at, and its default number of classes, in
+:data:`ARCHS`. The built-in ones register themselves in their modules of
+:mod:`cabench.models`, imported on the registry's first lookup; a plugin's do
+when the plugin is imported. Suites and the CLI name architectures only
+through this registry; attention blocks only through
+:mod:`cabench.models.blocks`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
 
-from cabench.models.attention import ATTENTION_KINDS, default_reduction
+from cabench.models.blocks import (
+    MODEL_MODULES,
+    ConfiguredAttention,
+    args_text,
+    canonical_args,
+    check_attention,
+    default_reduction,
+    resolve_attention,
+)
+from cabench.registry import Registry
 
 __all__ = [
+    "ARCHS",
     "MAX_CLASSES",
     "MAX_REDUCTION",
     "MAX_WIDTH",
@@ -35,22 +49,16 @@ MAX_WIDTH = 4.0  # the paper's widths are 0.5-1.4
 MAX_REDUCTION = 1024
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
 
-# Modules whose import registers architectures. Kept lazy so ``cabench list``
-# does not pay for importing every model.
-_ARCH_MODULES = (
-    "cabench.models.mobilenetv2",
-    "cabench.models.mobilenext",
-    "cabench.models.efficientnet",
-    "cabench.models.detection",
-    "cabench.models.segmentation",
-)
-
-MODEL_OPTIONS = ("width", "attention", "reduction", "num_classes", "output_stride")
+MODEL_OPTIONS = ("width", "attention", "reduction", "attention_args", "num_classes", "output_stride")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a suite row or ``cabench count`` asks for. ``None`` means the arch's default."""
+    """What a suite row or ``cabench count`` asks for. ``None`` means the arch's default.
+
+    ``attention`` is a registered block name or an import path ``"pkg.mod:Block"``; ``attention_args`` are
+    keyword arguments of the block (``{"act": "relu"}``), kept as a read-only mapping.
+    """
 
     arch: str
     width: float = 1.0
@@ -58,6 +66,13 @@ class ModelSpec:
     reduction: int | None = None
     num_classes: int | None = None
     output_stride: int | None = None
+    attention_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        args = self.attention_args or {}
+        if not isinstance(args, Mapping):
+            raise ValueError(f"attention_args must be a mapping of argument names to values, not {args!r}")
+        object.__setattr__(self, "attention_args", MappingProxyType(dict(sorted(args.items()))))
 
     def key(self) -> str:
         """A stable, human-readable identity, used to count each model once."""
@@ -69,13 +84,21 @@ class ModelSpec:
             reduction = default_reduction(attention)  # "se" and "se, r=24" are one model
         if reduction is not None:
             parts.append(f"r{reduction}")
+        if self.attention_args:  # arguments equal to the block's defaults are left out: they are one model
+            parts += args_text(canonical_args(attention, self.attention_args))
         parts.append(f"c{self.num_classes or info.num_classes}")
         if "output_stride" in info.options:
             parts.append(f"os{self.output_stride or info.default_output_stride}")
         return "-".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        out: dict[str, Any] = {
+            k: getattr(self, k) for k in ("arch", "width", "attention", "reduction", "num_classes", "output_stride")
+        }
+        out = {k: v for k, v in out.items() if v is not None}
+        if self.attention_args:
+            out["attention_args"] = dict(self.attention_args)
+        return out
 
 
 @dataclass(frozen=True)
@@ -94,9 +117,14 @@ class ArchInfo:
     counting_view: Callable[[nn.Module], nn.Module] = field(default=lambda m: m)
     summary: str = ""
 
+    def __post_init__(self) -> None:
+        # Where the registry says the entry comes from (duplicate-name messages): the builder's definition.
+        object.__setattr__(self, "__module__", getattr(self.builder, "__module__", "?"))
+        object.__setattr__(self, "__qualname__", getattr(self.builder, "__qualname__", self.name))
 
-_REGISTRY: dict[str, ArchInfo] = {}
-_loaded = False
+
+#: Architectures by name; the built-in ones are registered by the modules of :mod:`cabench.models`.
+ARCHS: Registry[ArchInfo] = Registry("architecture", builtin_modules=MODEL_MODULES)
 
 
 def register_arch(
@@ -117,7 +145,7 @@ def register_arch(
         raise ValueError(f"{name}: unknown options {sorted(unknown)}")
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = ArchInfo(
+        info = ArchInfo(
             name=name,
             builder=builder,
             task=task,
@@ -130,41 +158,30 @@ def register_arch(
             counting_view=counting_view or (lambda m: m),
             summary=(builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else "",
         )
+        ARCHS.register(name, info)
         return builder
 
     return wrap
 
 
-def _load_all() -> None:
-    global _loaded
-    if not _loaded:
-        for module in _ARCH_MODULES:
-            importlib.import_module(module)
-        _loaded = True
-
-
 def architectures() -> dict[str, ArchInfo]:
-    _load_all()
-    return dict(_REGISTRY)
+    return dict(ARCHS.items())
 
 
 def arch_info(name: str) -> ArchInfo:
-    archs = architectures()
-    if name not in archs:
-        raise ValueError(f"unknown architecture {name!r}; expected one of {', '.join(sorted(archs))}")
-    return archs[name]
+    return ARCHS.get(name)
 
 
 def validate_spec(spec: ModelSpec) -> None:
     """Raise ``ValueError`` with one readable sentence if ``spec`` cannot be built."""
     info = arch_info(spec.arch)
-    if spec.attention is not None and spec.attention not in ATTENTION_KINDS:
-        raise ValueError(f"unknown attention {spec.attention!r}; expected one of {', '.join(ATTENTION_KINDS)}")
     given = {k for k, v in spec.as_dict().items() if k != "arch"}
     defaults = {"width": 1.0}
-    for opt in sorted(given - info.options):
+    # An arch that places attention takes the block's arguments too (they travel with the block).
+    accepted = info.options | ({"attention_args"} if "attention" in info.options else set())
+    for opt in sorted(given - accepted):
         if defaults.get(opt) != getattr(spec, opt):
-            raise ValueError(f"{spec.arch} does not take {opt!r}; it takes {', '.join(sorted(info.options))}")
+            raise ValueError(f"{spec.arch} does not take {opt!r}; it takes {', '.join(sorted(accepted))}")
     if isinstance(spec.width, (int, float)) and spec.width <= 0:
         raise ValueError(f"width must be positive, not {spec.width!r}")
     if not isinstance(spec.width, (int, float)) or not math.isfinite(spec.width) or spec.width > MAX_WIDTH:
@@ -177,6 +194,19 @@ def validate_spec(spec: ModelSpec) -> None:
         raise ValueError(f"output stride must be 8 or 16, not {spec.output_stride}")
     if spec.num_classes is not None and not 1 <= spec.num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be an integer in [1, {MAX_CLASSES:,}], not {spec.num_classes}")
+    if "attention" in info.options:
+        _validate_attention(spec.attention or info.default_attention, spec.reduction, spec.attention_args)
+
+
+def _validate_attention(attention: str, reduction: int | None, args: Mapping[str, Any]) -> None:
+    """The block resolves, builds with these options and keeps its input's shape (checked once per process)."""
+    block = resolve_attention(attention)
+    check_attention(
+        block,
+        reduction if reduction is not None else default_reduction(block),
+        canonical_args(block, args),
+        label=attention,
+    )
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -184,8 +214,11 @@ def build_model(spec: ModelSpec) -> nn.Module:
     validate_spec(spec)
     info = arch_info(spec.arch)
     kwargs: dict[str, Any] = {}
-    for opt in info.options:
+    for opt in info.options - {"attention_args"}:
         value = getattr(spec, opt)
         if value is not None:
             kwargs[opt] = value
+    if spec.attention_args:  # the block travels with its arguments, to wherever the arch places attention
+        kind = spec.attention or info.default_attention
+        kwargs["attention"] = ConfiguredAttention(kind, canonical_args(kind, spec.attention_args))
     return info.builder(**kwargs)

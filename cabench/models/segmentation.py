@@ -61,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cabench.models.blocks import AttentionLike
+from cabench.models.layers import conv_bn_act
 from cabench.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from cabench.models.registry import register_arch
 
@@ -72,12 +74,7 @@ AsppInput = Literal["last_conv", "last_block"]
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel_size: int = 1, dilation: int = 1, groups: int = 1) -> list[nn.Module]:
-    padding = (kernel_size - 1) // 2 * dilation
-    return [
-        nn.Conv2d(cin, cout, kernel_size, padding=padding, dilation=dilation, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    ]
+    return list(conv_bn_act(cin, cout, kernel_size, dilation=dilation, groups=groups, activation=nn.ReLU))
 
 
 class ASPPPooling(nn.Sequential):
@@ -177,7 +174,7 @@ class DeepLabV3MobileNetV2(nn.Module):
     def __init__(
         self,
         num_classes: int = 21,
-        attention: str = "none",
+        attention: AttentionLike = "none",
         reduction: int | None = None,
         output_stride: int = 16,
         aspp_input: AsppInput = "last_conv",
@@ -233,7 +230,7 @@ class DeepLabV3MobileNetV2(nn.Module):
 def deeplabv3_mobilenetv2(
     num_classes: int = 21,
     width: float = 1.0,
-    attention: str = "none",
+    attention: AttentionLike = "none",
     reduction: int | None = None,
     output_stride: int = 16,
     *,
