@@ -94,6 +94,10 @@ class Profile:
     def run(self, request: Request) -> Outcome:
         raise NotImplementedError
 
+    def footnote(self, run: RunRecord) -> str | None:
+        """What the report says under a cell this profile filled (None: the report's own provenance rules)."""
+        return None
+
 
 PROFILES = Registry[Profile]("profile", builtin_modules=("cabench.profiles.*",))
 

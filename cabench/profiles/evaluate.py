@@ -31,6 +31,10 @@ class EvalProfile(Profile):
     def run(self, request: Request) -> Outcome:
         raise ValueError("the eval profile runs through `cabench eval TARGET --checkpoint PATH`")
 
+    def footnote(self, run: RunRecord) -> str | None:
+        ckpt = run.config.get("checkpoint", {})
+        return f"evaluated from checkpoint {ckpt.get('path', '?')} (sha256 {str(ckpt.get('sha256', '?'))[:12]}…)"
+
 
 def evaluate_checkpoint(
     spec: ModelSpec,
