@@ -33,10 +33,9 @@ CONFIGURATION_KEYS = (
 
 def replicate_key(run: RunRecord) -> Hashable:
     """What tells replicates apart: the seed of a trained run, the checkpoint of an evaluated one."""
-    if run.profile == "eval":
-        return "ckpt:" + str((run.config.get("checkpoint") or {}).get("sha256", run.run_id))[:12]
-    seed = run.config.get("seed")
-    return seed if seed is not None else run.run_id
+    from cabench.profiles.base import PROFILES
+
+    return PROFILES[run.profile].replicate(run) if run.profile in PROFILES else run.run_id
 
 
 def _configuration(run: RunRecord) -> str:

@@ -154,9 +154,9 @@ def _usable_replicates(store: Store, runs: list[RunRecord], column: str) -> list
 
 def _provenance(suite: Suite, run: RunRecord) -> str | None:
     """A footnote when a cell was not produced by the suite's own recipe, as is."""
-    if run.profile == "eval":
-        ckpt = run.config.get("checkpoint", {})
-        return f"evaluated from checkpoint {ckpt.get('path', '?')} (sha256 {str(ckpt.get('sha256', '?'))[:12]}…)"
+    own = PROFILES[run.profile].footnote(run) if run.profile in PROFILES else None
+    if own is not None:
+        return own
     parts = []
     recipe, overrides = run.config.get("recipe"), run.config.get("overrides") or {}
     if recipe != suite.recipe or overrides:

@@ -94,6 +94,15 @@ class Profile:
     def run(self, request: Request) -> Outcome:
         raise NotImplementedError
 
+    def replicate(self, run: RunRecord) -> Any:
+        """What tells this profile's replicates of a cell apart (by default the seed)."""
+        seed = run.config.get("seed")
+        return seed if seed is not None else run.run_id
+
+    def footnote(self, run: RunRecord) -> str | None:
+        """What the report says under a cell this profile filled (None: the report's own provenance rules)."""
+        return None
+
 
 PROFILES = Registry[Profile]("profile", builtin_modules=("cabench.profiles.*",))
 

@@ -31,6 +31,13 @@ class EvalProfile(Profile):
     def run(self, request: Request) -> Outcome:
         raise ValueError("the eval profile runs through `cabench eval TARGET --checkpoint PATH`")
 
+    def replicate(self, run: RunRecord) -> Any:
+        return "ckpt:" + str((run.config.get("checkpoint") or {}).get("sha256", run.run_id))[:12]
+
+    def footnote(self, run: RunRecord) -> str | None:
+        ckpt = run.config.get("checkpoint", {})
+        return f"evaluated from checkpoint {ckpt.get('path', '?')} (sha256 {str(ckpt.get('sha256', '?'))[:12]}…)"
+
 
 def evaluate_checkpoint(
     spec: ModelSpec,
