@@ -109,8 +109,20 @@ def _plugins(
             "`cabench.plugins` entry points). Workers started by --nproc get them too.",
         ),
     ] = None,
+    suites_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--suites",
+            help="Look for suites, recipes and the counts lock in DIR first, then $CABENCH_SUITES, ./suites and "
+            "the packaged ones.",
+        ),
+    ] = None,
 ) -> None:
     """Rebuild the tables of the paper (see `cabench run --help`)."""
+    from cabench.locate import set_suites_dir
+
+    with user_errors():
+        set_suites_dir(suites_dir)
 
 
 def fail(message: str) -> NoReturn:

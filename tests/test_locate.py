@@ -99,3 +99,17 @@ def test_check_and_run_over_zero_cells_are_errors(tmp_path: Path) -> None:
     ran = runner.invoke(app, ["run", str(suite), "--runs-dir", str(tmp_path / "runs")])
     assert ran.exit_code == 2 and "nothing to run" in ran.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "lock.json").exists()
+
+
+def test_the_suites_option_is_searched_first(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cabench.cli import app
+
+    _edited_table1(tmp_path / "mine")
+    runner = CliRunner()
+    result = runner.invoke(app, ["--suites", str(tmp_path / "mine"), "show", "table1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "EDITED" in result.stdout
+    missing = runner.invoke(app, ["--suites", str(tmp_path / "nope"), "show", "table1"])
+    assert missing.exit_code == 2 and "no such folder" in missing.stderr
