@@ -286,9 +286,21 @@ SEGMENTATION_RECIPE_FIELDS = ("crop_size", "scale_range")
 
 
 def segmentation_sizes(recipe: Any, smoke: bool) -> dict[str, Any]:
-    """Crop, scale range and evaluation padding from a recipe; the smoke profile crops 64 pixels, no padding."""
+    """Crop, scale range, flip probability and evaluation padding from a recipe; the smoke profile crops 64 pixels,
+    no padding."""
     from cabench.data.base import SMOKE_SIZES
 
+    flip = {"flip_p": 0.5 if recipe.hflip else 0.0}
     if smoke:
-        return {"crop_size": SMOKE_SIZES["crop_size"], "scale_range": recipe.scale_range, "eval_size": None}
-    return {"crop_size": recipe.crop_size, "scale_range": tuple(recipe.scale_range), "eval_size": recipe.eval_size}
+        return {"crop_size": SMOKE_SIZES["crop_size"], "scale_range": recipe.scale_range, "eval_size": None, **flip}
+    sizes = {"crop_size": recipe.crop_size, "scale_range": tuple(recipe.scale_range), "eval_size": recipe.eval_size}
+    return sizes | flip
+
+
+def recipe_transforms(recipe: Any, smoke: bool) -> dict[str, Any]:
+    """A segmentation recipe's ``train_transform`` and ``eval_transform`` (see :func:`segmentation_sizes`)."""
+    sizes = segmentation_sizes(recipe, smoke)
+    train = SegmentationTrainTransform(
+        crop_size=sizes["crop_size"], scale_range=tuple(sizes["scale_range"]), flip_p=sizes["flip_p"]
+    )
+    return {"train_transform": train, "eval_transform": SegmentationEvalTransform(sizes["eval_size"])}
