@@ -43,13 +43,22 @@ def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None = None) -
     return model
 
 
-def task_protocol(recipe: Any) -> Any:
-    """The protocol a task evaluates with: the recipe's segmentation block (or its defaults), or None."""
-    if recipe.task == "segment":
-        from cabench.recipe_protocols import SegmentationProtocol
+def task_protocol(recipe: Any, smoke: bool = False) -> Any:
+    """The protocol a task evaluates with: the recipe's segmentation block (or its defaults), or None. The smoke
+    profile scales a sliding window like its crops (:data:`cabench.data.sources.SMOKE_SIZES`)."""
+    if recipe.task != "segment":
+        return None
+    from cabench.recipe_protocols import SegmentationProtocol
 
-        return recipe.segmentation or SegmentationProtocol()
-    return None
+    protocol = recipe.segmentation or SegmentationProtocol()
+    if smoke and protocol.eval_mode == "sliding":
+        from cabench.data.sources import SMOKE_SIZES
+
+        ratio = SMOKE_SIZES["crop_size"] / recipe.crop_size
+        window = max(1, round(protocol.window * ratio))
+        stride = min(window, max(1, round(protocol.stride * ratio)))
+        protocol = protocol.model_copy(update={"window": window, "stride": stride})
+    return protocol
 
 
 def configure_task(engine_task: Any, recipe: Any, smoke: bool = False) -> Any:
@@ -158,9 +167,9 @@ def _loss(recipe: Any, model: nn.Module, settings: Any) -> dict[str, Any]:
     return {"kind": kind, "value_on_probe": round(float(value), 6)}
 
 
-def _evaluation(recipe: Any, val_ds: Any) -> dict[str, Any]:
+def _evaluation(recipe: Any, val_ds: Any, smoke: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"dataset": recipe.dataset, "transform": repr(getattr(val_ds, "transform", None))}
-    protocol = task_protocol(recipe)
+    protocol = task_protocol(recipe, smoke)
     if protocol is not None:
         out["protocol"] = protocol.model_dump()
         out["protocol_probe"] = _segmentation_probe(protocol)
@@ -201,7 +210,9 @@ def _segmentation_probe(protocol: Any) -> float:
     return round(float((scores * weights).sum()), 4)
 
 
-def describe_pipeline(recipe: Any, model: nn.Module, train_ds: Any, val_ds: Any, settings: Any) -> dict[str, Any]:
+def describe_pipeline(
+    recipe: Any, model: nn.Module, train_ds: Any, val_ds: Any, settings: Any, smoke: bool = False
+) -> dict[str, Any]:
     """The effective pipeline of a run, read from the built model, datasets and settings (JSON-able)."""
     steps_per_epoch = max(1, len(train_ds) // settings.batch_size)
     return {
@@ -211,5 +222,5 @@ def describe_pipeline(recipe: Any, model: nn.Module, train_ds: Any, val_ds: Any,
         "schedule": _schedule(settings, steps_per_epoch),
         "model": _model_settings(model, settings),
         "loss": _loss(recipe, model, settings),
-        "evaluation": _evaluation(recipe, val_ds),
+        "evaluation": _evaluation(recipe, val_ds, smoke),
     }

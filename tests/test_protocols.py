@@ -204,3 +204,20 @@ def test_efficientnet_smoke_run_records_autoaugment(tmp_path: Path) -> None:
     assert "AutoAugment(" in pipeline["train_transform"] and "IMAGENET" in pipeline["train_transform"]
     assert pipeline["optimizer"]["class"] == "RMSprop" and len(pipeline["optimizer"]["param_groups"]) == 2
     assert pipeline["model"]["ema"] is not None and pipeline["loss"]["kind"] == "cross_entropy(label_smoothing=0.1)"
+
+
+def test_segmentation_recipes_carry_the_authors_test_procedure() -> None:
+    from cabench.pipeline import task_protocol
+
+    city = task_protocol(load_recipe("cityscapes-deeplabv3-paper"))
+    assert (city.eval_mode, city.window, city.stride, city.eval_flip, city.align_corners) == (
+        "sliding",
+        768,
+        512,
+        True,
+        True,
+    )
+    smoke = task_protocol(load_recipe("cityscapes-deeplabv3-paper"), smoke=True)
+    assert (smoke.window, smoke.stride) == (64, 43)  # scaled like the smoke crops (768 -> 64)
+    voc = task_protocol(load_recipe("voc-deeplabv3-paper"))
+    assert (voc.eval_mode, voc.eval_flip, voc.align_corners) == ("whole", True, True)

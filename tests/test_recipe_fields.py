@@ -232,9 +232,10 @@ def test_task_and_sync_bn_are_consumed(tmp_path: Any, monkeypatch: pytest.Monkey
     from cabench.suite import SUITES_DIR, load_suite
 
     suite = load_suite(SUITES_DIR / "table6.yaml").model_copy(update={"recipe": MBV2})
-    request = Request([suite], None, options=dict.fromkeys(("epochs", "iterations", "batch_size", "lr")))  # type: ignore[arg-type]
+    overrides = dict.fromkeys(("epochs", "iterations", "batch_size", "lr"))
+    request = Request([suite], None, options=overrides)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="is for classify"):
-        TrainProfile()._plan(suite, request, {})
+        TrainProfile("paper", "", smoke=False)._plan(suite, request, {})
     # sync_bn: with more than one process the engine converts to SyncBatchNorm, which needs CUDA: on CPU the
     # run is refused before the model is touched.
     settings = TrainSettings.from_recipe(load_recipe(COCO), batch_size=2)

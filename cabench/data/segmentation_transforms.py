@@ -21,6 +21,13 @@ Train (:class:`SegmentationTrainTransform`), in this order, each random draw fro
 
 Eval (:class:`SegmentationEvalTransform`): normalize; with ``eval_size``, pad bottom/right to ``eval_size`` x
 ``eval_size`` (a side already longer is left as it is), the fixed 513 x 513 input of DeepLab's VOC evaluation.
+
+Why not torchvision ``transforms.v2`` with ``tv_tensors.Mask``: its scale transforms draw a different quantity
+(torchvision 0.29: ``RandomResize`` an integer shorter side in ``[min_size, max_size)``; ``ScaleJitter`` a factor of
+a fixed ``target_size``, not of the image's own size) and antialias the image by default, so none of them is
+DeepLabV3's "scale the image by U(0.5, 2)". The crop, pad and flip steps alone would be ``RandomCrop`` with
+``pad_if_needed`` (which pads on every side, not bottom/right) and ``RandomHorizontalFlip``; cabench keeps its own
+steps so that one ``torch.rand`` per draw keeps a sample's augmentation reproducible from its seed.
 """
 
 from __future__ import annotations
