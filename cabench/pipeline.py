@@ -45,14 +45,14 @@ def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None = None) -
 
 def task_protocol(recipe: Any, smoke: bool = False) -> Any:
     """The protocol a task evaluates with: the recipe's segmentation block (or its defaults), or None. The smoke
-    profile scales a sliding window like its crops (:data:`cabench.data.sources.SMOKE_SIZES`)."""
+    profile scales a sliding window like its crops (:data:`cabench.data.base.SMOKE_SIZES`)."""
     if recipe.task != "segment":
         return None
     from cabench.recipe_protocols import SegmentationProtocol
 
     protocol = recipe.segmentation or SegmentationProtocol()
     if smoke and protocol.eval_mode == "sliding":
-        from cabench.data.sources import SMOKE_SIZES
+        from cabench.data.base import SMOKE_SIZES
 
         ratio = SMOKE_SIZES["crop_size"] / recipe.crop_size
         window = max(1, round(protocol.window * ratio))

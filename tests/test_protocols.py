@@ -156,6 +156,7 @@ def test_sliding_windows_follow_spnets_grid_and_equal_one_pass_when_one_window_c
 
 
 def test_classification_augmentation_is_the_recipes() -> None:
+    from cabench.pipeline import transforms_for
 
     train, _ = transforms_for(load_recipe("imagenet-efficientnet-b0"))
     text = repr(train)

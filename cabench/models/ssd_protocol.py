@@ -211,7 +211,7 @@ def describe_ssd(model: ProtocolSSD) -> dict[str, Any]:
     generator = model.anchor_generator
     size = model.transform.min_size[0]
     biases = [m.bias for m in model.head.classification_head.modules() if isinstance(m, nn.Conv2d)]
-    bias = [round(float(b.mean()), 6) for b in biases if b is not None]
+    bias = [round(float(b.detach().mean()), 6) for b in biases if b is not None]
     return {
         "loss": loss,
         "anchors": {
