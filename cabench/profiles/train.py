@@ -187,7 +187,6 @@ class TrainProfile(Profile):
                 f"{suite.path or suite.id}: recipe {recipe.id} is for {recipe.task}, the suite is {suite.task}"
             )
         rows = request.selected(suite)
-        _check_input_size(suite, recipe, rows)
         wanted = {r.key: p for r in rows if (p := _backbone_for(r, backbones)) is not None}
         if wanted and not task.takes_backbone:
             raise ValueError(
@@ -252,8 +251,10 @@ class TrainProfile(Profile):
             "bad_images": BAD_IMAGE_POLICY,
             "settings": settings.resolved() | {"config": None},
         }
+        from cabench.models.detection import fit_to_recipe
+
         torch.manual_seed(seed)
-        model = apply_recipe(build_model(spec), plan.recipe)
+        model = apply_recipe(fit_to_recipe(build_model(spec), plan.recipe), plan.recipe)
         config["pipeline"] = describe_pipeline(plan.recipe, model, *data, settings, self.smoke)
         keyed = ("model_key", "recipe", "overrides", "data", "image_size", "backbone_checkpoint", "seed")
         identity = {k: config[k] for k in keyed}
