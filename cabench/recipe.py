@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cabench.locate import recipe_files
+from cabench.recipe_protocols import DetectionProtocol, SegmentationProtocol
 from cabench.suite import SUITES_DIR, check_id
 from cabench.yamlio import first_validation_error, read_yaml_mapping
 
@@ -76,19 +77,26 @@ class Recipe(BaseModel):
     ema: bool = False
     ema_decay: float = Field(default=0.9999, gt=0, lt=1)
 
-    # Augmentation (applied by the data layer). Classification: train_size, eval_resize and the flags.
-    # Detection: train_size is the detector's fixed input (the SSD resizes every image to it).
-    # Segmentation: random scale in scale_range, crop_size crops, eval_size padding (None: full size).
+    # Augmentation (applied by the data layer). Classification: train_size, eval_resize, random_resized_crop
+    # (area range crop_scale), hflip, autoaugment (ImageNet policy), random_erasing (its probability), through
+    # torchvision transforms.v2 (cabench.data.imagenet.train_transform). Detection: train_size is the detector's
+    # fixed input; hflip. Segmentation: random scale in scale_range, crop_size crops, hflip, eval_size padding.
     train_size: int = Field(default=224, ge=MIN_SIDE, le=MAX_SIDE)
     eval_resize: int = Field(default=256, ge=MIN_SIDE, le=MAX_SIDE)
     random_resized_crop: bool = True
+    crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: bool = True
     autoaugment: bool = False
-    mixup: bool = False
-    random_erasing: bool = False
+    mixup: bool = False  # not implemented: refused when true
+    random_erasing: float = Field(default=0.0, ge=0, le=1)
     crop_size: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE)
     scale_range: tuple[Annotated[float, Field(gt=0, le=16)], Annotated[float, Field(gt=0, le=16)]] | None = None
     eval_size: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE)
+
+    # Task protocols (cabench.recipe_protocols): required by detection recipes; segmentation defaults to a
+    # single whole-image pass with align_corners False and no flip.
+    detection: DetectionProtocol | None = None
+    segmentation: SegmentationProtocol | None = None
 
     notes: list[str] = Field(default_factory=list)
 
@@ -116,6 +124,7 @@ class Recipe(BaseModel):
             raise ValueError(f"step_gamma only applies to schedules 'step' and 'multistep', not {self.schedule!r}")
         if self.nesterov and self.optimizer != "sgd":
             raise ValueError("nesterov only applies to optimizer 'sgd'")
+        self._check_applies()
         return self
 
     def _known_task_and_dataset(self) -> None:
@@ -132,6 +141,38 @@ class Recipe(BaseModel):
         missing = [name for name in dataset.requires if getattr(self, name) is None]
         if missing:
             raise ValueError(f"dataset {self.dataset!r} needs {' and '.join(missing)} in the recipe")
+
+    def _check_applies(self) -> None:
+        """Refuse a field given where nothing would read it (every field is consumed or refused)."""
+        given = self.model_fields_set
+        if self.mixup:
+            raise ValueError("mixup is not implemented by cabench; set mixup: false")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError("crop_scale must be [low, high] with 0 < low <= high <= 1")
+        only = {
+            "classify": {"eval_resize", "random_resized_crop", "crop_scale", "autoaugment", "random_erasing"}
+            | {"label_smoothing", "dropout"},
+            "detect": {"detection"},
+            "segment": {"crop_size", "scale_range", "eval_size", "segmentation"},
+        }
+        for task, names in only.items():
+            stray = sorted(n for n in names & given if task != self.task and getattr(self, n) != _DEFAULTS[n])
+            if stray:
+                raise ValueError(f"{', '.join(stray)} only apply to {task} recipes, not {self.task}")
+        if self.task == "detect" and self.detection is None:
+            raise ValueError("a detection recipe needs a detection protocol (detection: loss, anchors, ...)")
+        conditional = (
+            ("rmsprop_decay", self.optimizer == "rmsprop", "optimizer 'rmsprop'"),
+            ("optimizer_eps", self.optimizer == "rmsprop", "optimizer 'rmsprop'"),
+            ("poly_power", self.schedule == "poly", "schedule 'poly'"),
+            ("ema_decay", self.ema, "ema: true"),
+            ("crop_scale", self.random_resized_crop, "random_resized_crop: true"),
+        )
+        for name, applies, when in conditional:
+            if name in given and not applies and getattr(self, name) != _DEFAULTS[name]:
+                raise ValueError(f"{name} only applies with {when}")
+        if self.warmup_epochs and self.warmup_iterations:
+            raise ValueError("give warmup_epochs or warmup_iterations, not both")
 
     def with_overrides(self, **overrides: Any) -> tuple[Recipe, dict[str, Any]]:
         """Apply command-line overrides; ``None`` values mean "not given" and are dropped.
@@ -152,6 +193,11 @@ class Recipe(BaseModel):
         except ValidationError as e:
             raise RecipeError(f"recipe {self.id} with overrides {applied}: {_first_error(e)}") from None
         return recipe, applied
+
+
+_DEFAULTS: dict[str, Any] = {
+    name: field.get_default(call_default_factory=True) for name, field in Recipe.model_fields.items()
+}
 
 
 def _first_error(e: ValidationError) -> str:

@@ -45,6 +45,16 @@ def _assert_outcomes_give(run_dir: Path, metric: str, metrics: dict) -> None:
     assert stat is not None and stat(got, np.ones(got.n)) == pytest.approx(metrics[metric], abs=1e-9)
 
 
+# What each table's recipe protocol must show in the run's config.json (the authors' settings).
+PIPELINE = {
+    "table6": ['"kind": "focal"', "SizedDefaultBoxes(min_sizes=[45.0", '"score_threshold": 0.05', '"nms_iou": 0.5'],
+    "table7": ['"kind": "multibox"', "max_sizes=[120.0", '"score_threshold": 0.01', '"nms_iou": 0.45'],
+    "table8": ['"align_corners": true', '"eval_flip": true', '"eval_mode": "whole"'],
+    # smoke: the sliding window shrinks with the crops (768 -> 64 pixels, stride 512 -> 43)
+    "table9": ['"eval_mode": "sliding"', '"window": 64', '"stride": 43', '"align_corners": true'],
+}
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("data")
@@ -72,6 +82,8 @@ def test_smoke_trains_evaluates_and_reports_pipeline_ok(
         assert keys <= set(metrics) and metrics["steps"] == 3 and metrics["pipeline"] == "ok"
         config = json.loads((run_dir / "config.json").read_text())
         assert config["data"] == {kind: str(data[kind])} and config["backbone_checkpoint"] is None
+        pipeline = json.dumps(config["pipeline"])
+        assert all(part in pipeline for part in PIPELINE[table]), (table, config["pipeline"])
         assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "log.jsonl").is_file()
         _assert_outcomes_give(run_dir, columns[0], metrics)
     result = runner.invoke(app, ["report", table, "--runs-dir", str(runs), "--out", str(reports), "--no-figures"])

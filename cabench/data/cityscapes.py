@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from cabench.data.segmentation_transforms import (
     SegmentationEvalTransform,
     SegmentationTrainTransform,
     bad_values,
-    segmentation_sizes,
+    recipe_transforms,
 )
 
 __all__ = [
@@ -202,14 +202,20 @@ def cityscapes_datasets(
     crop_size: int = 768,
     scale_range: tuple[float, float] = (0.5, 2.0),
     eval_size: int | None = None,
+    flip_p: float = 0.5,
+    train_transform: Any | None = None,
+    eval_transform: Any | None = None,
 ) -> tuple[CityscapesSegmentation, CityscapesSegmentation]:
     """Validate ``root`` (structure) then return ``(train, val)``: train with the DeepLabV3 train transform
-    (``crop_size``, ``scale_range``), val normalized at full resolution (or padded to ``eval_size`` if given)."""
+    (``crop_size``, ``scale_range``, horizontal flip with probability ``flip_p``; or ``train_transform``), val
+    normalized at full resolution (or padded to ``eval_size`` if given; or ``eval_transform``)."""
     layout = _layout(root)
     train = CityscapesSegmentation(
-        layout["train"], SegmentationTrainTransform(crop_size=crop_size, scale_range=scale_range), split="train"
+        layout["train"],
+        train_transform or SegmentationTrainTransform(crop_size=crop_size, scale_range=scale_range, flip_p=flip_p),
+        split="train",
     )
-    val = CityscapesSegmentation(layout["val"], SegmentationEvalTransform(eval_size), split="val")
+    val = CityscapesSegmentation(layout["val"], eval_transform or SegmentationEvalTransform(eval_size), split="val")
     return train, val
 
 
@@ -220,7 +226,7 @@ register_dataset(
         data_key="cityscapes",
         title="Cityscapes (leftImg8bit/{train,val}/<city>/, gtFine/{train,val}/<city>/)",
         validate=validate_cityscapes,
-        build=lambda root, recipe, smoke: cityscapes_datasets(root, **segmentation_sizes(recipe, smoke)),
+        build=lambda root, recipe, smoke: cityscapes_datasets(root, **recipe_transforms(recipe, smoke)),
         fixture="cityscapes",
         requires=SEGMENTATION_RECIPE_FIELDS,
     )

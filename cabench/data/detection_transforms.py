@@ -30,6 +30,16 @@ Training augmentation (:class:`SSDTrainTransform`), the original SSD recipe (Liu
 Geometry is integer-valued (offsets, canvas and crop sizes), so boxes stay exact; the zoom-out canvas is never
 materialised beyond the final crop. Randomness comes from torch's global generator, which DataLoader seeds per
 worker.
+
+Why not torchvision ``transforms.v2`` (``RandomPhotometricDistort``, ``RandomZoomOut``, ``RandomIoUCrop``,
+``RandomHorizontalFlip``, ``SanitizeBoundingBoxes``): they build a different augmentation, not the same one with
+another random stream, so no fixed-seed equality is possible. Read from torchvision 0.29's defaults:
+``RandomPhotometricDistort`` scales brightness by ``U(0.875, 1.125)`` where the SSD recipe adds ``U(-32, 32)``
+(hue ``+-0.05`` of a turn is the same ``+-18`` degrees); ``RandomIoUCrop`` draws its mode from
+{0, 0.1, 0.3, 0.5, 0.7, 0.9, no crop} (the authors' code base has no 0.5 and keeps "any crop" apart from 0),
+tries 40 crops per mode instead of 50, and measures the IoU only against boxes whose centre lies in the crop.
+``RandomZoomOut`` (``side_range (1, 4)``, p 0.5) and the flip match. cabench keeps its own transform so that the
+training data is the authors'.
 """
 
 from __future__ import annotations

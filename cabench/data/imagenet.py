@@ -10,10 +10,12 @@ validation and for loading.
 
 The paper trains "using the same methods as in MobileNetV2", i.e. the standard Inception-style augmentation:
 
-* train: RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize(ImageNet mean/std)
-* eval:  Resize(256) + CenterCrop(224) + ToTensor + Normalize(ImageNet mean/std)
+* train: RandomResizedCrop(224) + RandomHorizontalFlip + to float + Normalize(ImageNet mean/std)
+* eval:  Resize(256) + CenterCrop(224) + to float + Normalize(ImageNet mean/std)
 
-Sizes are parameters so that a smoke profile can run smaller.
+all through torchvision ``transforms.v2``. A recipe can change the crop's area range, the flip, and add AutoAugment
+(ImageNet policy) and random erasing (:func:`recipe_train_transform`). Sizes are parameters so that a smoke profile
+can run smaller.
 
 Where the data lives (``resolve_data_root``), highest precedence first:
 
@@ -68,6 +70,8 @@ __all__ = [
     "eval_transform",
     "imagenet_datasets",
     "parse_data_option",
+    "recipe_train_transform",
+    "recipe_transforms",
     "resolve_data_root",
     "train_transform",
     "validate_imagefolder",
@@ -173,34 +177,73 @@ def validate_imagefolder(root: Path, check_images: int = 0) -> ImageFolderInfo:
     return ImageFolderInfo(root=root, classes=tuple(classes["train"]), n_train=counts["train"], n_val=counts["val"])
 
 
-def train_transform(size: int = 224) -> Any:
-    """MobileNetV2 training augmentation: RandomResizedCrop + horizontal flip + ToTensor + ImageNet Normalize."""
+def train_transform(
+    size: int = 224,
+    *,
+    random_resized_crop: bool = True,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    hflip: bool = True,
+    autoaugment: bool = False,
+    random_erasing: float = 0.0,
+    resize: int | None = None,
+) -> Any:
+    """ImageNet training augmentation through torchvision ``transforms.v2``, in this order:
+
+    ``RandomResizedCrop(size, scale=crop_scale)`` (else ``Resize(resize)`` + ``CenterCrop(size)``, the evaluation
+    geometry), ``RandomHorizontalFlip()`` if ``hflip``, ``AutoAugment(IMAGENET policy)`` if ``autoaugment`` (on the
+    uint8 image, as the policy's magnitudes assume), to a float tensor in [0, 1], ``Normalize`` (ImageNet
+    mean/std), ``RandomErasing(p=random_erasing)`` if the probability is positive. The defaults are MobileNetV2's
+    (Inception-style crop and flip).
+    """
     if size < 1:
         raise ValueError(f"train_transform: size must be positive, got {size}")
-    from torchvision import transforms
+    import torch
+    from torchvision.transforms import v2
 
-    return transforms.Compose(
-        [
-            transforms.RandomResizedCrop(size),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
+    steps: list[Any] = [v2.ToImage()]
+    if random_resized_crop:
+        steps.append(v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True))
+    else:
+        steps += [v2.Resize(resize or size, antialias=True), v2.CenterCrop(size)]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if autoaugment:
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if random_erasing > 0:
+        steps.append(v2.RandomErasing(p=random_erasing))
+    return v2.Compose(steps)
+
+
+def recipe_train_transform(recipe: Any, size: int | None = None) -> Any:
+    """:func:`train_transform` with a recipe's fields (``size`` overrides ``train_size``, e.g. for smoke runs)."""
+    size = size or recipe.train_size
+    return train_transform(
+        size,
+        random_resized_crop=recipe.random_resized_crop,
+        crop_scale=tuple(recipe.crop_scale),
+        hflip=recipe.hflip,
+        autoaugment=recipe.autoaugment,
+        random_erasing=recipe.random_erasing,
+        resize=round(size * recipe.eval_resize / recipe.train_size),
     )
 
 
 def eval_transform(size: int = 224, resize: int = 256) -> Any:
-    """MobileNetV2 evaluation: Resize(shorter side to ``resize``) + CenterCrop(``size``) + ToTensor + Normalize."""
+    """MobileNetV2 evaluation (``transforms.v2``): Resize(shorter side to ``resize``) + CenterCrop(``size``), to a
+    float tensor in [0, 1], Normalize."""
     if size < 1 or resize < size:
         raise ValueError(f"eval_transform: need 0 < size <= resize, got size={size}, resize={resize}")
-    from torchvision import transforms
+    import torch
+    from torchvision.transforms import v2
 
-    return transforms.Compose(
+    return v2.Compose(
         [
-            transforms.Resize(resize),
-            transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            v2.ToImage(),
+            v2.Resize(resize, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
 
@@ -255,18 +298,25 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def imagenet_datasets(root: Path, size: int = 224, resize: int = 256) -> tuple[Dataset, Dataset]:
-    """Validate ``root`` then return ``(train, val)`` ImageFolders with the MobileNetV2 transforms.
+def imagenet_datasets(
+    root: Path, size: int = 224, resize: int = 256, train_tf: Any | None = None, eval_tf: Any | None = None
+) -> tuple[Dataset, Dataset]:
+    """Validate ``root`` then return ``(train, val)`` ImageFolders with ``train_tf`` and ``eval_tf`` (default:
+    MobileNetV2's :func:`train_transform` and :func:`eval_transform` at ``size`` / ``resize``).
 
     The val set is built with the train set's ``class_to_idx``, so labels agree by construction.
     """
     info = validate_imagefolder(root)
     folder = _fixed_classes_image_folder()
-    train = folder(str(info.root / "train"), transform=train_transform(size), is_valid_file=_is_image)
+    train = folder(
+        str(info.root / "train"),
+        transform=train_tf if train_tf is not None else train_transform(size),
+        is_valid_file=_is_image,
+    )
     val = folder(
         str(info.root / "val"),
         train.class_to_idx,
-        transform=eval_transform(size, resize),
+        transform=eval_tf if eval_tf is not None else eval_transform(size, resize),
         is_valid_file=_is_image,
     )
     return train, val
@@ -344,10 +394,16 @@ def resolve_data_root(name: str, given: dict[str, Path]) -> Path | None:
     return found if found.is_absolute() else path.parent / found
 
 
-def _build(root: Path, recipe: Any, smoke: bool) -> tuple[Dataset, Dataset]:
+def recipe_transforms(recipe: Any, smoke: bool = False) -> tuple[Any, Any]:
+    """``(train, eval)`` transforms of a classification recipe (smoke: 64-pixel crops)."""
     size = SMOKE_SIZES["image_size"] if smoke else recipe.train_size
     resize = round(size * recipe.eval_resize / recipe.train_size)
-    return imagenet_datasets(root, size=size, resize=resize)
+    return recipe_train_transform(recipe, size), eval_transform(size, resize)
+
+
+def _build(root: Path, recipe: Any, smoke: bool) -> tuple[Dataset, Dataset]:
+    train_tf, eval_tf = recipe_transforms(recipe, smoke)
+    return imagenet_datasets(root, train_tf=train_tf, eval_tf=eval_tf)
 
 
 register_dataset(

@@ -21,6 +21,13 @@ Train (:class:`SegmentationTrainTransform`), in this order, each random draw fro
 
 Eval (:class:`SegmentationEvalTransform`): normalize; with ``eval_size``, pad bottom/right to ``eval_size`` x
 ``eval_size`` (a side already longer is left as it is), the fixed 513 x 513 input of DeepLab's VOC evaluation.
+
+Why not torchvision ``transforms.v2`` with ``tv_tensors.Mask``: its scale transforms draw a different quantity
+(torchvision 0.29: ``RandomResize`` an integer shorter side in ``[min_size, max_size)``; ``ScaleJitter`` a factor of
+a fixed ``target_size``, not of the image's own size) and antialias the image by default, so none of them is
+DeepLabV3's "scale the image by U(0.5, 2)". The crop, pad and flip steps alone would be ``RandomCrop`` with
+``pad_if_needed`` (which pads on every side, not bottom/right) and ``RandomHorizontalFlip``; cabench keeps its own
+steps so that one ``torch.rand`` per draw keeps a sample's augmentation reproducible from its seed.
 """
 
 from __future__ import annotations
@@ -286,9 +293,21 @@ SEGMENTATION_RECIPE_FIELDS = ("crop_size", "scale_range")
 
 
 def segmentation_sizes(recipe: Any, smoke: bool) -> dict[str, Any]:
-    """Crop, scale range and evaluation padding from a recipe; the smoke profile crops 64 pixels, no padding."""
+    """Crop, scale range, flip probability and evaluation padding from a recipe; the smoke profile crops 64 pixels,
+    no padding."""
     from cabench.data.base import SMOKE_SIZES
 
+    flip = {"flip_p": 0.5 if recipe.hflip else 0.0}
     if smoke:
-        return {"crop_size": SMOKE_SIZES["crop_size"], "scale_range": recipe.scale_range, "eval_size": None}
-    return {"crop_size": recipe.crop_size, "scale_range": tuple(recipe.scale_range), "eval_size": recipe.eval_size}
+        return {"crop_size": SMOKE_SIZES["crop_size"], "scale_range": recipe.scale_range, "eval_size": None, **flip}
+    sizes = {"crop_size": recipe.crop_size, "scale_range": tuple(recipe.scale_range), "eval_size": recipe.eval_size}
+    return sizes | flip
+
+
+def recipe_transforms(recipe: Any, smoke: bool) -> dict[str, Any]:
+    """A segmentation recipe's ``train_transform`` and ``eval_transform`` (see :func:`segmentation_sizes`)."""
+    sizes = segmentation_sizes(recipe, smoke)
+    train = SegmentationTrainTransform(
+        crop_size=sizes["crop_size"], scale_range=tuple(sizes["scale_range"]), flip_p=sizes["flip_p"]
+    )
+    return {"train_transform": train, "eval_transform": SegmentationEvalTransform(sizes["eval_size"])}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from cabench.data.segmentation_transforms import (
     SegmentationEvalTransform,
     SegmentationTrainTransform,
     bad_values,
-    segmentation_sizes,
+    recipe_transforms,
 )
 from cabench.data.voc_detection import VOC_CLASSES
 
@@ -173,14 +174,20 @@ def voc_segmentation_datasets(
     crop_size: int = 513,
     scale_range: tuple[float, float] = (0.5, 2.0),
     eval_size: int | None = 513,
+    flip_p: float = 0.5,
+    train_transform: Any | None = None,
+    eval_transform: Any | None = None,
 ) -> tuple[VocSegmentation, VocSegmentation]:
     """Validate ``root`` (structure) then return ``(train, val)``: train_aug with the DeepLabV3 train transform
-    (``crop_size``, ``scale_range``), val with normalization and padding to ``eval_size`` (None: native size)."""
+    (``crop_size``, ``scale_range``, horizontal flip with probability ``flip_p``; or ``train_transform``), val
+    with normalization and padding to ``eval_size`` (None: native size; or ``eval_transform``)."""
     layout = _layout(root)
     train = VocSegmentation(
-        layout.train, SegmentationTrainTransform(crop_size=crop_size, scale_range=scale_range), split="train_aug"
+        layout.train,
+        train_transform or SegmentationTrainTransform(crop_size=crop_size, scale_range=scale_range, flip_p=flip_p),
+        split="train_aug",
     )
-    val = VocSegmentation(layout.val, SegmentationEvalTransform(eval_size), split="val")
+    val = VocSegmentation(layout.val, eval_transform or SegmentationEvalTransform(eval_size), split="val")
     return train, val
 
 
@@ -191,7 +198,7 @@ register_dataset(
         data_key="voc",
         title="Pascal VOC 2012 with SBD (VOCdevkit/VOC2012 with SegmentationClassAug and train_aug.txt)",
         validate=validate_voc_segmentation,
-        build=lambda root, recipe, smoke: voc_segmentation_datasets(root, **segmentation_sizes(recipe, smoke)),
+        build=lambda root, recipe, smoke: voc_segmentation_datasets(root, **recipe_transforms(recipe, smoke)),
         fixture="voc",
         requires=SEGMENTATION_RECIPE_FIELDS,
     )

@@ -1,11 +1,15 @@
 """SSDLite320 detectors for Tables 6 and 7, built on torchvision's SSD.
 
-The builders return a plain :class:`torchvision.models.detection.SSD`, so
-torchvision's matching, loss (smooth-L1 + hard-negative-mined cross entropy),
-box coding and NMS train and run it unchanged. Only the backbone (feature
+The builders return a :class:`cabench.models.ssd_protocol.ProtocolSSD`, a
+torchvision :class:`~torchvision.models.detection.SSD` whose loss (multibox or
+sigmoid focal), default boxes and post-processing a recipe's detection protocol
+sets (:func:`~cabench.models.ssd_protocol.configure_ssd`); torchvision's
+matching, box coding and NMS are used unchanged. Only the backbone (feature
 extractor plus extra layers) is cabench's; the head is torchvision's
-:class:`~torchvision.models.detection.ssdlite.SSDLiteHead` and the default
-boxes come from torchvision's :class:`DefaultBoxGenerator`.
+:class:`~torchvision.models.detection.ssdlite.SSDLiteHead`. Built without a
+recipe (counting, ``cabench count``) the detector has torchvision's SSDLite320
+settings; the paper recipes switch to the authors' (see
+``suites/recipes/*-ssdlite320-paper.yaml``), which changes no parameter.
 
 Architecture (MobileNetV2 variant, ``ssdlite320_mobilenetv2``)
 ----------------------------------------------------------------
@@ -24,9 +28,11 @@ Six feature maps at 320x320 input, 20/10/5/3/2/1 pixels wide:
 
 The head predicts, on every map, class logits and box offsets with a
 depthwise-separable 3x3 conv (depthwise 3x3 + BN + ReLU6, then a 1x1 conv with
-bias), torchvision's SSDLite head. Default boxes are those of torchvision's
-``ssdlite320_mobilenet_v3_large``: aspect ratios {2, 3} on all six maps (six
-boxes per location), scales spread linearly from 0.2 to 0.95.
+bias), torchvision's SSDLite head, six boxes per location on every map. The
+default boxes of a build without a recipe are those of torchvision's
+``ssdlite320_mobilenet_v3_large``: aspect ratios {2, 3} on all six maps,
+scales spread linearly from 0.2 to 0.95. The paper recipes use the authors'
+min/max sizes and steps instead (COCO 45..315 px, VOC 45..320 px).
 
 Sources of each fact
 --------------------
@@ -75,9 +81,12 @@ Choices and alternatives (counts in ``notes/dense_counts.md``)
   (BN follows it), a separable predictor also on the last map (the authors
   use a 1x1 conv there) and six boxes per location on the last map (the
   authors' COCO configs use four). Kept for a standard torchvision detector.
-* **Default boxes.** torchvision's SSDLite320 boxes (scales 0.2-0.95). The
-  authors' configs use box sizes 45..315 px at 320 (scales 0.14-0.98) with the
-  same aspect ratios; box geometry changes no parameter or multiply-add.
+* **Default boxes.** Set by the recipe (box geometry changes no parameter or
+  multiply-add): the paper recipes use the authors' sizes and steps, the
+  ``*-torchvision`` recipes torchvision's SSDLite320 boxes (scales 0.2-0.95).
+  The number of boxes per location must stay six on every map: it sets the
+  head's size, so the authors' four boxes on the last COCO map are refused
+  rather than changing the counted head (see the COCO recipe's note).
 
 Counts (81 classes, 320x320; exact numbers in ``notes/dense_counts.md``):
 4.31/4.71/4.71/4.78M parameters for none/SE/CBAM/CA, Table 6's 4.3/4.7/4.7/4.8M
@@ -128,6 +137,7 @@ from cabench.models.layers import conv_bn_act, init_weights
 from cabench.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from cabench.models.mobilenext import SSDLITE_TAPS, MobileNeXt, SandglassBlock
 from cabench.models.registry import register_arch
+from cabench.models.ssd_protocol import ProtocolSSD
 
 __all__ = [
     "SSDCountingView",
@@ -314,18 +324,21 @@ class SSDLiteMobileNeXtFeatures(nn.Module):
         return OrderedDict((str(i), m) for i, m in enumerate(maps))
 
 
-def build_ssdlite320(backbone: nn.Module, out_channels: list[int], num_classes: int) -> SSD:
-    """Wrap a six-map feature extractor into torchvision's SSD with an SSDLite head.
+def build_ssdlite320(backbone: nn.Module, out_channels: list[int], num_classes: int) -> ProtocolSSD:
+    """Wrap a six-map feature extractor into torchvision's SSD (as :class:`ProtocolSSD`) with an SSDLite head.
 
     Default boxes, head and inference settings are those of torchvision's
     ``ssdlite320_mobilenet_v3_large`` (its BatchNorm settings in the head
-    included). Images are normalised with the ImageNet mean and standard
-    deviation (SSD's default), as the classification backbones are trained.
+    included): the build without a recipe. A recipe's detection protocol
+    (:func:`cabench.models.ssd_protocol.configure_ssd`) then sets the loss,
+    default boxes and post-processing; none of them has parameters. Images are
+    normalised with the ImageNet mean and standard deviation (SSD's default),
+    as the classification backbones are trained.
     """
     anchor_generator = DefaultBoxGenerator([[2, 3] for _ in range(len(out_channels))], min_ratio=0.2, max_ratio=0.95)
     norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
     head = SSDLiteHead(out_channels, anchor_generator.num_anchors_per_location(), num_classes, norm_layer)
-    return SSD(
+    model = ProtocolSSD(
         backbone,
         anchor_generator,
         IMAGE_SIZE,
@@ -334,8 +347,9 @@ def build_ssdlite320(backbone: nn.Module, out_channels: list[int], num_classes: 
         score_thresh=0.001,
         nms_thresh=0.55,
         detections_per_img=300,
-        topk_candidates=300,
     )
+    model.candidates_per_class = 300
+    return model
 
 
 def set_ssd_input_size(ssd: SSD, size: int) -> None:

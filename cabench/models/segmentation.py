@@ -201,6 +201,9 @@ class DeepLabV3MobileNetV2(nn.Module):
             aspp_in = last.conv[-1].num_features
         self.aspp = ASPP(aspp_in, ASPP_RATES[output_stride], 256, separable, depthwise_bn)
         self.classifier = nn.Conv2d(256, num_classes, kernel_size=1)
+        # Of the final bilinear upsampling of the logits to the input size; a recipe's segmentation protocol sets it
+        # (the ASPP pooling branch upsamples a 1x1 map, the same either way).
+        self.align_corners = False
         self._init_head()
 
     def _init_head(self) -> None:
@@ -216,7 +219,14 @@ class DeepLabV3MobileNetV2(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         size = x.shape[-2:]
         y = self.classifier(self.aspp(self.conv(self.features(x))))
-        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=self.align_corners)
+
+
+def set_align_corners(model: nn.Module, align_corners: bool) -> None:
+    """Set ``align_corners`` of a segmenter's final upsampling; ``ValueError`` if the model has none."""
+    if not hasattr(model, "align_corners"):
+        raise ValueError(f"{type(model).__name__} has no align_corners setting for its upsampling")
+    model.align_corners = bool(align_corners)  # type: ignore[assignment]
 
 
 @register_arch(

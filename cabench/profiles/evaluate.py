@@ -76,12 +76,14 @@ def evaluate_checkpoint(
         recipe = load_recipe(task.default_recipe)
     dataset = DATASETS.get(recipe.dataset)
     root = data_root(dataset, data, None, "evaluation")
-    model = fit_to_recipe(build_model(spec), recipe)
+    from cabench.pipeline import apply_recipe, configure_task
+
+    model = apply_recipe(fit_to_recipe(build_model(spec), recipe), recipe)
     sha = load_weights(model, checkpoint)
     _, val_ds = dataset.build(root, recipe, False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = TrainSettings(batch_size=1, eval_batch_size=batch_size or task.eval_batch, workers=workers)
-    engine_task = task.make(tuple(suite.columns) if suite else ())
+    engine_task = configure_task(task.make(tuple(suite.columns) if suite else ()), recipe)
     metrics, per_image = outcomes.split(engine_task.evaluate(model.to(device), val_ds, settings, device))
     config = {
         "profile": "eval",

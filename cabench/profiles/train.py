@@ -154,16 +154,18 @@ class TrainProfile(Profile):
         plans = [self._plan(suite, request, backbones) for suite in request.suites]
         roots = self._roots(plans, request)
         distributed.init_distributed()  # under torchrun: every rank joins before choosing run directories
+        from cabench.pipeline import configure_task
+
         records: list[RunRecord] = []
         for plan in plans:
             root = roots[plan.recipe.dataset]
             train_ds, val_ds = plan.dataset.build(root, plan.recipe, self.smoke)
             if distributed.is_main():
                 records += run_floors(plan.suite, request, self.name, (train_ds, val_ds), plan.dataset, root)
-            engine_task = plan.task.make(tuple(plan.suite.columns))
+            engine_task = configure_task(plan.task.make(tuple(plan.suite.columns)), plan.recipe, self.smoke)
             for row in plan.rows:
                 for seed in seeds:
-                    config, settings = self._config(plan, row, seed, root, o)
+                    config, settings = self._config(plan, row, seed, root, o, (train_ds, val_ds))
                     run = self._train_row(plan, row, config, settings, (train_ds, val_ds), engine_task, request)
                     if run is not None:
                         records.append(run)
@@ -208,10 +210,15 @@ class TrainProfile(Profile):
         return {p.recipe.dataset: data_root(p.dataset, given, fixtures, who) for p in plans}
 
     def _config(
-        self, plan: _Plan, row: Row, seed: int, root: Path, options: dict[str, Any]
+        self, plan: _Plan, row: Row, seed: int, root: Path, options: dict[str, Any], data: tuple[Any, Any]
     ) -> tuple[dict[str, Any], Any]:
-        """The run's config.json (with the key deciding done/resume) and its engine settings."""
+        """The run's config.json (with the key deciding done/resume and the effective pipeline, read from a model
+        built as :meth:`_train_row` builds it) and its engine settings."""
+        import torch
+
         from cabench.engine import TrainSettings
+        from cabench.models.registry import build_model
+        from cabench.pipeline import apply_recipe, describe_pipeline
 
         assert row.model is not None
         spec = row.model.spec()
@@ -244,6 +251,11 @@ class TrainProfile(Profile):
             "bad_images": BAD_IMAGE_POLICY,
             "settings": settings.resolved() | {"config": None},
         }
+        from cabench.models.detection import fit_to_recipe
+
+        torch.manual_seed(seed)
+        model = apply_recipe(fit_to_recipe(build_model(spec), plan.recipe), plan.recipe)
+        config["pipeline"] = describe_pipeline(plan.recipe, model, *data, settings, self.smoke)
         keyed = ("model_key", "recipe", "overrides", "data", "image_size", "backbone_checkpoint", "seed")
         identity = {k: config[k] for k in keyed}
         if config["data_fingerprint"] is not None:  # generated data: a new dataset is a new run
@@ -270,6 +282,7 @@ class TrainProfile(Profile):
         from cabench.models.detection import fit_to_recipe
         from cabench.models.registry import build_model
         from cabench.models.weights import load_backbone
+        from cabench.pipeline import apply_recipe
         from cabench.store import RunRecord
 
         store, suite, key, seed = request.store, plan.suite.id, config["resume_key"], config["seed"]
@@ -300,7 +313,7 @@ class TrainProfile(Profile):
             say(suite, row.key, f"seed {seed}: training -> {run_dir}")
             torch.manual_seed(seed)  # a row's initial weights depend on its seed only, not on earlier rows
             assert row.model is not None
-            model = fit_to_recipe(build_model(row.model.spec()), plan.recipe)
+            model = apply_recipe(fit_to_recipe(build_model(row.model.spec()), plan.recipe), plan.recipe)
             if config["backbone_checkpoint"] is not None:
                 load_backbone(model, Path(config["backbone_checkpoint"]["path"]), row=row.key)
             metrics = train(model, *data, settings, run_dir, task, progress=request.hooks.step)

@@ -6,10 +6,22 @@ ignore label, so it never counts). The model returns logits at the input
 resolution; evaluation takes their arg-max, accumulates one confusion matrix
 per rank, sums it over ranks and reports mIoU, pixel accuracy and per-class
 IoU (all percent).
+
+How a prediction is made is the recipe's segmentation protocol
+(:class:`cabench.recipe_protocols.SegmentationProtocol`, default: one whole-image
+pass, no flip): with ``eval_flip`` the softmax of the image and of its mirror
+(mirrored back) are averaged; with ``eval_mode: sliding`` the image is padded
+(centred, with the mean colour, i.e. 0 after normalisation) to at least
+``window`` x ``window``, crops of that size are taken every ``stride`` pixels
+(the last one flush with the border: ``ceil((H - window) / stride) + 1`` rows of
+crops) and the softmax is averaged where crops overlap. This is the test
+procedure of the authors' segmentation code (``houqb/SPNet``, ``tool/test.py``:
+``net_process``, ``scale_process``), single scale.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -23,7 +35,7 @@ from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode, gath
 from cabench.engine.distributed import all_reduce_sum
 from cabench.tasks.base import TaskInfo, register_task
 
-__all__ = ["IGNORE_INDEX", "SegmentationTask", "evaluate_segmenter"]
+__all__ = ["IGNORE_INDEX", "SegmentationTask", "evaluate_segmenter", "predict"]
 
 IGNORE_INDEX = 255
 
@@ -35,11 +47,14 @@ def _collate(samples: list[Any]) -> Any:
 
 
 class SegmentationTask:
-    """DeepLabV3-style training and single-scale evaluation."""
+    """DeepLabV3-style training and single-scale evaluation under ``protocol`` (default: whole image, no flip)."""
 
     name = "segment"
     headline = ("miou",)
     collate = staticmethod(_collate)
+
+    def __init__(self, protocol: Any | None = None) -> None:
+        self.protocol = protocol
 
     def loss(self, net: nn.Module, batch: Any, device: torch.device, settings: TrainSettings) -> Tensor:
         images, masks = batch
@@ -61,6 +76,7 @@ class SegmentationTask:
             amp=settings.amp,
             channels_last=settings.channels_last,
             per_image=True,
+            protocol=self.protocol,
         )
 
 
@@ -75,10 +91,12 @@ def evaluate_segmenter(
     amp: str = "off",
     channels_last: bool = False,
     per_image: bool = False,
+    protocol: Any | None = None,
 ) -> dict[str, Any]:
     """``{"miou", "pixel_acc", "per_class_iou", "val_n"}`` of ``model`` on ``ds``, the same on every rank.
 
-    With ``per_image``, also one confusion matrix per image in dataset order (:mod:`cabench.outcomes`).
+    With ``per_image``, also one confusion matrix per image in dataset order (:mod:`cabench.outcomes`). Each
+    prediction is made as ``protocol`` says (see the module docstring).
     """
     from cabench.metrics.segmentation import ConfusionMatrix, per_image_confusion
 
@@ -97,8 +115,8 @@ def evaluate_segmenter(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
-                logits = net(images)
-            pred, masks = logits.argmax(dim=1), masks.to(device, non_blocking=True)
+                scores = predict(net, images, protocol)
+            pred, masks = scores.argmax(dim=1), masks.to(device, non_blocking=True)
             matrix.update(pred, masks)
             if per_image:
                 mats.append(per_image_confusion(pred, masks, matrix.num_classes, IGNORE_INDEX).to("cpu", torch.int32))
@@ -112,6 +130,48 @@ def evaluate_segmenter(
         confusion = interleave_ranks(gather_objects(mine), int(n.item()))
         result[outcomes.KEY] = outcomes.Outcomes("segment", np.arange(len(confusion)), {"confusion": confusion})
     return result
+
+
+def _flip_averaged(net: nn.Module, images: Tensor, flip: bool) -> Tensor:
+    """Class probabilities of ``images``; with ``flip``, averaged with those of the mirrored images."""
+    probs = net(images).float().softmax(dim=1)
+    if flip:
+        probs = (probs + net(images.flip(-1)).float().softmax(dim=1).flip(-1)) / 2
+    return probs
+
+
+def _starts(size: int, window: int, stride: int) -> list[int]:
+    """Crop starts along one side: every ``stride`` pixels, the last crop flush with the end (SPNet's grid)."""
+    count = math.ceil(max(size - window, 0) / stride) + 1
+    return [min(k * stride + window, size) - window for k in range(count)]
+
+
+def _sliding(net: nn.Module, images: Tensor, window: int, stride: int, flip: bool) -> Tensor:
+    n, _, h, w = images.shape
+    pad_h, pad_w = max(window - h, 0), max(window - w, 0)
+    top, left = pad_h // 2, pad_w // 2
+    padded = nn.functional.pad(images, (left, pad_w - left, top, pad_h - top))  # 0 = the mean colour
+    big_h, big_w = padded.shape[-2:]
+    total: Tensor | None = None
+    count = torch.zeros(1, 1, big_h, big_w, device=images.device)
+    for y in _starts(big_h, window, stride):
+        for x in _starts(big_w, window, stride):
+            probs = _flip_averaged(net, padded[:, :, y : y + window, x : x + window], flip)
+            if total is None:
+                total = torch.zeros(n, probs.shape[1], big_h, big_w, device=images.device)
+            total[:, :, y : y + window, x : x + window] += probs
+            count[:, :, y : y + window, x : x + window] += 1
+    assert total is not None
+    return (total / count)[:, :, top : top + h, left : left + w]
+
+
+def predict(net: nn.Module, images: Tensor, protocol: Any | None = None) -> Tensor:
+    """Per-pixel class scores ``[N, C, H, W]`` of ``images`` under a segmentation protocol (None: one pass)."""
+    if protocol is None:
+        return net(images).float()
+    if protocol.eval_mode == "sliding":
+        return _sliding(net, images, protocol.window, protocol.stride, protocol.eval_flip)
+    return _flip_averaged(net, images, protocol.eval_flip)
 
 
 register_task(
