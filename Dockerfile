@@ -3,7 +3,7 @@
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
 WORKDIR /opt/cabench
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml setup.py README.md constraints.txt ./
 COPY cabench ./cabench
 COPY suites ./suites
 RUN pip install --no-cache-dir -e .
