@@ -76,6 +76,7 @@ class Cell:
     note: str | None
     tolerance: Decimal | None
     display: str | None = None  # replaces the number, e.g. "pipeline ok (smoke)"
+    block: str | None = None  # the row's attention block when it is not built into cabench (footnoted)
     provenance: str | None = None  # how a non-paper number was produced (footnoted)
     # An accuracy cell filled by n runs (one per seed): reproduced is their mean.
     n: int = 0
@@ -258,10 +259,22 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
                 ran = _placeholder_run(runs)
                 if COLUMNS[column].kind == "accuracy" and cell.reproduced is None and ran and not row.cited:
                     cell.display, cell.profile, cell.run_id = PROFILES[ran.profile].placeholder, ran.profile, ran.run_id
+                cell.block = _block_note(runs)
                 row_cells.append((row, cell, run))
         _latency_status(suite, row_cells)
         cells += [c for _, c, _ in row_cells]
     return cells
+
+
+def _block_note(runs: dict[str, RunRecord | None]) -> str | None:
+    """The footnote for a row whose attention block is not built in, from the block its runs recorded."""
+    for run in sorted((r for r in runs.values() if r is not None), key=lambda r: r.run_id, reverse=True):
+        block = run.config.get("attention_block")
+        if block:
+            sha = str(block.get("sha256") or "?")[:12]
+            where = f"{block.get('file')}, sha256 {sha}…"
+            return f"attention block {block.get('import_path')} is not built into cabench ({where})"
+    return None
 
 
 def _counted(column: str) -> bool:
@@ -460,6 +473,12 @@ def render_suite(
                 ref = note_index[text]
             values.append(_format_cell(c, ref))
         name = row.name + (" *(cited)*" if row.cited else "")
+        block = next((c.block for c in row_cells.values() if c.block), None)
+        if block:
+            if block not in note_index:
+                notes.append(block)
+                note_index[block] = len(notes)
+            name += f" [{note_index[block]}]"
         lines.append("| " + " | ".join([name, *settings, *values]) + " |")
     if notes:
         lines += ["", "**Notes**", ""]

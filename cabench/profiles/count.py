@@ -38,6 +38,7 @@ def count_specs(
     the cache of traced counts (:mod:`cabench.measure.count_cache`, keyed by the counting code, the library
     versions and the spec)."""
     from cabench.measure.complexity import count_model
+    from cabench.models.blocks import attention_provenance
 
     need: dict[str, tuple[ModelSpec, bool]] = {}
     for spec, madds in wanted:
@@ -48,10 +49,12 @@ def count_specs(
     for i, (key, (spec, madds)) in enumerate(need.items()):
         if progress:
             progress(i, len(need), key)
-        found = _cached(key, madds) if cache else None
+        # A block defined outside cabench is recounted every time: the cache key does not cover its source.
+        cacheable = cache and attention_provenance(spec.attention) is None
+        found = _cached(key, madds) if cacheable else None
         if found is None:
             found = count_model(spec, madds=madds)
-            if cache:
+            if cacheable:
                 from cabench.measure.count_cache import store_counts
 
                 store_counts(key, madds, found)
@@ -85,6 +88,7 @@ class CountProfile(Profile):
     )
 
     def run(self, request: Request) -> Outcome:
+        from cabench.models.blocks import attention_provenance
         from cabench.models.registry import arch_info
 
         jobs: list[tuple[Suite, str, ModelSpec]] = [
@@ -106,6 +110,7 @@ class CountProfile(Profile):
                 "model_key": spec.key(),
                 "input_size": list(c.input_size or arch_info(spec.arch).input_size),
                 "madds_convention": MADDS_CONVENTION,
+                "attention_block": attention_provenance(spec.attention),
                 "seed": 0,
             }
             records.append(request.store.write_run(suite.id, row_key, self.name, config, _metrics(suite, c)))

@@ -58,6 +58,7 @@ def evaluate_checkpoint(
 
     from cabench.data.base import DATASETS, data_root
     from cabench.engine import TrainSettings
+    from cabench.models.blocks import attention_provenance
     from cabench.models.detection import fit_to_recipe
     from cabench.models.registry import arch_info, build_model
     from cabench.models.weights import load_weights
@@ -90,6 +91,7 @@ def evaluate_checkpoint(
         "task": task.name,
         "model": spec.as_dict(),
         "model_key": spec.key(),
+        "attention_block": attention_provenance(spec.attention),
         "checkpoint": {"path": str(checkpoint), "sha256": sha},
         "data": {dataset.data_key: str(root)},
         "dataset": recipe.dataset,

@@ -40,6 +40,7 @@ class LatencyProfile(Profile):
 
     def _suite(self, suite: Suite, request: Request) -> list[RunRecord]:
         from cabench.measure.latency import measure_latency
+        from cabench.models.blocks import attention_provenance
         from cabench.models.registry import arch_info, build_model
 
         if LATENCY.key not in suite.columns:
@@ -65,6 +66,7 @@ class LatencyProfile(Profile):
                 "row": row.key,
                 "profile": self.name,
                 "model": row.model.spec().as_dict(),
+                "attention_block": attention_provenance(row.model.spec().attention),
                 "input_size": list(size),
                 "batch_size": 1,
                 "threads": threads,

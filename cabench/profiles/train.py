@@ -217,6 +217,7 @@ class TrainProfile(Profile):
         import torch
 
         from cabench.engine import TrainSettings
+        from cabench.models.blocks import attention_provenance
         from cabench.models.registry import build_model
         from cabench.pipeline import apply_recipe, describe_pipeline
 
@@ -246,6 +247,7 @@ class TrainProfile(Profile):
             "data_fingerprint": plan.dataset.fingerprint(root) if plan.dataset.fingerprint else None,
             "image_size": plan.dataset.input_size(plan.recipe, self.smoke),
             "backbone_checkpoint": backbone,
+            "attention_block": attention_provenance(spec.attention),  # None for a built-in block
             "seed": seed,
             "seeded": list(SEEDED),
             "bad_images": BAD_IMAGE_POLICY,
@@ -257,6 +259,7 @@ class TrainProfile(Profile):
         model = apply_recipe(fit_to_recipe(build_model(spec), plan.recipe), plan.recipe)
         config["pipeline"] = describe_pipeline(plan.recipe, model, *data, settings, self.smoke)
         keyed = ("model_key", "recipe", "overrides", "data", "image_size", "backbone_checkpoint", "seed")
+        keyed += ("attention_block",)  # its sha256: editing a user's block reruns the row
         identity = {k: config[k] for k in keyed}
         if config["data_fingerprint"] is not None:  # generated data: a new dataset is a new run
             identity["data_fingerprint"] = config["data_fingerprint"]["fingerprint"]
