@@ -250,6 +250,8 @@ class CoordinateAttention(nn.Module):
       parameters or multiply-adds. Such a block always takes the module path.
     """
 
+    compiled_inference = True  # compile_ca_blocks may mark it (cabench.models.ca_compiled)
+
     kind = "ca"
     default_reduction = 32
     # Widths up to this apply the gates through the rank-one gate map (cheaper than two broadcast
