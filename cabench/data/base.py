@@ -23,7 +23,6 @@ __all__ = [
     "SMOKE_SIZES",
     "DatasetInfo",
     "Fixture",
-    "data_root",
     "register_dataset",
     "register_fixture",
     "write_fixture",
@@ -74,25 +73,3 @@ def register_fixture(fixture: Fixture) -> Fixture:
 def write_fixture(kind: str, root: Path, seed: int = 0) -> Path:
     """Write the ``kind`` fixture dataset at ``root``."""
     return FIXTURES.get(kind).write(root, seed=seed)
-
-
-def data_root(info: DatasetInfo, given: dict[str, Path], fixtures_dir: Path | None, needed_by: str) -> Path:
-    """The validated root of ``info``: given, configured, or (when ``fixtures_dir`` is set) the generated fixture.
-
-    Without ``fixtures_dir`` a missing root is an error naming ``needed_by`` and how to give the root.
-    """
-    from cabench.data.imagenet import resolve_data_root
-
-    root = resolve_data_root(info.data_key, given)
-    if root is None:
-        if fixtures_dir is None or info.fixture is None:
-            key = info.data_key
-            raise ValueError(
-                f"{needed_by} needs {info.title}: pass --data {key}=PATH "
-                f"(or set CABENCH_DATA_{key.upper()}, or [data] {key} in the config file)"
-            )
-        root = fixtures_dir / info.fixture
-        if not root.exists():
-            write_fixture(info.fixture, root)
-    info.validate(root)
-    return root

@@ -201,8 +201,8 @@ class TrainProfile(Profile):
         return _Plan(suite, recipe, applied, dataset, task, rows, loaded)
 
     def _roots(self, plans: list[_Plan], request: Request) -> dict[str, Path]:
-        from cabench.data.base import data_root
         from cabench.data.imagenet import parse_data_option
+        from cabench.data.roots import data_root
 
         given = parse_data_option(request.options["data"] or [])
         fixtures = request.store.root / "_fixtures" if self.smoke else None
