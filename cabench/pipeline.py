@@ -108,6 +108,7 @@ def _schedule(settings: Any, steps_per_epoch: int) -> dict[str, Any]:
     marks = {round(k * (total - 1) / 32) for k in range(33)} | {warmup - 1, warmup, steps_per_epoch}
     return {
         "kind": settings.schedule,
+        "scheduler": "torch.optim.lr_scheduler.LambdaLR (lr * factor(step), stepped after each optimizer step)",
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "lr_at_step": {str(m): lr_at(m, settings, steps_per_epoch) for m in sorted(marks) if 0 <= m < total},
@@ -115,22 +116,28 @@ def _schedule(settings: Any, steps_per_epoch: int) -> dict[str, Any]:
 
 
 def _ema(settings: Any) -> dict[str, Any] | None:
-    """The engine's EMA update on a one-weight probe: the decay it applies at steps 0 and 10**6."""
+    """The engine's EMA (``AveragedModel``) on a one-weight probe: the decay it applies at steps 0 and 10**6."""
     if not settings.ema:
         return None
     import torch
 
-    from cabench.engine.runtime import ema_update
+    from cabench.engine.ema import build_ema
 
     decays = {}
     for step in (0, 10**6):
-        ema, raw = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+        raw = nn.Linear(1, 1, bias=False)
         with torch.no_grad():
-            ema.weight.fill_(0.0)
+            raw.weight.fill_(0.0)
+            ema = build_ema(raw, settings.ema_decay)
+            ema.n_averaged.fill_(step + 1)
             raw.weight.fill_(1.0)
-            ema_update(ema, raw, settings.ema_decay, step)
-        decays[str(step)] = 1.0 - float(ema.weight.detach())
-    return {"decay_at_step": decays, "evaluated_with": "EMA weights (plain weights reported as *_raw)"}
+        ema.update_parameters(raw)
+        decays[str(step)] = 1.0 - float(ema.module.weight.detach())
+    return {
+        "class": "torch.optim.swa_utils.AveragedModel (buffers copied, not averaged)",
+        "decay_at_step": decays,
+        "evaluated_with": "EMA weights (plain weights reported as *_raw)",
+    }
 
 
 def _model_settings(model: nn.Module, settings: Any) -> dict[str, Any]:

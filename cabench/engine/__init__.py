@@ -29,7 +29,9 @@ there are, or on where a run was resumed.
 Length. ``iterations`` global steps when a recipe counts iterations (the
 detection and segmentation recipes), else ``epochs`` passes over the data.
 
-Learning rate. Computed from the global step each iteration: linear warmup
+Learning rate. A ``torch.optim.lr_scheduler.LambdaLR`` (stepped after each
+optimizer step, its state in the checkpoint) multiplies the recipe's ``lr``
+by a factor of the global step (:func:`~cabench.engine.schedule.lr_factor`): linear warmup
 over ``warmup_epochs`` or ``warmup_iterations`` (from ``lr/warmup_steps`` to
 ``lr``), then cosine to 0 over the remaining steps, ``lr * step_gamma **
 floor(step / (step_epochs * steps_per_epoch))`` (``step``, TF staircase
@@ -41,7 +43,8 @@ Checkpoints (``run_dir/checkpoint.pt``, see :mod:`cabench.checkpoint`):
 written atomically at each epoch end, every ``ckpt_every_steps`` steps, when
 ``max_steps`` stops a run, and on Ctrl-C. If the file exists when
 :func:`train` starts, the run resumes from it: model, optimizer,
-grad scaler, EMA, counters, every rank's RNG states and the loss accumulator
+lr scheduler, grad scaler, EMA (``torch.optim.swa_utils.AveragedModel``, see
+:mod:`cabench.engine.ema`), counters, every rank's RNG states and the loss accumulator
 are restored and the sampler skips the ``step_in_epoch`` global batches of
 the current epoch already trained on (their indices are never loaded), so an
 interrupted-and-resumed run is bitwise identical to an uninterrupted one

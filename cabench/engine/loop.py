@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -13,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Dataset
 
 from cabench import outcomes
@@ -25,6 +26,7 @@ from cabench.checkpoint import (
     set_rng_state,
 )
 from cabench.engine.distributed import all_reduce_sum, init_distributed
+from cabench.engine.ema import build_ema, load_ema_state
 from cabench.engine.runtime import (
     Board,
     DeferSigint,
@@ -33,13 +35,12 @@ from cabench.engine.runtime import (
     broadcast_buffers,
     build_optimizer,
     deterministic_mode,
-    ema_update,
     gather_objects,
     seed_all,
     trim_log,
 )
 from cabench.engine.sampling import EpochSampler, dataset_len, make_loader, mix_seed
-from cabench.engine.schedule import lr_at, total_steps_of
+from cabench.engine.schedule import build_scheduler, restore_scheduler, total_steps_of
 from cabench.engine.settings import TrainingDiverged, TrainingInterrupted, TrainSettings
 from cabench.engine.task import ProgressFn, Task
 
@@ -84,12 +85,14 @@ class _Plan:
 
 @dataclass
 class _State:
-    """What a checkpoint holds, live: the model, optimizer, scaler, EMA, counters and loss accumulator."""
+    """What a checkpoint holds, live: the model, optimizer, lr scheduler, scaler, EMA, counters and loss
+    accumulator."""
 
     raw: nn.Module
     optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
     scaler: torch.amp.GradScaler
-    ema: nn.Module | None
+    ema: AveragedModel | None
     loss_acc: torch.Tensor  # this rank's loss sum over the current epoch
     step: int = 0
     last_epoch_loss: float | None = None
@@ -158,14 +161,11 @@ def _build_state(model: nn.Module, p: _Plan) -> _State:
         raw.to(memory_format=torch.channels_last)
     raw.train()
     optimizer = build_optimizer(raw, s)
+    scheduler = build_scheduler(optimizer, s, p.steps_per_epoch)
     scaler = torch.amp.GradScaler(p.device.type, enabled=s.amp == "fp16")
-    ema: nn.Module | None = None
-    if s.ema:
-        ema = copy.deepcopy(raw).eval()
-        for param in ema.parameters():
-            param.requires_grad_(False)
+    ema = build_ema(raw, s.ema_decay) if s.ema else None
     loss_acc = torch.zeros((), dtype=torch.float64, device=p.device)
-    return _State(raw, optimizer, scaler, ema, loss_acc)
+    return _State(raw, optimizer, scheduler, scaler, ema, loss_acc)
 
 
 def _restore(st: _State, p: _Plan) -> None:
@@ -190,11 +190,12 @@ def _restore(st: _State, p: _Plan) -> None:
             raise ValueError(f"{p.ckpt_path}: cannot resume: checkpoint {key} is {sam[key]}, this run's is {now}")
     st.raw.load_state_dict(ck["model"])
     st.optimizer.load_state_dict(ck["optimizer"])
+    st.step = int(ck["step"])
+    restore_scheduler(st.scheduler, ck.get("scheduler"), st.step)
     if ck.get("scaler"):
         st.scaler.load_state_dict(ck["scaler"])
     if st.ema is not None and ck.get("ema") is not None:
-        st.ema.load_state_dict(ck["ema"])
-    st.step = int(ck["step"])
+        load_ema_state(st.ema, ck["ema"], st.step)
     st.last_epoch_loss = ck.get("last_epoch_loss")
     st.elapsed_before = float(ck.get("elapsed_s", 0.0))
     ranks = ck["ranks"]
@@ -217,12 +218,7 @@ def _checkpoint(st: _State, p: _Plan, ranks: list[dict[str, Any]]) -> dict[str, 
         "format": p.checkpoint_format,
         "model": st.raw.state_dict(),
         "optimizer": st.optimizer.state_dict(),
-        "scheduler": {
-            "kind": s.schedule,
-            "step": st.step,
-            "lr": lr_at(st.step, s, p.steps_per_epoch),
-            "steps_per_epoch": p.steps_per_epoch,
-        },
+        "scheduler": st.scheduler.state_dict(),
         "scaler": st.scaler.state_dict() if st.scaler.is_enabled() else {},
         "ema": st.ema.state_dict() if st.ema is not None else None,
         "epoch": epoch,
@@ -258,17 +254,16 @@ def _step(st: _State, p: _Plan, net: nn.Module, batch: Any) -> tuple[torch.Tenso
     """One optimizer step with SIGINT deferred (an interrupt lands between steps); returns (loss, lr)."""
     s = p.s
     with DeferSigint():
-        lr = lr_at(st.step, s, p.steps_per_epoch)
-        for group in st.optimizer.param_groups:
-            group["lr"] = lr
+        lr = st.optimizer.param_groups[0]["lr"]  # set by the scheduler for this step
         with autocast(p.device, s.amp):
             loss = p.task.loss(net, batch, p.device, s).float()
         st.optimizer.zero_grad(set_to_none=True)
         st.scaler.scale(loss).backward()
         st.scaler.step(st.optimizer)
         st.scaler.update()
+        st.scheduler.step()
         if st.ema is not None:
-            ema_update(st.ema, st.raw, s.ema_decay, st.step)
+            st.ema.update_parameters(st.raw)
         loss_value = loss.detach().double()
         st.loss_acc += loss_value
         st.step += 1
@@ -390,7 +385,7 @@ def train(
         )
 
         def evaluate(m: nn.Module | None = None, keep_outcomes: bool = False) -> dict[str, Any]:
-            m = m if m is not None else (st.ema if st.ema is not None else st.raw)
+            m = m if m is not None else (st.ema.module if st.ema is not None else st.raw)
             broadcast_buffers(m)  # BN running stats drift per rank after DDP's last broadcast
             metrics, per_image = outcomes.split(task.evaluate(m, val_ds, s, p.device))
             if keep_outcomes and p.main and per_image is not None:

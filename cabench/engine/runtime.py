@@ -1,4 +1,4 @@
-"""What the loop needs around a step: SIGINT deferral, determinism, AMP, optimizer, EMA, collectives, logs."""
+"""What the loop needs around a step: SIGINT deferral, determinism, AMP, optimizer, collectives, logs."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ __all__ = [
     "broadcast_buffers",
     "build_optimizer",
     "deterministic_mode",
-    "ema_update",
     "eval_mode",
     "gather_objects",
     "interleave_ranks",
@@ -105,15 +104,6 @@ def build_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer
         return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov)
     kwargs: dict[str, Any] = {"eps": s.optimizer_eps} if s.optimizer_eps is not None else {}
     return torch.optim.RMSprop(groups, lr=s.lr, alpha=s.rmsprop_decay, momentum=s.momentum, **kwargs)
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    d = min(decay, (1.0 + step) / (10.0 + step))  # TF ExponentialMovingAverage(num_updates=step)
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p.detach(), 1.0 - d)
-    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(b)
 
 
 def gather_objects(obj: Any) -> list[Any]:
