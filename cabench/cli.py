@@ -96,6 +96,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_DRIFT = 1  # count drift from `cabench check`, and nothing else
 EXIT_USAGE = 2  # bad input: one line naming it
 EXIT_CRASH = 3  # unexpected error: one line naming the log with the traceback (cabench.crash)
+EXIT_BUSY = 75  # every selected row is being trained by another process now (EX_TEMPFAIL: run again later)
 
 
 @app.callback()
@@ -299,6 +300,13 @@ def run(**given: Any) -> None:
         outcome = _run_profile(profile, request)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
+    if outcome.busy and not outcome.records:
+        err.print(
+            f"cabench: nothing to do now: another process is training every selected row ({'; '.join(outcome.busy)});"
+            " run the same command again once it finishes to collect the results",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_BUSY)
     if rows and not outcome.records:
         fail(f"no row matches --rows {', '.join(rows)} in {', '.join(s.id for s in loaded)}")
     if not outcome.records:

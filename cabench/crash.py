@@ -2,7 +2,8 @@
 
 Exit codes mean one thing each: 0 success; 1 count drift (``cabench check`` only); 2 bad input
 (one line naming what is wrong); 3 an unexpected error (a bug, a full disk, a dead GPU), whose one
-line names the log file holding the traceback; 130 interrupted. CI can therefore tell drift from a crash.
+line names the log file holding the traceback; 75 (``EX_TEMPFAIL``) nothing done because another process
+is training every selected row now (run again later); 130 interrupted. CI can therefore tell drift from a crash.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import time
 import traceback
 from pathlib import Path
 
-__all__ = ["EXIT_CRASH", "EXIT_DRIFT", "EXIT_USAGE", "crash_line", "log_dir"]
+__all__ = ["EXIT_BUSY", "EXIT_CRASH", "EXIT_DRIFT", "EXIT_USAGE", "crash_line", "log_dir"]
 
 EXIT_DRIFT = 1
 EXIT_USAGE = 2
 EXIT_CRASH = 3
+EXIT_BUSY = 75  # sysexits.h EX_TEMPFAIL: a temporary condition, try again later
 
 
 def log_dir() -> Path:

@@ -20,6 +20,7 @@ over NFS) coordinate through :meth:`Store.lease`, one per row, profile and seed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -34,7 +35,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cabench.lease import DEFAULT_STALE_S, Lease, acquire, host_name, pid_alive
+from cabench.lease import DEFAULT_STALE_S, Lease, acquire, holder, host_name, pid_alive
 
 __all__ = [
     "RunRecord",
@@ -216,6 +217,17 @@ class Store:
         """Hold (suite, row, profile, seed) for this process; None when another live process holds it."""
         parent = self.cell_dir(suite, row, profile)
         return acquire(parent / f".seed-{int(seed)}.lease", stale_after)
+
+    def lease_holder(self, suite: str, row: str, profile: str, seed: int) -> str:
+        """Who holds (suite, row, profile, seed) now, as the lease file records it (for messages)."""
+        info = holder(self.cell_dir(suite, row, profile) / f".seed-{int(seed)}.lease") or {}
+        pid, host, started = info.get("pid"), info.get("host"), info.get("started")
+        if not isinstance(pid, int) or not isinstance(host, str):
+            return "a process that has not recorded itself yet"
+        since = ""
+        if isinstance(started, (int, float)) and math.isfinite(started):
+            since = time.strftime(", since %Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
+        return f"pid {pid} on host {host[:64]}{since}"
 
     def write_run(
         self,

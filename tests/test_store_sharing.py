@@ -216,3 +216,47 @@ def test_a_non_finite_metric_never_fills_a_cell(tmp_path: Path) -> None:
     cells = [c for c in build_cells([suite], store) if c.row == row.key and c.column == "top1"]
     assert cells and cells[0].reproduced is None and cells[0].status == "pending"
     assert any("top1 is nan, not a usable number" in p for p in store.problems)
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from cabench.store import Store
+    store = Store(sys.argv[1])
+    leases = [store.lease("tiny", row, "smoke", 0) for row in sys.argv[2:]]
+    assert all(leases)
+    print("held", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_run_on_rows_another_process_is_training_says_so_and_exits_busy(tmp_path: Path) -> None:
+    """Not "no row matches": the row exists, another live process holds its lease; its pid and host are named."""
+    from test_jobs import SUITE
+    from typer.testing import CliRunner
+
+    from cabench.cli import EXIT_BUSY, app
+    from cabench.data.fixtures import write_imagenet_fixture
+
+    runs, suite = tmp_path / "runs", tmp_path / "tiny.yaml"
+    suite.write_text(SUITE)
+    data = write_imagenet_fixture(tmp_path / "imagenet", train_per_class=2, val_per_class=1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(runs), "ca", "baseline"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        base = ["run", str(suite), "--profile", "smoke", "--data", f"imagenet={data}", "--runs-dir", str(runs)]
+        for extra, named in ((["--rows", "ca"], ["tiny/ca seed 0"]), ([], ["tiny/baseline seed 0", "tiny/ca seed 0"])):
+            result = CliRunner().invoke(app, base + extra)
+            assert result.exit_code == EXIT_BUSY == 75, result.output
+            line = result.stderr.strip().splitlines()[-1]  # after one progress line per skipped row
+            assert "another process is training every selected row" in line and "no row matches" not in line
+            assert all(f"{n}: being trained by pid {child.pid} on host {host_name()}, since " in line for n in named)
+            assert line.startswith("cabench: nothing to do now") and "Traceback" not in result.output
+        assert not [p for p in (runs / "tiny").rglob("*") if p.is_dir() and p.parent.name == "smoke"]  # no run dir
+    finally:
+        child.kill()
+        child.wait()

@@ -80,6 +80,7 @@ class Outcome:
     summary: str = ""  # one line after the table
     notes: tuple[str, ...] = ()  # lines after the summary
     exit_code: int = 0
+    busy: tuple[str, ...] = ()  # selected work another process holds now (one "suite/row seed N: by ..." each)
 
 
 class Profile:

@@ -157,6 +157,7 @@ class TrainProfile(Profile):
         from cabench.pipeline import configure_task
 
         records: list[RunRecord] = []
+        busy: list[str] = []
         for plan in plans:
             root = roots[plan.recipe.dataset]
             train_ds, val_ds = plan.dataset.build(root, plan.recipe, self.smoke)
@@ -167,9 +168,11 @@ class TrainProfile(Profile):
                 for seed in seeds:
                     config, settings = self._config(plan, row, seed, root, o, (train_ds, val_ds))
                     run = self._train_row(plan, row, config, settings, (train_ds, val_ds), engine_task, request)
-                    if run is not None:
+                    if isinstance(run, str):
+                        busy.append(f"{plan.suite.id}/{row.key} seed {seed}: {run}")
+                    elif run is not None:
                         records.append(run)
-        return self._outcome(records, plans)
+        return self._outcome(records, plans, tuple(busy))
 
     def _plan(self, suite: Suite, request: Request, backbones: dict[str, Path]) -> _Plan:
         from cabench.data.base import DATASETS
@@ -275,10 +278,10 @@ class TrainProfile(Profile):
         data: tuple[Any, Any],
         task: Any,
         request: Request,
-    ) -> RunRecord | None:
+    ) -> RunRecord | str | None:
         """Train one row with one seed, unless a complete run with the same key exists; resume an unfinished one.
 
-        None when another process holds this row-seed's lease (it is training it now)."""
+        When another process holds this row-seed's lease (it is training it now): who holds it, as a string."""
         import torch
 
         from cabench.engine import distributed, train
@@ -299,7 +302,7 @@ class TrainProfile(Profile):
             # One process per (row, profile, seed) in a shared runs directory; checked again once held.
             lease = store.lease(suite, row.key, self.name, seed)
             if lease is None:
-                choice = ("busy", None)
+                choice = ("busy", f"being trained by {store.lease_holder(suite, row.key, self.name, seed)}")
             elif not self.smoke and (done := store.complete(suite, row.key, self.name, key)) is not None:
                 choice = ("done", str(done.path))
             else:
@@ -307,8 +310,8 @@ class TrainProfile(Profile):
         try:
             what, where = distributed.broadcast_object(choice)
             if what == "busy":
-                say(suite, row.key, f"seed {seed}: another process is training it; skipped (run again to collect it)")
-                return None
+                say(suite, row.key, f"seed {seed}: {where}; skipped (run again to collect it)")
+                return where
             if what == "done":
                 say(suite, row.key, f"seed {seed}: done already, skipped")
                 return store.complete(suite, row.key, self.name, key)
@@ -343,13 +346,15 @@ class TrainProfile(Profile):
                 )
         return run_dir
 
-    def _outcome(self, records: list[RunRecord], plans: list[_Plan]) -> Outcome:
+    def _outcome(self, records: list[RunRecord], plans: list[_Plan], busy: tuple[str, ...]) -> Outcome:
+        notes = tuple(f"skipped, {b} (run again to collect it)" for b in busy)
         if self.smoke:
             note = "smoke proves the pipeline only: reports show 'pipeline ok (smoke)', never these numbers."
-            return Outcome(records, columns=("seed", "train_loss", "steps", "img_per_s"), notes=(note,))
+            columns: tuple[str, ...] = ("seed", "train_loss", "steps", "img_per_s")
+            return Outcome(records, columns=columns, notes=(note, *notes), busy=busy)
         headline = dict.fromkeys(k for p in plans for k, _ in p.task.headline)
         shown = tuple(k for k in headline if any(k in r.metrics for r in records))
-        return Outcome(records, columns=("seed", *shown, "steps", "img_per_s"))
+        return Outcome(records, columns=("seed", *shown, "steps", "img_per_s"), notes=notes, busy=busy)
 
 
 def run_floors(
