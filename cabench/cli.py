@@ -25,7 +25,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from cabench.suite import Suite, SuiteError, all_suite_files, find_suite, load_suite, suite_group
+from cabench.profiles.workers import default_workers
+from cabench.suite import Suite, SuiteError, all_suite_files, check_row_selection, find_suite, load_suite, suite_group
 
 
 class _PluginGroup(TyperGroup):
@@ -99,6 +100,14 @@ EXIT_CRASH = 3  # unexpected error: one line naming the log with the traceback (
 EXIT_BUSY = 75  # every selected row is being trained by another process now (EX_TEMPFAIL: run again later)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import cabench
+
+        out.print(f"cabench {cabench.__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _plugins(
     plugin: Annotated[
@@ -118,6 +127,10 @@ def _plugins(
             "the packaged ones.",
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print cabench's version and exit."),
+    ] = False,
 ) -> None:
     """Rebuild the tables of the paper (see `cabench run --help`)."""
     from cabench.locate import set_suites_dir
@@ -167,16 +180,27 @@ def _progress(label: str) -> tuple[Progress, Callable[[int, int, str], None]]:
 
 
 @app.command("list")
-def list_suites() -> None:
+def list_suites(
+    as_json: Annotated[bool, typer.Option("--json", help="Print suites and profiles as JSON (for scripts).")] = False,
+) -> None:
     """List the suites (one per paper table), their rows, and what each profile fills."""
     from cabench.columns import COLUMNS
     from cabench.profiles.base import PROFILES
 
     with user_errors():
         suites = _load_suites([])
+    if as_json:
+        payload = {
+            "suites": [{"id": s.id, "title": s.title, "file": str(s.path), "rows": len(s.rows)} for s in suites],
+            "profiles": [
+                {"name": n, "description": p.description, "fills": sorted(p.fills)} for n, p in PROFILES.items()
+            ],
+        }
+        print(json.dumps(payload, indent=2))
+        return
     table = Table(title="Suites", title_justify="left")
     for col in ("suite", "rows", "run", "cited", "columns", "title"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for s in suites:
         cited = sum(r.cited for r in s.rows)
         table.add_row(s.id, str(len(s.rows)), str(len(s.rows) - cited), str(cited), ", ".join(s.columns), Text(s.title))
@@ -191,14 +215,21 @@ def list_suites() -> None:
 
 
 @app.command()
-def show(suite: Annotated[str, typer.Argument(help="Suite id (table1 ... table9) or path to a suite YAML.")]) -> None:
-    """Show a suite's rows, models and published values."""
+def show(
+    suite: Annotated[str, typer.Argument(help="Suite id (table1 ... table9) or path to a suite YAML.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the suite as JSON (for scripts).")] = False,
+) -> None:
+    """Show a suite's rows (with the ids `--rows` and `ROW=CKPT` take), models and published values."""
     with user_errors():
         s = load_suite(find_suite(suite))
+    if as_json:
+        print(json.dumps(_suite_json(s), indent=2, default=str))
+        return
     table = Table(title=Text(f"{s.id}: {s.title}"), title_justify="left")
     table.add_column("#")
+    table.add_column("id", overflow="fold")
     table.add_column("row")
-    table.add_column("model")
+    table.add_column("model", overflow="fold")
     for key in s.columns:
         table.add_column(Text(s.column_label(key)), justify="right")
     for i, row in enumerate(s.rows, 1):
@@ -211,9 +242,31 @@ def show(suite: Annotated[str, typer.Argument(help="Suite id (table1 ... table9)
             v = row.published.get(key)
             text = "–" if v is None else (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else str(v))
             values.append(text + (" *" if key in row.notes else ""))
-        table.add_row(str(i), Text(row.name), Text(model), *(Text(v) for v in values))
+        table.add_row(str(i), Text(row.key), Text(row.name), Text(model), *(Text(v) for v in values))
     out.print(table)
     out.print(f"Source: {s.source}. * = the cell carries a note. File: {s.path}", markup=False)
+
+
+def _suite_json(s: Suite) -> dict[str, Any]:
+    def value(v: Any) -> Any:
+        return [str(v[0]), str(v[1])] if isinstance(v, tuple) else str(v)
+
+    return {
+        "id": s.id,
+        "title": s.title,
+        "file": str(s.path),
+        "columns": list(s.columns),
+        "rows": [
+            {
+                "id": r.key,
+                "name": r.name,
+                "cited": r.cited,
+                "model": r.model.spec().as_dict() if r.model else None,
+                "published": {k: value(v) for k, v in r.published.items()},
+            }
+            for r in s.rows
+        ],
+    }
 
 
 DataOpt = Annotated[
@@ -266,6 +319,12 @@ def _run_signature() -> inspect.Signature:
             default=Path("runs"),
             annotation=Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")],
         ),
+        inspect.Parameter(
+            "as_json",
+            kw,
+            default=False,
+            annotation=Annotated[bool, typer.Option("--json", help="Print the runs as JSON (for scripts).")],
+        ),
     ]
     try:
         options = profile_options()
@@ -283,12 +342,15 @@ def run(**given: Any) -> None:
     from cabench.profiles.base import PROFILES, Request, profile_options
     from cabench.store import Store
 
-    suites, profile_name, rows, runs_dir = (given.pop(k) for k in ("suites", "profile", "rows", "runs_dir"))
+    suites, profile_name, rows, runs_dir, as_json = (
+        given.pop(k) for k in ("suites", "profile", "rows", "runs_dir", "as_json")
+    )
     start = time.perf_counter()
     with user_errors():
         profile = PROFILES.get(profile_name)
         options = _profile_option_values(profile, given, profile_options())
         loaded = _load_suites(suites)
+        check_row_selection(loaded, rows)
         request = Request(
             loaded,
             Store(runs_dir),
@@ -311,7 +373,23 @@ def run(**given: Any) -> None:
         fail(f"no row matches --rows {', '.join(rows)} in {', '.join(s.id for s in loaded)}")
     if not outcome.records:
         fail(f"nothing to run: {', '.join(s.id for s in loaded) or 'no suite'} has no row for profile {profile.name}")
+    if as_json:
+        print(json.dumps([_record_json(r) for r in outcome.records], indent=2, default=str))
+        return
     _summary(profile.name, outcome, time.perf_counter() - start, runs_dir)
+
+
+def _record_json(r: Any) -> dict[str, Any]:
+    return {
+        "suite": r.suite,
+        "row": r.row,
+        "profile": r.profile,
+        "run_id": r.run_id,
+        "path": str(r.path),
+        "seed": r.config.get("seed"),
+        "model": r.config.get("model_key"),
+        "metrics": r.metrics,
+    }
 
 
 run.__signature__ = _run_signature()  # type: ignore[attr-defined]
@@ -382,6 +460,9 @@ def _display(label: str) -> tuple[Progress, Any]:
         err.print(f"{suite}/{row}: {what}", markup=False, highlight=False)
 
     def on_step(event: dict) -> None:
+        if event.get("phase") == "eval":  # the final evaluation has no loss or lr to show
+            progress.update(task, info="evaluating on the evaluation split ...")
+            return
         eta = _duration(event["eta_s"]) if "eta_s" in event else "-"
         info = (
             f"loss {event.get('loss', float('nan')):.3f} lr {event.get('lr', float('nan')):.4g} "
@@ -410,7 +491,7 @@ def _summary(profile: str, outcome: Any, elapsed: float, runs_dir: Path) -> None
         return
     table = Table(title=head, title_justify="left")
     for col in ("suite", "row", *outcome.columns, "run"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a narrow terminal wraps an id, never cuts it
     for r in records:
         vals = [r.metrics.get(k, r.config.get(k)) for k in outcome.columns]
         table.add_row(r.suite, r.row, *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals), r.run_id)
@@ -561,8 +642,11 @@ def eval_(
     width: Annotated[float, typer.Option(help="Width multiplier (with an architecture).")] = 1.0,
     attention: Annotated[str | None, typer.Option(help="none, se, cbam, ca, x, y.")] = None,
     reduction: Annotated[int | None, typer.Option(help="Reduction ratio r.")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 4,
+    workers: Annotated[
+        int, typer.Option(help="DataLoader workers (default: the CPUs this process may use, at most 8).")
+    ] = default_workers(),
     runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics and the run as JSON.")] = False,
 ) -> None:
     """A checkpoint's accuracy; with a suite and --row, fills that cell ("eval" profile, footnoted with its sha256).
 
@@ -598,6 +682,10 @@ def eval_(
                 )
         except DatasetError as e:
             fail(str(e))
+    if as_json:
+        payload = {"model": spec.key(), "metrics": metrics, "run": _record_json(record) if record else None}
+        print(json.dumps(payload, indent=2, default=str))
+        return
     text = "  ".join(f"{label} {metrics[k]:.2f}%" for k, label in shown if k in metrics)
     n = metrics.get("val_n", metrics.get("n"))
     out.print(f"{spec.key()}: {text}  on {n} images" + (f" -> {record.path}" if record else ""), markup=False)

@@ -25,6 +25,7 @@ import pandas as pd
 from cabench.claims import Verdict, summarize
 from cabench.claims_report import claims_csv, claims_frame, judge_claims, render_claims_section, render_claims_summary
 from cabench.columns import COLUMNS
+from cabench.data.identity import is_paper_data, not_paper_text
 from cabench.locate import display_path
 from cabench.profiles.base import PROFILES
 from cabench.replicates import replicate_key, replicates
@@ -52,8 +53,22 @@ CSV_COLUMNS = [
     "ci_high",
     "seeds",
     "published_in_ci",
+    "name",
+    "model",
+    "seed",
+    "latency_ratio",
+    "latency_ratio_ci_low",
+    "latency_ratio_ci_high",
 ]
-STATUS_MARKS = {"match": "✅", "noted": "📝", "drift": "❌", "pending": "⏳", "cited": "📖", "new": "🆕"}
+STATUS_MARKS = {
+    "match": "✅",
+    "noted": "📝",
+    "drift": "❌",
+    "pending": "⏳",
+    "cited": "📖",
+    "new": "🆕",
+    "inconclusive": "❔",
+}
 
 
 @dataclass
@@ -93,6 +108,11 @@ class Cell:
         if self.ci_low is None or self.ci_high is None or not isinstance(self.published, Decimal):
             return None
         return self.ci_low <= float(self.published) <= self.ci_high
+
+    other_data: str | None = None  # a result on data that is not the paper's: its own line, never the cell
+    model: str = ""  # the model spec's key (mobilenetv2-w1-ca-r32-c1000)
+    seed: int | None = None
+    ratio: tuple[float, float, float] | None = None  # latency: ratio to the baseline, CI low, CI high
 
 
 def _published_text(p: Published | None) -> str:
@@ -135,6 +155,8 @@ def _filling_run(column: str, runs: dict[str, RunRecord | None], store: Store | 
         r = runs.get(p)
         if r is None or r.metrics.get(column) is None:
             continue
+        if COLUMNS[column].kind == "accuracy" and not is_paper_data(r.config):
+            continue  # not the paper's evaluation split: its own line, never the cell (cabench.data.identity)
         if _usable(column, r.metrics[column]):
             candidates.append(r)
         elif store is not None:
@@ -151,6 +173,25 @@ def _usable_replicates(store: Store, runs: list[RunRecord], column: str) -> list
         else:
             store.note_problem(f"{r.path / 'metrics.json'}: {column} is {r.metrics[column]!r}, not a usable number")
     return usable
+
+
+def _candidates(column: str, runs: dict[str, RunRecord | None]) -> list[RunRecord]:
+    return [
+        r
+        for p in _filled_by(COLUMNS[column].kind)
+        if (r := runs.get(p)) is not None and r.metrics.get(column) is not None
+    ]
+
+
+def _other_data_line(column: str, runs: dict[str, RunRecord | None]) -> str | None:
+    """The latest accuracy result on data that is not the paper's, as its own line (never a cell)."""
+    if COLUMNS[column].kind != "accuracy":
+        return None
+    others = [r for r in _candidates(column, runs) if not is_paper_data(r.config)]
+    run = max(others, key=lambda r: r.run_id, default=None)
+    if run is None or not _usable(column, run.metrics[column]):
+        return None
+    return f"{float(run.metrics[column]):.2f} on {not_paper_text(run.config)}, {run.profile} run `{run.run_id}`"
 
 
 def _provenance(suite: Suite, run: RunRecord) -> str | None:
@@ -221,6 +262,9 @@ def _cell(suite: Suite, row: Row, order: int, label: str, column: str, run: RunR
             if COLUMNS[column].kind == "accuracy":
                 cell.provenance = _provenance(suite, run)
         cell.profile, cell.run_id = run.profile, run.run_id
+        cell.seed = run.config.get("seed") if isinstance(run.config.get("seed"), int) else None
+    if row.model is not None:
+        cell.model = row.model.spec().key()
     if row.cited:
         cell.status = "cited"
     elif cell.reproduced is not None and published is not None and not isinstance(published, tuple):
@@ -249,11 +293,13 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
                     continue
                 reps = []
                 if COLUMNS[column].kind == "accuracy" and row.model is not None and not row.cited:
-                    reps = _usable_replicates(store, replicates(store, suite.id, row.key, column), column)
+                    found = [r for r in replicates(store, suite.id, row.key, column) if is_paper_data(r.config)]
+                    reps = _usable_replicates(store, found, column)
                     run = max(reps, key=lambda r: r.run_id) if reps else None
                 if column not in row.published and (not measured or (run is None and not _counted(column))):
                     continue
                 cell = _cell(suite, row, order, labels[row.key], column, run)
+                cell.other_data = _other_data_line(column, runs)
                 if reps:
                     _fill_replicates(suite, row, cell, reps)
                 ran = _placeholder_run(runs)
@@ -306,26 +352,45 @@ def _fill_replicates(suite: Suite, row: Row, cell: Cell, runs: Sequence[RunRecor
 def _latency_status(suite: Suite, row_cells: list[tuple[Row, Cell, RunRecord | None]]) -> None:
     """Latency is compared as a ratio to the baseline row: the paper's milliseconds are a Pixel 4's.
 
-    A row matches when its measured ratio lies within the ratio range its
-    published range allows: [row low / baseline high, row high / baseline low].
+    The published range allows the ratios [row low / baseline high, row high / baseline low]. The status comes
+    from the measured ratio's 95% confidence interval (bootstrap over interleaved rounds, see
+    :mod:`cabench.measure.ratio`): ``match`` inside, ``drift`` (``noted`` with a note) wholly outside,
+    ``inconclusive`` when it straddles an edge or the run recorded no interval.
     """
+    from cabench.measure.ratio import ratio_status
+
     by_row = {row.key: (row, cell) for row, cell, _ in row_cells if COLUMNS[cell.column].kind == "latency"}
     base = by_row.get(suite.baseline or "")
-    for row, cell in by_row.values():
-        if cell.reproduced is None or base is None or row.cited:
+    for r, cell, run in row_cells:
+        if COLUMNS[cell.column].kind != "latency" or cell.reproduced is None or base is None or r.cited or run is None:
             continue
-        run_ratio = None
-        for r, c, run in row_cells:
-            if r.key == row.key and c.column == cell.column and run is not None:
-                run_ratio = run.metrics.get(f"{cell.column}_ratio")
+        m = run.metrics
+        ratio, low, high = m.get("latency_ratio"), m.get("latency_ratio_ci_low"), m.get("latency_ratio_ci_high")
         pub, base_pub = cell.published, base[1].published
-        if run_ratio is not None:
-            cell.display = f"{run_ratio:.2f}× ({cell.reproduced:.1f} ms)"
-        if run_ratio is None or not isinstance(pub, tuple) or not isinstance(base_pub, tuple):
+        if ratio is None:
+            continue
+        has_ci = low is not None and high is not None
+        cell.ratio = (ratio, low, high) if has_ci else (ratio, float("nan"), float("nan"))
+        interval = f", 95% CI {low:.2f}–{high:.2f}×" if has_ci else ", no CI"
+        cell.display = f"{ratio:.2f}× ({cell.reproduced:.1f} ms{interval})"
+        cell.provenance = _latency_footnote(run)
+        if not isinstance(pub, tuple) or not isinstance(base_pub, tuple):
             continue
         lo, hi = float(pub[0]) / float(base_pub[1]), float(pub[1]) / float(base_pub[0])
-        within = lo <= run_ratio <= hi
-        cell.status = "match" if within else ("noted" if cell.note else "drift")
+        status = ratio_status(low, high, lo, hi) if has_ci else "inconclusive"
+        cell.status = "noted" if status == "drift" and cell.note else status
+
+
+def _latency_footnote(run: RunRecord) -> str:
+    m, c = run.metrics, run.config
+    parts = [f"{c.get('rounds', '?')} interleaved rounds", f"{c.get('threads', '?')} thread(s)"]
+    if m.get("latency_ratio_spread") is not None:
+        parts.append(f"per-round ratio spread (p90-p10)/median {m['latency_ratio_spread']:.1%}")
+    if m.get("latency_ratio_ci_low") is not None:
+        parts.append("[95% CI, bootstrap over rounds]")
+    else:
+        parts.append("no confidence interval recorded: status inconclusive")
+    return "latency ratio to the baseline row: " + ", ".join(parts)
 
 
 def cells_frame(cells: Sequence[Cell]) -> pd.DataFrame:
@@ -383,6 +448,10 @@ def results_csv(cells: Sequence[Cell]) -> str:
                 "ci_high": "" if c.ci_high is None else f"{c.ci_high:.6g}",
                 "seeds": " ".join(c.seeds),
                 "published_in_ci": "" if c.published_in_ci is None else str(c.published_in_ci).lower(),
+                "name": c.row_label,
+                "model": c.model,
+                "seed": "" if c.seed is None else str(c.seed),
+                **dict(zip(CSV_COLUMNS[-3:], [f"{v:.6g}" for v in c.ratio] if c.ratio else ["", "", ""], strict=True)),
             }
             for c in cells
         ],
@@ -483,6 +552,10 @@ def render_suite(
     if notes:
         lines += ["", "**Notes**", ""]
         lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    other = [c for c in cells if c.other_data]
+    if other:
+        lines += ["", "**Not the paper's data** (kept, never marked against the paper)", ""]
+        lines += [f"- {c.row_label}, {c.column_label}: {c.other_data}" for c in other]
     if suite.notes:
         lines += ["", "**About this table**", ""]
         lines += [f"- {n}" for n in suite.notes]

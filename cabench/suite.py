@@ -51,6 +51,7 @@ __all__ = [
     "Term",
     "all_suite_files",
     "check_id",
+    "check_row_selection",
     "find_suite",
     "known_claim_files",
     "known_suites",
@@ -564,3 +565,20 @@ def find_suite(name_or_path: str) -> Path:
     if name_or_path not in suites:
         raise SuiteError(f"unknown suite {name_or_path!r}; known suites: {', '.join(suites) or '(none)'}")
     return suites[name_or_path]
+
+
+def check_row_selection(suites: list[Suite] | tuple[Suite, ...], wanted: set[str] | list[str] | None) -> None:
+    """Every ``--rows`` entry names exactly one row (by id or printed name) in some suite; raise ``SuiteError``
+    otherwise, with the valid choices. A printed name shared by several rows of one suite (Table 4's "+ SE") is
+    ambiguous: the message lists their ids."""
+    for name in sorted(wanted or ()):
+        hits = 0
+        for suite in suites:
+            matches = [r for r in suite.rows if name in (r.key, r.name) and r.model is not None]
+            if len(matches) > 1:
+                ids = ", ".join(r.key for r in matches)
+                raise SuiteError(f"--rows {name!r} matches {len(matches)} rows of {suite.id} ({ids}): name one by id")
+            hits += len(matches)
+        if not hits:
+            choices = ", ".join(r.key for s in suites for r in s.rows if r.model is not None)
+            raise SuiteError(f"--rows {name!r}: no such row in {', '.join(s.id for s in suites)}; rows: {choices}")

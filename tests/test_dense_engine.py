@@ -116,7 +116,8 @@ def test_the_report_says_whether_a_dense_cell_started_from_an_imagenet_backbone(
 
     suite = load_suite(find_suite("table8"))
     store = Store(tmp_path / "runs")
-    base = {"recipe": suite.recipe, "overrides": {}, "suite": "table8", "profile": "paper"}
+    paper_data = {"dataset": "voc-segmentation", "images": 1449, "paper": True}  # the paper's split (stand-in)
+    base = {"recipe": suite.recipe, "overrides": {}, "suite": "table8", "profile": "paper", "data_identity": paper_data}
     # Stand-in paper runs: this test is about the footnote, not about a number.
     store.write_run("table8", "mbv2-os16", "paper", base | {"backbone_checkpoint": None}, {"miou": 12.5})
     backbone = {"path": "/ckpt/mbv2_ca.pth", "sha256": "ab" * 32}

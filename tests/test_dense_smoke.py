@@ -138,10 +138,17 @@ def test_a_missing_dataset_is_one_line_before_any_work(tmp_path: Path, kind: str
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
-def test_eval_fills_a_segmentation_cell_from_a_checkpoint(tmp_path: Path, data: dict[str, Path]) -> None:
+def test_eval_fills_a_segmentation_cell_from_a_checkpoint(
+    tmp_path: Path, data: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
+    from cabench.data import identity
     from cabench.models.registry import ModelSpec, build_model
+
+    # Only the paper's evaluation split fills a cell (tests/test_data_identity.py): let the fixture stand for it.
+    n = identity.data_identity("cityscapes", data["cityscapes"]).images
+    monkeypatch.setitem(identity.PAPER_SPLITS, "cityscapes", identity.PaperSplit("fixture", n))
 
     ckpt = tmp_path / "deeplab.pt"
     model = build_model(ModelSpec("deeplabv3_mobilenetv2", attention="ca", num_classes=19, output_stride=8))

@@ -97,7 +97,14 @@ def test_latency_profile_fills_the_ratio_to_the_baseline(tmp_path: Path, suite: 
     assert "1.00× (" in (reports / "tiny.md").read_text()  # the baseline's own ratio
 
 
-def test_eval_fills_a_cell_from_a_checkpoint_and_says_so(tmp_path: Path, suite: Path, imagenet: Path) -> None:
+def test_eval_fills_a_cell_from_a_checkpoint_and_says_so(
+    tmp_path: Path, suite: Path, imagenet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cabench.data import identity
+
+    # Only the paper's evaluation split fills a cell (tests/test_data_identity.py): let the fixture stand for it.
+    n = identity.data_identity("imagenet", imagenet)
+    monkeypatch.setitem(identity.PAPER_SPLITS, "imagenet", identity.PaperSplit("fixture", n.images, n.classes))
     ckpt = tmp_path / "mbv2_ca.pth"
     torch.save({"model": MobileNetV2(width=0.5, attention="ca").state_dict()}, ckpt)
     runs, reports = tmp_path / "runs", tmp_path / "reports"

@@ -108,3 +108,12 @@ def test_the_installed_wheel_runs_checks_and_reports_from_an_empty_folder(venv: 
     assert cells and all(int(c["exact"]) in locked_params for c in cells)  # the repo's exact counts
     page = (work / "reports" / "table4.md").read_text()
     assert "`cabench:suites/table4.yaml`" in page  # named relative to where it was found, not an absolute path
+
+
+def test_the_docker_line_keeps_runs_and_passes_gpus() -> None:
+    readme = (ROOT / "README.md").read_text()
+    line = readme[readme.index("Docker (CUDA") :].split("\n\n", 1)[0]
+    assert "--gpus all" in line and '-v "$PWD/runs:/work/runs"' in line
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "WORKDIR /work\n" in dockerfile  # where the mounted runs/ is read and written
+    assert "setup.py" in dockerfile  # the packaging (suites as package data) needs it

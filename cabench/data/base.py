@@ -46,6 +46,9 @@ class DatasetInfo:
     # What a run records about the data beyond its root (generated data: the manifest's fingerprint, generator
     # and parameters); its "fingerprint" value is part of the key deciding whether a run is done.
     fingerprint: Callable[[Path], dict[str, Any]] | None = None
+    # (root, recipe) -> the evaluation dataset, checking only the evaluation split (evaluating a checkpoint then
+    # needs no training data); None: validate and build the whole dataset.
+    eval_only: Callable[[Path, Any], Any] | None = None
 
 
 @dataclass(frozen=True)

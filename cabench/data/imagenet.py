@@ -66,9 +66,12 @@ __all__ = [
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "ImageFolderInfo",
+    "check_data_key",
     "config_path",
+    "data_keys",
     "eval_transform",
     "imagenet_datasets",
+    "imagenet_eval_dataset",
     "parse_data_option",
     "recipe_train_transform",
     "recipe_transforms",
@@ -121,28 +124,30 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def validate_imagefolder(root: Path, check_images: int = 0) -> ImageFolderInfo:
+def validate_imagefolder(root: Path, check_images: int = 0, splits: tuple[str, ...] = _SPLITS) -> ImageFolderInfo:
     """Check that ``root`` holds ``train/<class>/*`` and ``val/<class>/*`` with the same classes.
 
     Raises ``DatasetError`` (one line, naming the path) on: a missing root or one that is not a folder; no
     ``train`` or ``val`` folder; no class folders; train and val class sets that differ; a class folder with no
     image files. With ``check_images > 0`` it also opens the first ``check_images`` images of each split (classes
-    and files in sorted order) with PIL's ``verify()`` and reports the first unreadable one.
+    and files in sorted order) with PIL's ``verify()`` and reports the first unreadable one. ``splits=("val",)``
+    checks the evaluation split alone (evaluating a checkpoint needs no ``train/``); ``n_train`` is then 0.
     """
+    layout = _LAYOUT if splits == _SPLITS else "expected val/<class>/*.JPEG"
     root = Path(root).expanduser()
     if not root.exists():
-        raise DatasetError(f"{root}: dataset root does not exist ({_LAYOUT})")
+        raise DatasetError(f"{root}: dataset root does not exist ({layout})")
     if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root is not a folder ({_LAYOUT})")
-    for split in _SPLITS:
+        raise DatasetError(f"{root}: dataset root is not a folder ({layout})")
+    for split in splits:
         if not (root / split).is_dir():
-            raise DatasetError(f"{root}: no '{split}' folder ({_LAYOUT})")
+            raise DatasetError(f"{root}: no '{split}' folder ({layout})")
 
-    classes = {split: _class_dirs(root / split) for split in _SPLITS}
-    for split in _SPLITS:
+    classes = {split: _class_dirs(root / split) for split in splits}
+    for split in splits:
         if not classes[split]:
-            raise DatasetError(f"{root / split}: no class folders ({_LAYOUT})")
-    if classes["train"] != classes["val"]:
+            raise DatasetError(f"{root / split}: no class folders ({layout})")
+    if len(splits) == 2 and classes["train"] != classes["val"]:
         train, val = set(classes["train"]), set(classes["val"])
         parts = []
         if train - val:
@@ -152,8 +157,8 @@ def validate_imagefolder(root: Path, check_images: int = 0) -> ImageFolderInfo:
         raise DatasetError(f"{root}: train and val class folders differ: {'; '.join(parts)}")
 
     counts = dict.fromkeys(_SPLITS, 0)
-    sample: dict[str, list[Path]] = {split: [] for split in _SPLITS}
-    for split in _SPLITS:
+    sample: dict[str, list[Path]] = {split: [] for split in splits}
+    for split in splits:
         for name in classes[split]:
             images = _images_in(root / split / name)
             if not images:
@@ -166,7 +171,7 @@ def validate_imagefolder(root: Path, check_images: int = 0) -> ImageFolderInfo:
     if check_images > 0:
         from PIL import Image
 
-        for split in _SPLITS:
+        for split in splits:
             for path in sample[split]:
                 try:
                     with Image.open(path) as image:
@@ -174,7 +179,7 @@ def validate_imagefolder(root: Path, check_images: int = 0) -> ImageFolderInfo:
                 except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
                     raise BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {_one_line(exc)})") from exc
 
-    return ImageFolderInfo(root=root, classes=tuple(classes["train"]), n_train=counts["train"], n_val=counts["val"])
+    return ImageFolderInfo(root=root, classes=tuple(classes[splits[0]]), n_train=counts["train"], n_val=counts["val"])
 
 
 def train_transform(
@@ -322,6 +327,16 @@ def imagenet_datasets(
     return train, val
 
 
+def imagenet_eval_dataset(root: Path, size: int = 224, resize: int = 256) -> Dataset:
+    """The val ImageFolder alone (classes: the sorted class folders of ``val/``, the same indices a full
+    ImageNet's train split gives), after checking ``val/`` only: evaluating needs no ``train/`` folder."""
+    info = validate_imagefolder(root, check_images=2, splits=("val",))
+    mapping = {name: i for i, name in enumerate(info.classes)}
+    return _fixed_classes_image_folder()(
+        str(info.root / "val"), mapping, transform=eval_transform(size, resize), is_valid_file=_is_image
+    )
+
+
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
@@ -338,6 +353,7 @@ def parse_data_option(values: list[str]) -> dict[str, Path]:
         if not sep or not _NAME.fullmatch(name) or not path:
             raise ValueError(f"--data {item!r}: expected NAME=PATH, e.g. --data imagenet=/datasets/imagenet")
         key = name.lower()
+        check_data_key(key, f"--data {item!r}")
         if key in parsed:
             raise ValueError(f"--data {item!r}: '{key}' given twice (already {parsed[key]})")
         parsed[key] = Path(path).expanduser()
@@ -366,10 +382,33 @@ def _config_data_table(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot read config file ({_one_line(exc)})") from None
     except RecursionError:
         raise ValueError(f"{path}: cannot read config file (nested too deeply)") from None
+    for key in config:
+        if key != "data":
+            raise ValueError(f"{path}: unknown config key {key!r}; the config file has one table: [data]")
     data = config.get("data", {})
     if not isinstance(data, dict):
         raise ValueError(f"{path}: 'data' must be a table, e.g. [data] imagenet = \"/datasets/imagenet\"")
+    for key in data:
+        check_data_key(key, f"{path}: [data] {key}")
     return data
+
+
+def data_keys() -> list[str]:
+    """The dataset keys ``--data``, ``CABENCH_DATA_<KEY>`` and ``[data]`` accept (every registered dataset's)."""
+    from cabench.data.base import DATASETS
+
+    return sorted({info.data_key for _, info in DATASETS.items()})
+
+
+def check_data_key(key: str, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` when ``key`` is no dataset's key (a typo must not fall back silently)."""
+    import difflib
+
+    keys = data_keys()
+    if key.lower() not in keys:
+        close = difflib.get_close_matches(key.lower(), keys, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"{where}: unknown dataset key {key!r}{hint}; expected one of {', '.join(keys)}")
 
 
 def resolve_data_root(name: str, given: dict[str, Path]) -> Path | None:
@@ -416,5 +455,8 @@ register_dataset(
         build=_build,
         fixture="imagenet",
         input_size=lambda recipe, smoke: SMOKE_SIZES["image_size"] if smoke else recipe.train_size,
+        eval_only=lambda root, recipe: imagenet_eval_dataset(
+            root, size=recipe.train_size, resize=round(recipe.train_size * recipe.eval_resize / recipe.train_size)
+        ),
     )
 )

@@ -13,10 +13,13 @@ from cabench.data.imagenet import resolve_data_root
 __all__ = ["data_root"]
 
 
-def data_root(info: DatasetInfo, given: dict[str, Path], fixtures_dir: Path | None, needed_by: str) -> Path:
+def data_root(
+    info: DatasetInfo, given: dict[str, Path], fixtures_dir: Path | None, needed_by: str, validate: bool = True
+) -> Path:
     """The validated root of ``info``: given, configured, or (when ``fixtures_dir`` is set) the generated fixture.
 
     Without ``fixtures_dir`` a missing root is an error naming ``needed_by`` and how to give the root.
+    ``validate=False`` leaves the check to the caller (an evaluation checks its split alone).
     """
     root = resolve_data_root(info.data_key, given)
     if root is None:
@@ -29,5 +32,6 @@ def data_root(info: DatasetInfo, given: dict[str, Path], fixtures_dir: Path | No
         root = fixtures_dir / info.fixture
         if not root.exists():
             write_fixture(info.fixture, root)
-    info.validate(root)
+    if validate:
+        info.validate(root)
     return root

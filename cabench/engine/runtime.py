@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +74,13 @@ class DeferSigint:
         return self
 
     def _hold(self, signum: int, frame: Any) -> None:
+        if self.pending:  # a second Ctrl-C: the user means it. Leave at once; the last checkpoint on disk stays.
+            sys.stderr.write("\ncabench: second interrupt: exiting now; the last saved checkpoint is kept\n")
+            sys.stderr.flush()
+            os._exit(130)
         self.pending = True
+        sys.stderr.write("\ncabench: interrupt: finishing this step and saving a checkpoint (Ctrl-C again: exit now)\n")
+        sys.stderr.flush()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self.active:

@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -39,9 +39,11 @@ class LatencyResult:
     p90_ms: float
     rounds: int
     threads: int
+    # Per-call times in round order (round k of every model is the same round): for per-round ratios.
+    samples_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "samples_ms"}
 
 
 @contextmanager
@@ -136,6 +138,7 @@ def measure_latency(
             p90_ms=_quantile(values, 0.9),
             rounds=rounds,
             threads=threads,
+            samples_ms=tuple(times[name]),
         )
     return results
 

@@ -8,6 +8,7 @@ one line naming the first tensor that does not fit.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,18 @@ def _read_state(path: Path) -> dict[str, Any]:
     return check_state_dict(state, path)
 
 
+def _misfit(path: Path, message: str) -> ValueError:
+    """A checkpoint that does not fit, with the model it was trained as when its run's config.json says so."""
+    try:
+        model = json.loads((Path(path).parent / "config.json").read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        model = None
+    if isinstance(model, dict) and model:
+        spec = " ".join(f"{k}={v}" for k, v in model.items() if v is not None)
+        message += f"; the checkpoint was trained as {spec} (its {Path(path).parent / 'config.json'})"
+    return ValueError(message)
+
+
 def _authors_name(key: str, own: dict[str, Any]) -> str:
     """The authors' CA names ``conv2``/``conv3`` are cabench's ``conv_h``/``conv_w``."""
     if key in own:
@@ -66,14 +79,15 @@ def load_weights(model: Any, path: Path) -> str:
     for key, tensor in own.items():
         source = renamed.get(key)
         if source is None:
-            raise ValueError(f"{path}: missing key {key!r} for this model")
+            raise _misfit(path, f"{path}: missing key {key!r} for this model")
         if tuple(state[source].shape) != tuple(tensor.shape):
-            raise ValueError(
-                f"{path}: {source}: shape {tuple(state[source].shape)} does not fit the model's {tuple(tensor.shape)}"
+            raise _misfit(
+                path,
+                f"{path}: {source}: shape {tuple(state[source].shape)} does not fit the model's {tuple(tensor.shape)}",
             )
     extra = [source for key, source in renamed.items() if key not in own]
     if extra:
-        raise ValueError(f"{path}: unexpected key {extra[0]!r} for this model")
+        raise _misfit(path, f"{path}: unexpected key {extra[0]!r} for this model")
     model.load_state_dict({key: state[source] for key, source in renamed.items()})
     return sha256_of(path)
 
@@ -103,10 +117,11 @@ def load_backbone(model: Any, path: Path, row: str | None = None) -> str:
             None,
         )
         if target is None:
-            raise ValueError(f"{where}: {key!r} has no counterpart in this model's backbone")
+            raise _misfit(path, f"{where}: {key!r} has no counterpart in this model's backbone")
         if tuple(tensor.shape) != tuple(own[target].shape):
-            raise ValueError(
-                f"{where}: {key}: shape {tuple(tensor.shape)} does not fit the backbone's {tuple(own[target].shape)}"
+            raise _misfit(
+                path,
+                f"{where}: {key}: shape {tuple(tensor.shape)} does not fit the backbone's {tuple(own[target].shape)}",
             )
         loaded[target] = tensor
     if not loaded:

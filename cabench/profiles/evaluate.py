@@ -58,6 +58,7 @@ def evaluate_checkpoint(
 
     from cabench.data.base import DATASETS
     from cabench.data.roots import data_root
+    from cabench.data.identity import data_identity
     from cabench.engine import TrainSettings
     from cabench.models.blocks import attention_provenance
     from cabench.models.detection import fit_to_recipe
@@ -77,12 +78,15 @@ def evaluate_checkpoint(
             )
         recipe = load_recipe(task.default_recipe)
     dataset = DATASETS.get(recipe.dataset)
-    root = data_root(dataset, data, None, "evaluation")
+    root = data_root(dataset, data, None, "evaluation", validate=dataset.eval_only is None)
+    val_ds = dataset.eval_only(root, recipe) if dataset.eval_only is not None else None
+    identity = data_identity(recipe.dataset, root)  # which split the number is on: the report decides what it fills
     from cabench.pipeline import apply_recipe, configure_task
 
     model = apply_recipe(fit_to_recipe(build_model(spec), recipe), recipe)
     sha = load_weights(model, checkpoint)
-    _, val_ds = dataset.build(root, recipe, False)
+    if val_ds is None:
+        _, val_ds = dataset.build(root, recipe, False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = TrainSettings(batch_size=1, eval_batch_size=batch_size or task.eval_batch, workers=workers)
     engine_task = configure_task(task.make(tuple(suite.columns) if suite else ()), recipe)
@@ -96,6 +100,7 @@ def evaluate_checkpoint(
         "checkpoint": {"path": str(checkpoint), "sha256": sha},
         "data": {dataset.data_key: str(root)},
         "dataset": recipe.dataset,
+        "data_identity": identity.as_dict(),
         "recipe": None,
     }
     record = None

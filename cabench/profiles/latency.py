@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cabench.columns import ColumnInfo, register_column
+from cabench.measure.ratio import MIN_ROUNDS
 from cabench.profiles.base import Option, Outcome, Profile, Request, register_profile
 
 if TYPE_CHECKING:
@@ -26,7 +27,15 @@ class LatencyProfile(Profile):
     fills = frozenset({"latency"})
     options = (
         Option("threads", int, 1, "latency: CPU threads (pinned and recorded).", 1, 1024),
-        Option("rounds", int, 40, "latency: timed rounds, rows interleaved (median taken).", 1, 100_000),
+        Option(
+            "rounds",
+            int,
+            40,
+            f"latency: timed rounds, rows interleaved; the ratio's 95% CI is a bootstrap over them (at least "
+            f"{MIN_ROUNDS} by default; fewer give a wide interval, read as inconclusive).",
+            1,
+            100_000,
+        ),
     )
 
     def run(self, request: Request) -> Outcome:
@@ -41,11 +50,15 @@ class LatencyProfile(Profile):
     def _suite(self, suite: Suite, request: Request) -> list[RunRecord]:
         from cabench.measure.latency import measure_latency
         from cabench.models.blocks import attention_provenance
+        from cabench.measure.ratio import ratio_estimate
         from cabench.models.registry import arch_info, build_model
 
         if LATENCY.key not in suite.columns:
             raise ValueError(f"{suite.id}: the suite has no latency column")
-        threads, rounds, warmup = request.options["threads"], request.options["rounds"], 10
+        threads, rounds = request.options["threads"], request.options["rounds"]
+        if rounds < 2:
+            raise ValueError(f"--rounds {rounds}: a latency ratio and its confidence interval need at least 2 rounds")
+        warmup = min(10, rounds)
         selected = request.selected(suite)
         baseline = next((r for r in suite.rows if r.key == suite.baseline), None)
         if baseline is not None and baseline not in selected:
@@ -53,14 +66,15 @@ class LatencyProfile(Profile):
         models = {r.key: build_model(r.model.spec()).eval() for r in selected if r.model is not None}
         size = arch_info(selected[0].model.spec().arch).input_size if selected and selected[0].model else (224, 224)
         results = measure_latency(models, input_size=size, threads=threads, warmup=warmup, rounds=rounds)
-        base_ms = results[baseline.key].median_ms if baseline is not None else None
+        base = results[baseline.key] if baseline is not None else None
         records = []
         for row in selected:
             assert row.model is not None
             r = results[row.key]
             metrics: dict[str, Any] = {LATENCY.key: r.median_ms, **{f"latency_{k}": v for k, v in r.as_dict().items()}}
-            if base_ms:
-                metrics["latency_ratio"] = r.median_ms / base_ms
+            if base is not None and rounds >= 2:
+                est = ratio_estimate(r.samples_ms, base.samples_ms)
+                metrics.update({f"latency_ratio{'' if k == 'ratio' else '_' + k}": v for k, v in est.as_dict().items()})
             config = {
                 "suite": suite.id,
                 "row": row.key,

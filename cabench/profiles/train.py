@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from cabench.data.images import BAD_IMAGE_POLICY
 from cabench.profiles.base import Option, Outcome, Profile, Request, register_profile
+from cabench.profiles.workers import default_workers
 
 if TYPE_CHECKING:
     from cabench.data.base import DatasetInfo
@@ -65,7 +66,14 @@ TRAIN_OPTIONS = (
     ),
     Option("batch_size", int | None, None, "Override the recipe's GLOBAL batch size.", 1, 65_536),
     Option("lr", float | None, None, "Override the recipe's initial learning rate.", 1e-12, 100),
-    Option("workers", int, 4, "DataLoader workers per process.", 0, 256),
+    Option(
+        "workers",
+        int,
+        default_workers(),
+        "DataLoader workers per process (default: the CPUs it may use, max 8).",
+        0,
+        256,
+    ),
     Option("amp", str, "off", "off, bf16 or fp16 (fp16 on CUDA only)."),
     Option("channels_last", bool, False, "channels_last memory format (GPU)."),
     Option("compile", bool, False, "torch.compile the model."),
@@ -78,6 +86,13 @@ TRAIN_OPTIONS = (
         "Detection/segmentation: initialise the backbone from an ImageNet checkpoint (cabench or the authors' "
         "MobileNetV2+CA state dict). PATH for every selected row, or ROW=PATH per row; repeatable. Recorded with "
         "its sha256; cells trained without one are marked 'from scratch'.",
+    ),
+    Option(
+        "keep_checkpoints",
+        str | None,
+        None,
+        "What a finished run keeps of its checkpoint: last (the resumable checkpoint.pt; paper's default), best "
+        "(the evaluated weights alone, model.pt: the engine evaluates once, at the end) or none (smoke's default).",
     ),
     Option("tensorboard", bool, False, "Also write TensorBoard logs (needs tensorboard)."),
     Option("nproc", int, 1, "Launch this many processes with torchrun (DDP).", 1, 1024),
@@ -150,7 +165,15 @@ class TrainProfile(Profile):
             return Outcome([], exit_code=distributed.launch_torchrun(o["nproc"], list(request.argv)))
         seeds = parse_seeds(o["seeds"], o["seed"])
         _check_tensorboard(o)
+        keep = o["keep_checkpoints"] or ("none" if self.smoke else "last")
+        if keep not in KEEP_CHOICES:
+            raise ValueError(f"--keep-checkpoints {keep!r}: expected one of {', '.join(KEEP_CHOICES)}")
+        o["keep_checkpoints"] = keep
+        from cabench.data.imagenet import parse_data_option
+
+        parse_data_option(o["data"] or [])  # an unknown dataset key is refused before any work
         backbones = backbone_entries(o["backbone_checkpoint"] or [])
+        _check_backbone_rows(backbones, request)
         plans = [self._plan(suite, request, backbones) for suite in request.suites]
         roots = self._roots(plans, request)
         distributed.init_distributed()  # under torchrun: every rank joins before choosing run directories
@@ -248,12 +271,14 @@ class TrainProfile(Profile):
             "data": {plan.dataset.data_key: str(root)},
             "dataset": plan.recipe.dataset,
             "data_fingerprint": plan.dataset.fingerprint(root) if plan.dataset.fingerprint else None,
+            "data_identity": _identity(plan.recipe.dataset, root),
             "image_size": plan.dataset.input_size(plan.recipe, self.smoke),
             "backbone_checkpoint": backbone,
             "attention_block": attention_provenance(spec.attention),  # None for a built-in block
             "seed": seed,
             "seeded": list(SEEDED),
             "bad_images": BAD_IMAGE_POLICY,
+            "keep_checkpoints": options["keep_checkpoints"],
             "settings": settings.resolved() | {"config": None},
         }
         from cabench.models.detection import fit_to_recipe
@@ -325,6 +350,7 @@ class TrainProfile(Profile):
             metrics = train(model, *data, settings, run_dir, task, progress=request.hooks.step)
             if distributed.is_main():
                 store.finish_run(run_dir, {**metrics, "pipeline": "ok"})
+                _retain(run_dir, config["keep_checkpoints"])
             return RunRecord(suite, row.key, self.name, run_dir.name, run_dir, metrics, config)
         finally:
             if lease is not None:
@@ -391,6 +417,49 @@ def run_floors(
         metrics = FLOORS.get(row.floor)(*datasets)
         records.append(request.store.write_run(suite.id, row.key, profile, config, {**metrics, "pipeline": "ok"}))
     return records
+
+
+_IDENTITIES: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _identity(dataset: str, root: Path) -> dict[str, Any]:
+    """The evaluation split's identity (cabench.data.identity), taken once per dataset root and process."""
+    from cabench.data.identity import data_identity
+
+    key = (dataset, str(Path(root).resolve()))
+    if key not in _IDENTITIES:
+        _IDENTITIES[key] = data_identity(dataset, root).as_dict()
+    return _IDENTITIES[key]
+
+
+KEEP_CHOICES = ("last", "best", "none")
+
+
+def _retain(run_dir: Path, keep: str) -> None:
+    """Apply --keep-checkpoints to a finished run (a smoke run's ~30 MB checkpoint is not worth keeping)."""
+    from cabench.engine.loop import CHECKPOINT_NAME
+
+    ckpt = run_dir / CHECKPOINT_NAME
+    if keep == "last" or not ckpt.exists():
+        return
+    if keep == "best":
+        import torch
+
+        from cabench.checkpoint import load_checkpoint
+
+        state = load_checkpoint(ckpt)
+        torch.save({"model": state["model"]}, run_dir / "model.pt")
+    ckpt.unlink()
+
+
+def _check_backbone_rows(backbones: dict[str, Path], request: Request) -> None:
+    """Every ``ROW=PATH`` of --backbone-checkpoint names a selected row (a typo must not train from scratch)."""
+    rows = [r for suite in request.suites for r in request.selected(suite)]
+    known = {name for r in rows for name in (r.key, r.name)}
+    for key in backbones:
+        if key != "*" and key not in known:
+            choices = ", ".join(dict.fromkeys(r.key for r in rows)) or "(none selected)"
+            raise ValueError(f"--backbone-checkpoint {key}=...: no such row among the selected rows; rows: {choices}")
 
 
 def _backbone_for(row: Row, backbones: dict[str, Path]) -> Path | None:
