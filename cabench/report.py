@@ -732,7 +732,7 @@ def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures:
     (nothing to report: the message says where it looked).
     """
     cells = build_cells(suites, store)
-    if not any(c.run_id for c in cells):
+    if not any(c.run_id or c.other_data for c in cells):
         ids = ", ".join(s.id for s in suites)
         raise ValueError(
             f"no runs of {ids} under {store.root}/ (set by --runs-dir or CABENCH_RUNS): nothing to report; "
