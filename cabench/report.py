@@ -25,9 +25,10 @@ import pandas as pd
 from cabench.claims import Verdict, summarize
 from cabench.claims_report import claims_csv, claims_frame, judge_claims, render_claims_section, render_claims_summary
 from cabench.columns import COLUMNS
-from cabench.data.identity import is_paper_data, not_paper_text
+from cabench.data.identity import fills_cells, is_paper_data, not_paper_text
 from cabench.locate import display_path
 from cabench.profiles.base import PROFILES
+from cabench.recipe import load_recipe
 from cabench.replicates import replicate_key, replicates
 from cabench.store import RunRecord, Store, atomic_write_text
 from cabench.suite import UNIT_SCALE, Published, Row, Suite, known_claim_files, load_claim_file
@@ -144,19 +145,22 @@ def _usable(column: str, value: object) -> bool:
     return math.isfinite(value)
 
 
-def _filling_run(column: str, runs: dict[str, RunRecord | None], store: Store | None = None) -> RunRecord | None:
+def _filling_run(
+    column: str, runs: dict[str, RunRecord | None], store: Store | None = None, dataset: str | None = None
+) -> RunRecord | None:
     """The latest complete run of a profile allowed to fill ``column`` that has a usable value for it.
 
     A value that is not a finite number (NaN from a diverged model, a hand-edited string) never fills a
-    cell; the run's metrics file is named in ``store.problems``.
+    cell; the run's metrics file is named in ``store.problems``. An accuracy fills only when the dataset's
+    identity check admits the run's data (``dataset``: the suite's, for runs that do not name theirs).
     """
     candidates = []
     for p in _filled_by(COLUMNS[column].kind):
         r = runs.get(p)
         if r is None or r.metrics.get(column) is None:
             continue
-        if COLUMNS[column].kind == "accuracy" and not is_paper_data(r.config):
-            continue  # not the paper's evaluation split: its own line, never the cell (cabench.data.identity)
+        if COLUMNS[column].kind == "accuracy" and not fills_cells(r.config, dataset):
+            continue  # e.g. not the paper's evaluation split: its own line, never the cell (cabench.data.identity)
         if _usable(column, r.metrics[column]):
             candidates.append(r)
         elif store is not None:
@@ -183,11 +187,11 @@ def _candidates(column: str, runs: dict[str, RunRecord | None]) -> list[RunRecor
     ]
 
 
-def _other_data_line(column: str, runs: dict[str, RunRecord | None]) -> str | None:
-    """The latest accuracy result on data that is not the paper's, as its own line (never a cell)."""
+def _other_data_line(column: str, runs: dict[str, RunRecord | None], dataset: str | None) -> str | None:
+    """The latest accuracy result on data its dataset's identity check refuses, as its own line (never a cell)."""
     if COLUMNS[column].kind != "accuracy":
         return None
-    others = [r for r in _candidates(column, runs) if not is_paper_data(r.config)]
+    others = [r for r in _candidates(column, runs) if not fills_cells(r.config, dataset)]
     run = max(others, key=lambda r: r.run_id, default=None)
     if run is None or not _usable(column, run.metrics[column]):
         return None
@@ -228,9 +232,19 @@ def _row_labels(suite: Suite) -> dict[str, str]:
     return labels
 
 
+def _suite_dataset(suite: Suite) -> str | None:
+    """The dataset of the suite's recipe (for runs whose config does not name theirs), if it loads."""
+    try:
+        return load_recipe(suite.recipe).dataset if suite.recipe else None
+    except (ValueError, OSError):
+        return None
+
+
 def _cell(suite: Suite, row: Row, order: int, label: str, column: str, run: RunRecord | None) -> Cell:
     unit = suite.columns[column].unit
     published = row.published.get(column)
+    if run is not None and COLUMNS[column].kind == "accuracy" and not is_paper_data(run.config):
+        published = None  # data the paper never used (the probe's): nothing to mark against the paper
     note = row.notes.get(column)
     tol = suite.tolerance(column, published) if published is not None else None
     cell = Cell(
@@ -283,23 +297,24 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
     cells = []
     for suite in suites:
         labels = _row_labels(suite)
+        dataset = _suite_dataset(suite)
         row_cells: list[tuple[Row, Cell, RunRecord | None]] = []
         for order, row in enumerate(suite.rows):
             measured = row.model is not None or row.floor is not None  # a floor row is a run too
             runs = {p: store.latest(suite.id, row.key, p) for p in PROFILES.names()} if measured else {}
             for column in suite.columns:
-                run = _filling_run(column, runs, store)
+                run = _filling_run(column, runs, store, dataset)
                 if row.floor is not None and _counted(column):
                     continue
                 reps = []
                 if COLUMNS[column].kind == "accuracy" and row.model is not None and not row.cited:
-                    found = [r for r in replicates(store, suite.id, row.key, column) if is_paper_data(r.config)]
+                    found = [r for r in replicates(store, suite.id, row.key, column) if fills_cells(r.config, dataset)]
                     reps = _usable_replicates(store, found, column)
                     run = max(reps, key=lambda r: r.run_id) if reps else None
                 if column not in row.published and (not measured or (run is None and not _counted(column))):
                     continue
                 cell = _cell(suite, row, order, labels[row.key], column, run)
-                cell.other_data = _other_data_line(column, runs)
+                cell.other_data = _other_data_line(column, runs, dataset)
                 if reps:
                     _fill_replicates(suite, row, cell, reps)
                 ran = _placeholder_run(runs)
@@ -554,7 +569,7 @@ def render_suite(
         lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
     other = [c for c in cells if c.other_data]
     if other:
-        lines += ["", "**Not the paper's data** (kept, never marked against the paper)", ""]
+        lines += ["", "**Results on other data** (kept on their own line, never marked against the paper)", ""]
         lines += [f"- {c.row_label}, {c.column_label}: {c.other_data}" for c in other]
     if suite.notes:
         lines += ["", "**About this table**", ""]

@@ -567,6 +567,11 @@ def find_suite(name_or_path: str) -> Path:
     return suites[name_or_path]
 
 
+def _runnable(row: Row) -> bool:
+    """A row ``--rows`` may select: one with a model or a floor to compute."""
+    return row.model is not None or row.floor is not None
+
+
 def check_row_selection(suites: list[Suite] | tuple[Suite, ...], wanted: set[str] | list[str] | None) -> None:
     """Every ``--rows`` entry names exactly one row (by id or printed name) in some suite; raise ``SuiteError``
     otherwise, with the valid choices. A printed name shared by several rows of one suite (Table 4's "+ SE") is
@@ -574,11 +579,11 @@ def check_row_selection(suites: list[Suite] | tuple[Suite, ...], wanted: set[str
     for name in sorted(wanted or ()):
         hits = 0
         for suite in suites:
-            matches = [r for r in suite.rows if name in (r.key, r.name) and r.model is not None]
+            matches = [r for r in suite.rows if name in (r.key, r.name) and _runnable(r)]
             if len(matches) > 1:
                 ids = ", ".join(r.key for r in matches)
                 raise SuiteError(f"--rows {name!r} matches {len(matches)} rows of {suite.id} ({ids}): name one by id")
             hits += len(matches)
         if not hits:
-            choices = ", ".join(r.key for s in suites for r in s.rows if r.model is not None)
+            choices = ", ".join(r.key for s in suites for r in s.rows if _runnable(r))
             raise SuiteError(f"--rows {name!r}: no such row in {', '.join(s.id for s in suites)}; rows: {choices}")

@@ -1,18 +1,28 @@
-"""Data identity: every run knows its evaluation split (size, classes, fingerprint); only the paper's split fills
-a paper cell."""
+"""Data identity: every run knows its evaluation split (size, classes, fingerprint); each dataset declares the
+check that decides what a number on it may fill: the paper's split (by size) or a generator's manifest."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from cabench.data import identity
+from cabench.data.base import DATASETS, DatasetInfo, register_dataset
 from cabench.data.fixtures.cityscapes import write_cityscapes_fixture
 from cabench.data.fixtures.coco import write_coco_fixture
 from cabench.data.fixtures.imagenet import write_imagenet_fixture
 from cabench.data.fixtures.voc import write_voc_fixture
+
+PAPER = {
+    "imagenet": (50_000, 1_000),
+    "coco": (5_000, None),
+    "voc-detection": (4_952, None),
+    "voc-segmentation": (1_449, None),
+    "cityscapes": (500, None),
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +30,34 @@ def imagenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_imagenet_fixture(tmp_path_factory.mktemp("d") / "imagenet", train_per_class=2, val_per_class=3)
 
 
-def test_the_paper_splits_are_the_papers() -> None:
-    splits = identity.PAPER_SPLITS
-    assert (splits["imagenet"].images, splits["imagenet"].classes) == (50_000, 1_000)
-    assert splits["coco"].images == 5_000 and splits["voc-detection"].images == 4_952
-    assert splits["voc-segmentation"].images == 1_449 and splits["cityscapes"].images == 500
+def _paper_split(monkeypatch: pytest.MonkeyPatch, images: int, classes: int | None) -> None:
+    """Pretend ImageNet's paper split has this size (the path that fills a cell must still work)."""
+    check = DATASETS.get("imagenet").identity
+    monkeypatch.setattr(check, "images", images)
+    monkeypatch.setattr(check, "classes", classes)
+
+
+def test_every_dataset_declares_its_identity_check_and_the_paper_splits_are_the_papers() -> None:
+    for name in DATASETS.names():
+        check = DATASETS.get(name).identity
+        if name.startswith("digits-"):  # generated probe data: no paper split, the manifest is the identity
+            assert isinstance(check, identity.GeneratorManifest)
+        else:
+            assert isinstance(check, identity.PaperSplit) and (check.images, check.classes) == PAPER[name]
+    assert set(PAPER) <= set(DATASETS.names())
+
+
+def test_a_dataset_without_an_identity_check_is_refused() -> None:
+    info = DatasetInfo("nameless", "classify", "nameless", "t", validate=lambda root: None, build=lambda *a: (a, a))
+    with pytest.raises(ValueError, match="declares no identity check"):
+        register_dataset(info)
+    assert "nameless" not in DATASETS
 
 
 def test_a_fixture_is_not_the_papers_data_and_its_fingerprint_tracks_the_files(imagenet: Path, tmp_path: Path) -> None:
     ident = identity.data_identity("imagenet", imagenet)
     n_classes = len([p for p in (imagenet / "val").iterdir() if p.is_dir()])
-    assert ident.images == 3 * n_classes and ident.classes == n_classes and not ident.paper
+    assert ident.images == 3 * n_classes and ident.classes == n_classes and not ident.paper and not ident.fills
     assert ident.fingerprint.startswith("sha256:") and ident == identity.data_identity("imagenet", imagenet)
     copy = tmp_path / "copy"
     shutil.copytree(imagenet / "val", copy / "val")  # only the evaluation split: no train/ needed
@@ -42,9 +69,9 @@ def test_a_fixture_is_not_the_papers_data_and_its_fingerprint_tracks_the_files(i
 
 def test_the_papers_size_and_classes_make_it_the_papers(imagenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     n = identity.data_identity("imagenet", imagenet)
-    monkeypatch.setitem(identity.PAPER_SPLITS, "imagenet", identity.PaperSplit("x", n.images, n.classes))
+    _paper_split(monkeypatch, n.images, n.classes)
     assert identity.data_identity("imagenet", imagenet).paper
-    monkeypatch.setitem(identity.PAPER_SPLITS, "imagenet", identity.PaperSplit("x", n.images, 1000))
+    _paper_split(monkeypatch, n.images, 1000)
     assert not identity.data_identity("imagenet", imagenet).paper  # same size, other class count
 
 
@@ -60,14 +87,45 @@ def test_the_papers_size_and_classes_make_it_the_papers(imagenet: Path, monkeypa
 def test_every_dataset_knows_its_evaluation_split(dataset: str, writer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = writer(tmp_path / "d")
     ident = identity.data_identity(dataset, root)
-    assert 0 < ident.images < identity.PAPER_SPLITS[dataset].images and not ident.paper
-    assert ident.expected_images == identity.PAPER_SPLITS[dataset].images
+    assert 0 < ident.images < PAPER[dataset][0] and not ident.paper and not ident.fills
+    assert ident.expected_images == PAPER[dataset][0] and ident.check == "paper-split"
 
 
 def test_the_not_papers_data_text_names_the_size() -> None:
     config = {"data_identity": {"images": 32, "classes": 4, "expected_classes": 1000, "paper": False}}
     assert identity.not_paper_text(config) == "not the paper's data (32 images in 4 classes)"
     assert not identity.is_paper_data({}) and identity.is_paper_data({"data_identity": {"paper": True}})
+    assert not identity.fills_cells({"dataset": "imagenet"})  # a paper dataset's run without a record fills nothing
+    assert not identity.fills_cells({"dataset": "no-such-dataset", "data_identity": {"paper": True}})
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cabench.data.base import write_fixture
+
+    return write_fixture("digits-tiny", tmp_path_factory.mktemp("digits") / "d")
+
+
+def test_generated_digits_are_identified_by_their_manifest(digits: Path, tmp_path: Path) -> None:
+    manifest = json.loads((digits / "manifest.json").read_text())
+    for name in ("digits-classify", "digits-detection", "digits-segmentation"):
+        ident = identity.data_identity(name, digits)
+        assert ident.check == "manifest" and ident.fills and not ident.paper and ident.images > 0
+        assert ident.fingerprint == f"sha256:{manifest['fingerprint']}" and ident.expected_images is None
+    copy = tmp_path / "copy"
+    shutil.copytree(digits, copy)
+    changed = next((copy / "classify" / "val").rglob("*.png"))
+    changed.write_bytes(changed.read_bytes() + b"\0")  # one evaluation image no longer the generated one
+    ident = identity.data_identity("digits-classify", copy)
+    assert not ident.fills and "is not the generated file" in ident.detail
+    assert "not the data its manifest lists" in identity.not_paper_text({"data_identity": ident.as_dict()})
+    assert identity.data_identity("digits-detection", copy).fills  # the other layouts are untouched
+
+
+def test_a_digits_run_recorded_before_identities_fills_by_its_manifest_fingerprint() -> None:
+    assert identity.fills_cells({"dataset": "digits-classify", "data_fingerprint": {"fingerprint": "ab12"}})
+    assert identity.fills_cells({"data_fingerprint": {"fingerprint": "ab12"}}, dataset="digits-classify")
+    assert not identity.fills_cells({"dataset": "digits-classify", "data_fingerprint": None})
 
 
 TINY = """\
@@ -132,7 +190,6 @@ def test_evaluation_needs_only_the_evaluation_split(tmp_path: Path, imagenet: Pa
 
 def test_the_papers_split_fills_the_cell(tmp_path: Path, imagenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     n = identity.data_identity("imagenet", imagenet)
-    # Pretend the fixture is the paper's split: the path that fills a cell must still work.
-    monkeypatch.setitem(identity.PAPER_SPLITS, "imagenet", identity.PaperSplit("x", n.images, n.classes))
+    _paper_split(monkeypatch, n.images, n.classes)
     cell, page, _ = _eval_into_report(tmp_path, imagenet)
     assert cell["profile"] == "eval" and cell["reproduced"] != "" and "not the paper's data" not in page

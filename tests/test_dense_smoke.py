@@ -72,6 +72,7 @@ def test_smoke_trains_evaluates_and_reports_pipeline_ok(
 ) -> None:
     runs, reports = tmp_path / "runs", tmp_path / "reports"
     args = ["run", table, "--profile", "smoke", "--data", f"{kind}={data[kind]}", "--runs-dir", str(runs)]
+    args += ["--keep-checkpoints", "last"]  # smoke keeps none by default (tests/test_first_hour.py); this checks one
     for row in rows:
         args += ["--rows", row]
     result = runner.invoke(app, args)
@@ -144,11 +145,12 @@ def test_eval_fills_a_segmentation_cell_from_a_checkpoint(
     import torch
 
     from cabench.data import identity
+    from cabench.data.base import DATASETS
     from cabench.models.registry import ModelSpec, build_model
 
     # Only the paper's evaluation split fills a cell (tests/test_data_identity.py): let the fixture stand for it.
     n = identity.data_identity("cityscapes", data["cityscapes"]).images
-    monkeypatch.setitem(identity.PAPER_SPLITS, "cityscapes", identity.PaperSplit("fixture", n))
+    monkeypatch.setattr(DATASETS.get("cityscapes").identity, "images", n)
 
     ckpt = tmp_path / "deeplab.pt"
     model = build_model(ModelSpec("deeplabv3_mobilenetv2", attention="ca", num_classes=19, output_stride=8))

@@ -101,10 +101,13 @@ def test_eval_fills_a_cell_from_a_checkpoint_and_says_so(
     tmp_path: Path, suite: Path, imagenet: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cabench.data import identity
+    from cabench.data.base import DATASETS
 
     # Only the paper's evaluation split fills a cell (tests/test_data_identity.py): let the fixture stand for it.
     n = identity.data_identity("imagenet", imagenet)
-    monkeypatch.setitem(identity.PAPER_SPLITS, "imagenet", identity.PaperSplit("fixture", n.images, n.classes))
+    check = DATASETS.get("imagenet").identity
+    monkeypatch.setattr(check, "images", n.images)
+    monkeypatch.setattr(check, "classes", n.classes)
     ckpt = tmp_path / "mbv2_ca.pth"
     torch.save({"model": MobileNetV2(width=0.5, attention="ca").state_dict()}, ckpt)
     runs, reports = tmp_path / "runs", tmp_path / "reports"

@@ -3,6 +3,7 @@ reduced probe (tiny scenes, a few steps) through `cabench run` and `cabench repo
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -122,9 +123,20 @@ def test_reduced_probe_trains_evaluates_and_reports_floor(tiny: Path, tmp_path: 
         config = json.loads((run / "config.json").read_text())
         assert 0.0 <= metrics[metric] <= 100.0
         assert config["data_fingerprint"]["fingerprint"] == fingerprint
+        ident = config["data_identity"]  # the generator's manifest is the data identity of the probe
+        assert ident["check"] == "manifest" and ident["fingerprint"] == f"sha256:{fingerprint}" and ident["fills"]
     result = runner.invoke(
         app, ["report", suite_id, "--runs-dir", str(runs), "--out", str(tmp_path / "reports"), "--no-figures"]
     )
     assert result.exit_code == 0, result.output
     page = (tmp_path / "reports" / f"{suite_id}.md").read_text()
     assert "Floor" in page
+    # The probe's results fill the probe's own cells (never shunted to "not the paper's data", never ✅/❌).
+    assert "not the paper's data" not in page.lower()
+    with open(tmp_path / "reports" / "results.csv") as fh:
+        cells = {(c["row"], c["column"]): c for c in csv.DictReader(fh) if c["suite"] == suite_id}
+    for row in ("baseline", "floor"):
+        (run,) = (runs / suite_id / row / "paper").iterdir()
+        value = json.loads((run / "metrics.json").read_text())[metric]
+        cell = cells[(row, metric)]
+        assert float(cell["reproduced"]) == pytest.approx(value, abs=1e-3) and cell["status"] == "new"

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cabench.registry import Registry
+
+if TYPE_CHECKING:
+    from cabench.data.identity import IdentityCheck
 
 __all__ = [
     "DATASETS",
@@ -49,6 +52,10 @@ class DatasetInfo:
     # (root, recipe) -> the evaluation dataset, checking only the evaluation split (evaluating a checkpoint then
     # needs no training data); None: validate and build the whole dataset.
     eval_only: Callable[[Path, Any], Any] | None = None
+    # Which data a number on it was computed on, and so which cells it may fill (cabench.data.identity):
+    # PaperSplit (the paper's evaluation split, by size) or GeneratorManifest (generated data, by its manifest).
+    # Every dataset declares one; register_dataset refuses a dataset without.
+    identity: IdentityCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,11 @@ FIXTURES = Registry[Fixture]("fixture", builtin_modules=("cabench.data.fixtures.
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    if info.identity is None:
+        raise ValueError(
+            f"dataset {info.name!r} declares no identity check (DatasetInfo.identity: PaperSplit or "
+            "GeneratorManifest from cabench.data.identity): the report could not tell what its numbers may fill"
+        )
     DATASETS.register(info.name, info)
     return info
 

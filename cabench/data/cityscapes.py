@@ -29,6 +29,7 @@ import numpy as np
 
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
+from cabench.data.identity import PaperSplit, SplitFiles
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
@@ -219,6 +220,16 @@ def cityscapes_datasets(
     return train, val
 
 
+def cityscapes_val_files(root: Path) -> SplitFiles:
+    """``leftImg8bit/val/<city>/*_leftImg8bit.png``."""
+    from cabench.data.images import walk_files
+
+    val = Path(root) / "leftImg8bit" / "val"
+    if not val.is_dir():
+        raise DatasetError(f"{root}: no leftImg8bit/val folder ({_LAYOUT})")
+    return SplitFiles("val", walk_files(val, lambda name: name.endswith(_IMAGE_SUFFIX)), [], None)
+
+
 register_dataset(
     DatasetInfo(
         name="cityscapes",
@@ -229,5 +240,6 @@ register_dataset(
         build=lambda root, recipe, smoke: cityscapes_datasets(root, **recipe_transforms(recipe, smoke)),
         fixture="cityscapes",
         requires=SEGMENTATION_RECIPE_FIELDS,
+        identity=PaperSplit("Cityscapes val", 500, None, files=cityscapes_val_files),
     )
 )

@@ -30,6 +30,7 @@ size, mtime), so validating and then building the datasets parses each file once
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import OrderedDict
@@ -45,6 +46,7 @@ from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError
+from cabench.data.identity import PaperSplit, SplitFiles
 from cabench.yamlio import read_json_file
 
 if TYPE_CHECKING:
@@ -596,6 +598,17 @@ def coco_datasets(
     return train, val
 
 
+def coco_val_files(root: Path) -> SplitFiles:
+    """val2017 as ``instances_val2017.json`` lists it (the annotation file hashed whole)."""
+    ann = Path(root) / "annotations" / "instances_val2017.json"
+    try:
+        images = json.loads(ann.read_text())["images"]
+        names = [Path(root) / "val2017" / str(im["file_name"]) for im in images]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatasetError(f"{ann}: cannot list the val2017 images ({type(e).__name__})") from None
+    return SplitFiles("val2017", sorted(names), [ann], None)
+
+
 register_dataset(
     DatasetInfo(
         name="coco",
@@ -605,5 +618,6 @@ register_dataset(
         validate=validate_coco,
         build=lambda root, recipe, smoke: coco_datasets(root, **recipe_transforms(recipe)),
         fixture="coco",
+        identity=PaperSplit("COCO val2017", 5_000, None, files=coco_val_files),
     )
 )

@@ -17,11 +17,13 @@ fingerprint: :func:`digits_fingerprint` is what each run records in its config.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
+from cabench.data.identity import GeneratorManifest, SplitFiles, imagefolder_split, voc_split
 from cabench.data.voc_segmentation import VocSegmentation
 
 __all__ = [
@@ -152,6 +154,16 @@ def digits_segmentation_datasets(root: Path, recipe: Any, smoke: bool) -> tuple[
     return train, val
 
 
+def _eval_files(folder: str) -> Callable[[Path], SplitFiles]:
+    """The evaluation split of one of the three layouts under a digits root."""
+    listers = {
+        "classify": lambda base: imagefolder_split(base, "val"),
+        "detect": lambda base: voc_split(base, "2007", "Main", "test"),
+        "segment": lambda base: voc_split(base, "2012", "Segmentation", "val"),
+    }
+    return lambda root: listers[folder](Path(root).expanduser() / folder)
+
+
 for _name, _task, _folder, _build in (
     ("digits-classify", "classify", "classify", digits_classify_datasets),
     ("digits-detection", "detect", "detect", digits_detection_datasets),
@@ -167,5 +179,8 @@ for _name, _task, _folder, _build in (
             build=_build,
             fixture="digits-tiny",
             fingerprint=digits_fingerprint,
+            # No paper numbers exist for the probe: its identity is the generator's manifest, and its runs fill
+            # the probe suites' own cells when the evaluation split is the manifest's files.
+            identity=GeneratorManifest(files=_eval_files(_folder), manifest=_manifest),
         )
     )

@@ -1,57 +1,68 @@
-"""Which data a number was computed on: the evaluation split's size, class count and a cheap fingerprint.
+"""Which data a number was computed on, and so which cells it may fill.
 
-A number fills a paper cell only when it was computed on the paper's evaluation split. Each dataset the recipes
-name knows that split (:data:`PAPER_SPLITS`, from the paper and the datasets' own documentation):
+Every registered dataset declares its identity check (``DatasetInfo.identity``); the rule is data, not a
+comparison of dataset names:
 
-===================  =====================================  ==========  =======
-recipe dataset       split                                  images      classes
-===================  =====================================  ==========  =======
-imagenet             ILSVRC-2012 val (``val/<class>/``)     50,000      1,000
-coco                 COCO val2017 (``instances_val2017``)   5,000
-voc-detection        VOC2007 test (``Main/test.txt``)       4,952
-voc-segmentation     VOC2012 val (``Segmentation/val.txt``) 1,449
-cityscapes           Cityscapes val (``leftImg8bit/val``)   500
-===================  =====================================  ==========  =======
+* :class:`PaperSplit`, a dataset the paper reports on. The check is a size check, documented as such: the
+  evaluation split's image count (and class count where the split has class folders) against the paper's
+  (sources: the paper and the datasets' own documentation):
 
-The check is a size check (image count, and the class count where the split has class folders), documented as
-such: a subset, a fixture or another class count is "not the paper's data". The fingerprint is a sha256 over the
-split's file names and byte sizes (and the bytes of its list or annotation file), cheap enough to take on every
-run (a stat per image, no decoding) and enough to tell two copies of a split apart.
+  ===================  =====================================  ==========  =======
+  recipe dataset       split                                  images      classes
+  ===================  =====================================  ==========  =======
+  imagenet             ILSVRC-2012 val (``val/<class>/``)     50,000      1,000
+  coco                 COCO val2017 (``instances_val2017``)   5,000
+  voc-detection        VOC2007 test (``Main/test.txt``)       4,952
+  voc-segmentation     VOC2012 val (``Segmentation/val.txt``) 1,449
+  cityscapes           Cityscapes val (``leftImg8bit/val``)   500
+  ===================  =====================================  ==========  =======
 
-Only the evaluation split is read: evaluating needs no ``train/`` folder.
+  A number fills the suite's cell only on that split; anything else (a fixture, a subset, another class count)
+  is kept and reported on its own line, "not the paper's data (N images)", never marked against the paper.
+* :class:`GeneratorManifest`, data the paper never used (the handwritten-digits probe, ``cabench fixtures digits
+  DIR``). No published number exists for it, so nothing on it is marked against the paper; its identity is the
+  generator's manifest (a sha256 of every file). A number fills its own suite's cells (it is the probe's result)
+  when every file of the evaluation split is the one the manifest lists.
+
+The fingerprint of a paper split is a sha256 over the split's file names and byte sizes (and the bytes of its
+list or annotation file): a stat per image, no decoding, cheap enough for every run and enough to tell two copies
+of a split apart. A manifest's fingerprint is the manifest's own. Each run records its :class:`DataIdentity` in
+config.json as ``data_identity``; the report asks the dataset's check (:func:`fills_cells`) what it may fill.
+Only the evaluation split is read: evaluating needs no training data.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from cabench.data.errors import DatasetError
 
-__all__ = ["PAPER_SPLITS", "DataIdentity", "PaperSplit", "data_identity", "is_paper_data", "not_paper_text"]
+__all__ = [
+    "DataIdentity",
+    "GeneratorManifest",
+    "IdentityCheck",
+    "PaperSplit",
+    "SplitFiles",
+    "data_identity",
+    "fills_cells",
+    "imagefolder_split",
+    "is_paper_data",
+    "not_paper_text",
+    "voc_split",
+]
 
 
-@dataclass(frozen=True)
-class PaperSplit:
-    """The evaluation split the paper reports on."""
+class SplitFiles(NamedTuple):
+    """An evaluation split as files: its name, its images, files hashed whole (lists, annotations), classes."""
 
-    name: str
-    images: int
-    classes: int | None = None
-
-
-PAPER_SPLITS: dict[str, PaperSplit] = {
-    "imagenet": PaperSplit("ImageNet val (ILSVRC-2012)", 50_000, 1_000),
-    "coco": PaperSplit("COCO val2017", 5_000),
-    "voc-detection": PaperSplit("Pascal VOC2007 test", 4_952),
-    "voc-segmentation": PaperSplit("Pascal VOC2012 val", 1_449),
-    "cityscapes": PaperSplit("Cityscapes val", 500),
-}
+    split: str
+    images: list[Path]
+    extra: list[Path]
+    classes: int | None
 
 
 @dataclass(frozen=True)
@@ -59,79 +70,120 @@ class DataIdentity:
     """What a run's evaluation split was, recorded in its config.json as ``data_identity``."""
 
     dataset: str
+    check: str  # the identity check that judged it: "paper-split" or "manifest"
     split: str
     images: int
     classes: int | None
     fingerprint: str
-    paper: bool  # the paper's split (size and class count as in PAPER_SPLITS)
-    expected_images: int
+    paper: bool  # the paper's split: a number on it is marked against the published one
+    fills: bool  # a number on it fills the suite's cells
+    expected_images: int | None  # the paper's split size (None: data the paper never used)
     expected_classes: int | None
+    detail: str = ""  # why it does not fill, or where its identity comes from
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_IMAGE_EXT = (".jpg", ".jpeg", ".png")
+class IdentityCheck(Protocol):
+    """What a dataset declares: how to identify a root's evaluation split, and what a recorded run may fill."""
+
+    kind: ClassVar[str]
+
+    def identify(self, dataset: str, root: Path) -> DataIdentity: ...
+
+    def fills(self, config: dict[str, Any]) -> bool: ...
 
 
-def _images_under(folder: Path) -> list[Path]:
-    found: list[Path] = []
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:  # a symlink loop: walk each real folder once
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames.sort()
-        found.extend(Path(dirpath, n) for n in filenames if n.lower().endswith(_IMAGE_EXT))
-    return sorted(found)
+@dataclass
+class PaperSplit:
+    """A dataset the paper reports on: numbers fill cells only on a split of the paper's size (and classes)."""
+
+    name: str
+    images: int
+    classes: int | None
+    files: Callable[[Path], SplitFiles]
+    kind: ClassVar[str] = "paper-split"
+
+    def identify(self, dataset: str, root: Path) -> DataIdentity:
+        found = self.files(Path(root).expanduser())
+        n = len(found.images)
+        paper = n == self.images and (self.classes is None or found.classes == self.classes)
+        return DataIdentity(
+            dataset=dataset,
+            check=self.kind,
+            split=found.split,
+            images=n,
+            classes=found.classes,
+            fingerprint=_fingerprint(Path(root).expanduser(), found.images, found.extra),
+            paper=paper,
+            fills=paper,
+            expected_images=self.images,
+            expected_classes=self.classes,
+            detail=self.name if paper else _not_paper(n, found.classes, self.classes),
+        )
+
+    def fills(self, config: dict[str, Any]) -> bool:
+        """Only a run that recorded the paper's split fills a cell (a run without a record does not)."""
+        ident = config.get("data_identity")
+        return isinstance(ident, dict) and ident.get("paper") is True
 
 
-def _imagenet(root: Path) -> tuple[str, list[Path], list[Path], int | None]:
-    val = root / "val"
-    if not val.is_dir():
-        raise DatasetError(f"{root}: no 'val' folder (expected val/<class>/*.JPEG)")
-    classes = sorted(p for p in val.iterdir() if p.is_dir())
-    return "val", _images_under(val), [], len(classes)
+@dataclass
+class GeneratorManifest:
+    """Generated data the paper never used: the manifest is the identity; numbers fill their own suite's cells."""
+
+    files: Callable[[Path], SplitFiles]
+    manifest: Callable[[Path], dict[str, Any]]  # the generator's manifest: fingerprint, files {relpath: sha256}
+    kind: ClassVar[str] = "manifest"
+
+    def identify(self, dataset: str, root: Path) -> DataIdentity:
+        root = Path(root).expanduser()
+        manifest = self.manifest(root)
+        found = self.files(root)
+        changed = _first_unlisted(root, [*found.images, *found.extra], manifest.get("files") or {})
+        fills = bool(found.images) and changed is None
+        detail = "the generator's manifest" if fills else f"not the data its manifest lists ({changed or 'no images'})"
+        return DataIdentity(
+            dataset=dataset,
+            check=self.kind,
+            split=found.split,
+            images=len(found.images),
+            classes=found.classes,
+            fingerprint=f"sha256:{manifest.get('fingerprint')}",
+            paper=False,
+            fills=fills,
+            expected_images=None,
+            expected_classes=None,
+            detail=detail,
+        )
+
+    def fills(self, config: dict[str, Any]) -> bool:
+        """A run whose evaluation split is the manifest's; a run from before identities were recorded fills when
+        it recorded the manifest's fingerprint (``data_fingerprint``, what every generated-data run records)."""
+        ident = config.get("data_identity")
+        if isinstance(ident, dict):
+            return ident.get("fills") is True
+        recorded = config.get("data_fingerprint")
+        return isinstance(recorded, dict) and isinstance(recorded.get("fingerprint"), str)
 
 
-def _coco(root: Path) -> tuple[str, list[Path], list[Path], int | None]:
-    ann = root / "annotations" / "instances_val2017.json"
-    try:
-        images = json.loads(ann.read_text())["images"]
-        names = [root / "val2017" / str(im["file_name"]) for im in images]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DatasetError(f"{ann}: cannot list the val2017 images ({type(e).__name__})") from None
-    return "val2017", sorted(names), [ann], None
+def _first_unlisted(root: Path, files: Iterable[Path], listed: dict[str, str]) -> str | None:
+    """The first file that the manifest does not list with these bytes (its relative path), else None."""
+    for path in files:
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return f"{rel} is missing"
+        if listed.get(rel) != digest:
+            return f"{rel} is not the generated file"
+    return None
 
 
-def _voc_list(root: Path, year: str, kind: str, split: str) -> tuple[str, list[Path], list[Path], int | None]:
-    from cabench.data.voc_detection import voc_devkit
-
-    base = voc_devkit(root) / f"VOC{year}"
-    listing = base / "ImageSets" / kind / f"{split}.txt"
-    try:
-        ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
-    except OSError as e:
-        raise DatasetError(f"{listing}: cannot read the image list ({e.strerror})") from None
-    return f"VOC{year} {split}", sorted(base / "JPEGImages" / f"{i}.jpg" for i in ids), [listing], None
-
-
-def _cityscapes(root: Path) -> tuple[str, list[Path], list[Path], int | None]:
-    val = root / "leftImg8bit" / "val"
-    if not val.is_dir():
-        raise DatasetError(f"{root}: no leftImg8bit/val folder")
-    return "val", sorted(p for p in _images_under(val) if p.name.endswith("_leftImg8bit.png")), [], None
-
-
-_LISTERS: dict[str, Callable[[Path], tuple[str, list[Path], list[Path], int | None]]] = {
-    "imagenet": _imagenet,
-    "coco": _coco,
-    "voc-detection": lambda root: _voc_list(root, "2007", "Main", "test"),
-    "voc-segmentation": lambda root: _voc_list(root, "2012", "Segmentation", "val"),
-    "cityscapes": _cityscapes,
-}
+def _not_paper(n: int, classes: int | None, expected_classes: int | None) -> str:
+    extra = f" in {classes:,} classes" if classes is not None and classes != expected_classes else ""
+    return f"not the paper's data ({n:,} images{extra})"
 
 
 def _fingerprint(root: Path, files: Iterable[Path], extra: Iterable[Path]) -> str:
@@ -148,24 +200,54 @@ def _fingerprint(root: Path, files: Iterable[Path], extra: Iterable[Path]) -> st
     return "sha256:" + digest.hexdigest()
 
 
+_IMAGE_EXT = (".jpg", ".jpeg", ".png")
+
+
+def imagefolder_split(folder: Path, split: str = "val") -> SplitFiles:
+    """``folder/<split>/<class>/*``: its images and class folders."""
+    from cabench.data.images import walk_files
+
+    top = Path(folder) / split
+    if not top.is_dir():
+        raise DatasetError(f"{folder}: no '{split}' folder (expected {split}/<class>/*.JPEG)")
+    classes = [p for p in top.iterdir() if p.is_dir()]
+    images = walk_files(top, lambda name: name.lower().endswith(_IMAGE_EXT))
+    return SplitFiles(split, images, [], len(classes))
+
+
+def voc_split(root: Path, year: str, kind: str, split: str) -> SplitFiles:
+    """A VOC split as its ``ImageSets/<kind>/<split>.txt`` lists it (the list hashed whole)."""
+    from cabench.data.voc_detection import voc_devkit
+
+    base = voc_devkit(Path(root)) / f"VOC{year}"
+    listing = base / "ImageSets" / kind / f"{split}.txt"
+    try:
+        ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise DatasetError(f"{listing}: cannot read the image list ({e.strerror})") from None
+    return SplitFiles(f"VOC{year} {split}", sorted(base / "JPEGImages" / f"{i}.jpg" for i in ids), [listing], None)
+
+
 def data_identity(dataset: str, root: Path) -> DataIdentity:
-    """The evaluation split of ``dataset`` at ``root``: size, classes, fingerprint, and whether it is the paper's."""
-    if dataset not in _LISTERS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(_LISTERS)}")
-    root = Path(root).expanduser()
-    split, files, extra, classes = _LISTERS[dataset](root)
-    paper = PAPER_SPLITS[dataset]
-    is_paper = len(files) == paper.images and (paper.classes is None or classes == paper.classes)
-    return DataIdentity(
-        dataset=dataset,
-        split=split,
-        images=len(files),
-        classes=classes,
-        fingerprint=_fingerprint(root, files, extra),
-        paper=is_paper,
-        expected_images=paper.images,
-        expected_classes=paper.classes,
-    )
+    """The evaluation split of registered ``dataset`` at ``root``, judged by the check the dataset declares."""
+    from cabench.data.base import DATASETS
+
+    info = DATASETS.get(dataset)
+    return info.identity.identify(dataset, root)
+
+
+def fills_cells(config: dict[str, Any], dataset: str | None = None) -> bool:
+    """Whether a run (its config.json) may fill its suite's cells, as its dataset's identity check decides.
+
+    ``dataset`` stands in for a config that does not name its dataset (the suite's recipe's); a dataset that is
+    not registered fills nothing.
+    """
+    from cabench.data.base import DATASETS
+
+    name = config.get("dataset") or dataset
+    if not isinstance(name, str) or name not in DATASETS:
+        return False
+    return DATASETS.get(name).identity.fills(config)
 
 
 def is_paper_data(config: dict[str, Any]) -> bool:
@@ -175,11 +257,13 @@ def is_paper_data(config: dict[str, Any]) -> bool:
 
 
 def not_paper_text(config: dict[str, Any]) -> str:
-    """``not the paper's data (32 images)``, with the class count when it differs."""
+    """``not the paper's data (32 images in 4 classes)``: why a run's number is on its own line."""
     ident = config.get("data_identity")
     if not isinstance(ident, dict):
         return "not the paper's data (no data identity recorded)"
+    if ident.get("check") == "manifest":
+        return str(ident.get("detail") or "not the data its manifest lists")
     n, classes = ident.get("images"), ident.get("classes")
-    extra = f" in {classes:,} classes" if classes is not None and classes != ident.get("expected_classes") else ""
-    n_text = f"{n:,}" if isinstance(n, int) else "?"
-    return f"not the paper's data ({n_text} images{extra})"
+    if not isinstance(n, int):
+        return "not the paper's data (? images)"
+    return _not_paper(n, classes if isinstance(classes, int) else None, ident.get("expected_classes"))

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from cabench.data.base import SMOKE_SIZES, DatasetInfo, register_dataset
 from cabench.data.errors import BadImageError, DatasetError
+from cabench.data.identity import PaperSplit, imagefolder_split
 from cabench.data.images import load_rgb, walk_files
 from cabench.yamlio import read_text_file, shown
 
@@ -458,5 +459,6 @@ register_dataset(
         eval_only=lambda root, recipe: imagenet_eval_dataset(
             root, size=recipe.train_size, resize=round(recipe.train_size * recipe.eval_resize / recipe.train_size)
         ),
+        identity=PaperSplit("ImageNet val (ILSVRC-2012)", 50_000, 1_000, files=imagefolder_split),
     )
 )

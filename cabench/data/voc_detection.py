@@ -49,6 +49,7 @@ from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError
+from cabench.data.identity import PaperSplit, voc_split
 
 if TYPE_CHECKING:
     from cabench.metrics.voc_eval import VocEvaluator
@@ -428,5 +429,8 @@ register_dataset(
         validate=validate_voc_detection,
         build=lambda root, recipe, smoke: voc_detection_datasets(root, **recipe_transforms(recipe)),
         fixture="voc",
+        identity=PaperSplit(
+            "Pascal VOC2007 test", 4_952, None, files=lambda root: voc_split(root, "2007", "Main", "test")
+        ),
     )
 )

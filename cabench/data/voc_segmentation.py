@@ -34,6 +34,7 @@ import numpy as np
 
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
+from cabench.data.identity import PaperSplit, voc_split
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
@@ -201,5 +202,8 @@ register_dataset(
         build=lambda root, recipe, smoke: voc_segmentation_datasets(root, **recipe_transforms(recipe, smoke)),
         fixture="voc",
         requires=SEGMENTATION_RECIPE_FIELDS,
+        identity=PaperSplit(
+            "Pascal VOC2012 val", 1_449, None, files=lambda root: voc_split(root, "2012", "Segmentation", "val")
+        ),
     )
 )

@@ -57,8 +57,8 @@ def evaluate_checkpoint(
     import torch
 
     from cabench.data.base import DATASETS
-    from cabench.data.roots import data_root
     from cabench.data.identity import data_identity
+    from cabench.data.roots import data_root
     from cabench.engine import TrainSettings
     from cabench.models.blocks import attention_provenance
     from cabench.models.detection import fit_to_recipe

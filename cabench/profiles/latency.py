@@ -49,8 +49,8 @@ class LatencyProfile(Profile):
 
     def _suite(self, suite: Suite, request: Request) -> list[RunRecord]:
         from cabench.measure.latency import measure_latency
-        from cabench.models.blocks import attention_provenance
         from cabench.measure.ratio import ratio_estimate
+        from cabench.models.blocks import attention_provenance
         from cabench.models.registry import arch_info, build_model
 
         if LATENCY.key not in suite.columns:

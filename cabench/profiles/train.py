@@ -406,6 +406,8 @@ def run_floors(
             "recipe": suite.recipe,
             "data": {dataset.data_key: str(root)},
             "data_fingerprint": dataset.fingerprint(root) if dataset.fingerprint else None,
+            "dataset": dataset.name,
+            "data_identity": _identity(dataset.name, root),
         }
         config["resume_key"] = resume_key({k: config[k] for k in ("floor", "recipe", "data", "data_fingerprint")})
         done = request.store.complete(suite.id, row.key, profile, config["resume_key"])
