@@ -159,12 +159,13 @@ def _filling_run(
         r = runs.get(p)
         if r is None or r.metrics.get(column) is None:
             continue
-        if COLUMNS[column].kind == "accuracy" and not fills_cells(r.config, dataset):
-            continue  # e.g. not the paper's evaluation split: its own line, never the cell (cabench.data.identity)
-        if _usable(column, r.metrics[column]):
-            candidates.append(r)
-        elif store is not None:
-            store.note_problem(f"{r.path / 'metrics.json'}: {column} is {r.metrics[column]!r}, not a usable number")
+        if not _usable(column, r.metrics[column]):
+            if store is not None:
+                store.note_problem(f"{r.path / 'metrics.json'}: {column} is {r.metrics[column]!r}, not a usable number")
+        elif COLUMNS[column].kind != "accuracy" or fills_cells(r.config, dataset):
+            candidates.append(
+                r
+            )  # else e.g. not the paper's split: its own line, never the cell (cabench.data.identity)
     return max(candidates, key=lambda r: r.run_id, default=None)
 
 

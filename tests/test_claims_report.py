@@ -42,6 +42,7 @@ SEEDS = {"ca": [74.3, 74.5, 74.4], "se": [73.5, 73.6, 73.4]}
 
 def _run(store: Store, row: str, seed: int, top1: float, profile: str = "paper", correct=None) -> None:  # type: ignore[no-untyped-def]
     config = {"seed": seed, "model_key": row, "recipe": "imagenet-mbv2-paper", "overrides": {}, "profile": profile}
+    config["data_identity"] = {"dataset": "imagenet", "images": 50_000, "paper": True}  # stand-in: the paper's split
     files = {}
     if correct is not None:
         files[outcomes.FILE_NAME] = outcomes.Outcomes(
