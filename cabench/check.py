@@ -63,8 +63,10 @@ def read_lock(path: Path, missing_ok: bool = False) -> dict[str, dict[str, int |
         if not isinstance(entry, dict) or not entry:
             raise ValueError(f"{path}: counts.{shown(key)}: expected an object with params/madds, not {shown(entry)}")
         for column, value in entry.items():
-            if column not in ("params", "madds"):
-                raise ValueError(f"{path}: counts.{shown(key)}.{shown(column)}: unknown field (params or madds)")
+            if column not in (PARAMS.key, MADDS.key):
+                raise ValueError(
+                    f"{path}: counts.{shown(key)}.{shown(column)}: unknown field ({PARAMS.key} or {MADDS.key})"
+                )
             if value is not None and (type(value) is not int or value < 0):
                 raise ValueError(f"{path}: counts.{shown(key)}.{column}: expected a count, not {shown(value)}")
     return dict(counts)

@@ -11,7 +11,10 @@ data does not give away.
   training box (in image-relative coordinates), scored with the class's share of training boxes; VOC07 mAP.
 * ``all-background`` (segmentation): every pixel predicted background; mIoU over the val masks.
 
-Floors register in :data:`FLOORS` (a :class:`cabench.registry.Registry`); a plugin can add its own.
+Floors register in :data:`FLOORS` (a :class:`cabench.registry.Registry`); a plugin can add its own. A
+task declares which floors its suites' rows may name (:attr:`cabench.tasks.base.TaskInfo.floors`), and a
+floor is called with that task: a floor that computes one number reports it under the task's headline
+metric, one that runs the dataset's evaluator reports what the evaluator reports.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from cabench.registry import Registry
 
 __all__ = ["FLOORS", "FloorFn", "all_background", "logistic_pixels", "mean_box"]
 
-FloorFn = Callable[[Any, Any], dict[str, Any]]  # (train dataset, evaluation dataset) -> metrics
+FloorFn = Callable[[Any, Any, Any], dict[str, Any]]  # (train dataset, evaluation dataset, TaskInfo) -> metrics
 FLOORS: Registry[FloorFn] = Registry("floor")
 
 
@@ -42,8 +45,9 @@ def _pixels(ds: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 @FLOORS.register("logistic-pixels")
-def logistic_pixels(train: Any, val: Any) -> dict[str, Any]:
-    """Top-1 (%) of a logistic regression on raw pixels; images must all have one size."""
+def logistic_pixels(train: Any, val: Any, task: Any) -> dict[str, Any]:
+    """Top-1 (%) of a logistic regression on raw pixels, as ``task``'s headline metric; images must all have
+    one size."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -53,11 +57,11 @@ def logistic_pixels(train: Any, val: Any) -> dict[str, Any]:
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.01))
     model.fit(x_train, y_train)
     top1 = 100.0 * float((model.predict(x_val) == y_val).mean())
-    return {"top1": top1, "val_n": len(y_val), "train_n": len(y_train), "floor": "logistic-pixels"}
+    return {task.headline_metric: top1, "val_n": len(y_val), "train_n": len(y_train), "floor": "logistic-pixels"}
 
 
 @FLOORS.register("mean-box")
-def mean_box(train: Any, val: Any) -> dict[str, Any]:
+def mean_box(train: Any, val: Any, task: Any) -> dict[str, Any]:
     """VOC mAP (%) of predicting, in every image, each class's mean training box scored by the class's share."""
     import torch
 
@@ -83,7 +87,7 @@ def mean_box(train: Any, val: Any) -> dict[str, Any]:
 
 
 @FLOORS.register("all-background")
-def all_background(train: Any, val: Any) -> dict[str, Any]:
+def all_background(train: Any, val: Any, task: Any) -> dict[str, Any]:
     """mIoU (%) of predicting background (class 0) everywhere."""
     import torch
 

@@ -2,16 +2,20 @@
 
 Every evaluation writes ``per_image.npz`` into its run directory (compressed numpy arrays), next to
 ``metrics.json``. The arrays are enough to recompute the headline metric on any multiset of the
-evaluated images, which is what a paired bootstrap over validation images needs:
+evaluated images, which is what a paired bootstrap over validation images needs. ``kind`` names the
+layout of the arrays; the task whose evaluator writes a kind declares it, with the statistic that
+recomputes each of its metrics (:attr:`cabench.tasks.base.TaskInfo.outcomes`), and its module documents
+the layout. The statistics here are the building blocks those declarations use:
 
-* ``classify``: ``correct1``/``correct5`` (bit-packed bools, one per image, dataset order);
-* ``segment``: ``confusion`` (int32 ``[N, C, C]``, rows ground truth, columns prediction, one matrix per
-  image): mIoU of a resample is the mIoU of the weighted sum of its images' matrices;
-* ``voc``: every detection's image, label, score and VOC07 match (1 TP, 0 FP, -1 difficult/ignored) in
-  the evaluator's order, and each image's count of non-difficult boxes per class: mAP of a resample
-  weights each detection and each positive by how often its image was drawn;
-* ``coco``: the raw detections (image, category, score, xywh box), enough to rerun pycocotools on a
-  subset; no bootstrap statistic is registered for COCO AP (claims on it report the difference only).
+* :func:`accuracy_of`: a boolean array per image (``correct1``/``correct5`` are stored bit-packed);
+* :func:`miou_statistic`: ``confusion`` (int32 ``[N, C, C]``, rows ground truth, columns prediction, one
+  matrix per image): mIoU of a resample is the mIoU of the weighted sum of its images' matrices;
+* :func:`voc07_map_statistic`: every detection's image, label, score and VOC07 match (1 TP, 0 FP, -1
+  difficult/ignored) in the evaluator's order, and each image's count of non-difficult boxes per class:
+  mAP of a resample weights each detection and each positive by how often its image was drawn.
+
+A kind may declare no statistic for a metric (raw COCO detections: no bootstrap statistic for COCO AP;
+claims on it report the difference only).
 
 ``image_ids`` names the images (dataset index or the dataset's image id), so two runs are paired only
 when they were evaluated on the same images in the same order.
@@ -30,7 +34,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FILE_NAME", "KEY", "STATISTICS", "Outcomes", "load", "split", "statistic_for"]
+__all__ = [
+    "FILE_NAME",
+    "KEY",
+    "Outcomes",
+    "Statistic",
+    "accuracy_of",
+    "load",
+    "miou_statistic",
+    "split",
+    "statistic_for",
+    "voc07_map_statistic",
+]
 
 FILE_NAME = "per_image.npz"
 KEY = "per_image"
@@ -97,34 +112,35 @@ def split(metrics: dict[str, Any]) -> tuple[dict[str, Any], Outcomes | None]:
 Statistic = Callable[[Outcomes, np.ndarray], float]
 
 
-def _accuracy(key: str) -> Statistic:
+def accuracy_of(key: str) -> Statistic:
+    """Percent of the (weighted) images whose boolean ``arrays[key]`` is true."""
+
     def stat(o: Outcomes, w: np.ndarray) -> float:
         return 100.0 * float(np.average(o.arrays[key], weights=w))
 
     return stat
 
 
-def _miou(o: Outcomes, w: np.ndarray) -> float:
+def miou_statistic(o: Outcomes, w: np.ndarray) -> float:
+    """mIoU (%) of the weighted sum of the per-image confusion matrices ``arrays["confusion"]``."""
     from cabench.metrics.segmentation import miou_of_matrix
 
     return miou_of_matrix(np.tensordot(w, o.arrays["confusion"].astype(np.int64), axes=1))
 
 
-def _voc_map(o: Outcomes, w: np.ndarray) -> float:
+def voc07_map_statistic(o: Outcomes, w: np.ndarray) -> float:
+    """VOC07 11-point mAP (%) of the weighted detections and positives (see the module docstring)."""
     from cabench.metrics.voc_eval import voc07_map_of_outcomes
 
     return voc07_map_of_outcomes(o.arrays, w)
 
 
-# (outcome kind, metric) -> statistic
-STATISTICS: dict[tuple[str, str], Statistic] = {
-    ("classify", "top1"): _accuracy("correct1"),
-    ("classify", "top5"): _accuracy("correct5"),
-    ("segment", "miou"): _miou,
-    ("voc", "map"): _voc_map,
-}
-
-
 def statistic_for(kind: str, metric: str) -> Statistic | None:
-    """How to recompute ``metric`` from outcomes of ``kind`` on a resample; None where there is no way here."""
-    return STATISTICS.get((kind, metric))
+    """How to recompute ``metric`` from outcomes of ``kind`` on a resample, as the task that writes that kind
+    declares it; None where no registered task declares one."""
+    from cabench.tasks.base import TASKS
+
+    for _, task in TASKS.items():
+        if kind in task.outcomes:
+            return task.outcomes[kind].get(metric)
+    return None

@@ -91,11 +91,11 @@ MAX_PANELS_PER_ROW = 4
 
 @dataclass(frozen=True)
 class Figure1Panel:
-    """One panel of Figure 1: which suite, which column, which rows (one per category)."""
+    """One panel of Figure 1: which suite and which rows (one per category). The column drawn is the suite's
+    headline metric, as its task declares it (:func:`headline_column`)."""
 
     title: str
     suite: str
-    column: str
     rows: tuple[str, ...]
 
 
@@ -106,19 +106,16 @@ FIGURE1_PANELS: tuple[Figure1Panel, ...] = (
     Figure1Panel(
         title="ImageNet top-1 (%)",
         suite="table2",
-        column="top1",
         rows=("mbv2-1.0", "mbv2-1.0-se", "mbv2-1.0-cbam", "mbv2-1.0-ca"),
     ),
     Figure1Panel(
         title="VOC 2012 mIoU (%)",
         suite="table8",
-        column="miou",
         rows=("mbv2-os16", "mbv2-os16-se", "mbv2-os16-cbam", "mbv2-os16-ca"),
     ),
     Figure1Panel(
         title="COCO AP",
         suite="table6",
-        column="ap",
         rows=("ssdlite-mbv2", "ssdlite-mbv2-se", "ssdlite-mbv2-cbam", "ssdlite-mbv2-ca"),
     ),
 )
@@ -425,8 +422,24 @@ class _Bar:
     status: str
 
 
+def headline_column(cells: pd.DataFrame, suite: str) -> str | None:
+    """The suite's headline metric among its cells' columns: the column that comes first in a registered task's
+    ``headline`` (ties: the suite's column order); None when the suite has no such column."""
+    from cabench.tasks.base import TASKS
+
+    rank = {}
+    for _, task in TASKS.items():
+        for i, (metric, _label) in enumerate(task.headline):
+            rank[metric] = min(i, rank.get(metric, i))
+    columns = [c for c in cells.loc[cells["suite"] == suite, "column"].drop_duplicates() if c in rank]
+    return min(columns, key=lambda c: rank[c]) if columns else None
+
+
 def _figure1_bars(cells: pd.DataFrame, panel: Figure1Panel) -> list[_Bar]:
-    sub = cells[(cells["suite"] == panel.suite) & (cells["column"] == panel.column)]
+    column = headline_column(cells, panel.suite)
+    if column is None:
+        return []
+    sub = cells[(cells["suite"] == panel.suite) & (cells["column"] == column)]
     bars: list[_Bar] = []
     for category, row_id in zip(FIGURE1_CATEGORIES, panel.rows, strict=True):
         hit = sub[sub["row"] == row_id]

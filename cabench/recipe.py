@@ -149,18 +149,17 @@ class Recipe(BaseModel):
             raise ValueError("mixup is not implemented by cabench; set mixup: false")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError("crop_scale must be [low, high] with 0 < low <= high <= 1")
-        only = {
-            "classify": {"eval_resize", "random_resized_crop", "crop_scale", "autoaugment", "random_erasing"}
-            | {"label_smoothing", "dropout"},
-            "detect": {"detection"},
-            "segment": {"crop_size", "scale_range", "eval_size", "segmentation"},
-        }
-        for task, names in only.items():
-            stray = sorted(n for n in names & given if task != self.task and getattr(self, n) != _DEFAULTS[n])
+        from cabench.tasks.base import TASKS
+
+        for task, info in TASKS.items():  # each task declares the recipe fields only it reads
+            stray = sorted(
+                n for n in info.recipe_fields & given if task != self.task and getattr(self, n) != _DEFAULTS[n]
+            )
             if stray:
                 raise ValueError(f"{', '.join(stray)} only apply to {task} recipes, not {self.task}")
-        if self.task == "detect" and self.detection is None:
-            raise ValueError("a detection recipe needs a detection protocol (detection: loss, anchors, ...)")
+        for name in TASKS.get(self.task).requires:
+            if getattr(self, name) is None:
+                raise ValueError(f"a recipe for {TASKS.get(self.task).title} needs a {name} protocol ({name}: ...)")
         conditional = (
             ("rmsprop_decay", self.optimizer == "rmsprop", "optimizer 'rmsprop'"),
             ("optimizer_eps", self.optimizer == "rmsprop", "optimizer 'rmsprop'"),

@@ -405,6 +405,12 @@ def _check_semantics(suite: Suite, where: str) -> None:
 
             if row.floor not in FLOORS:
                 raise SuiteError(f"{at}: floor: {FLOORS.unknown(row.floor)}")
+            floors = TASKS.get(suite.task).floors
+            if row.floor not in floors:
+                raise SuiteError(
+                    f"{at}: floor: {_cut(row.floor)!r} is not a floor of task {suite.task!r} "
+                    f"(its floors: {', '.join(floors) or 'none'})"
+                )
         if row.model is not None:
             try:
                 validate_spec(row.model.spec())

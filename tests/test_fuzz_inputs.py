@@ -12,6 +12,7 @@ Counting real models is not what is fuzzed here (the count tests pin it exactly)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -182,20 +183,29 @@ def _assert_clean_outcome(result: Any, allow_drift: bool = False) -> None:
     assert len(lines[0]) < 600, lines[0]
 
 
-OUTCOMES: dict[str, dict[int, int]] = {}
+OUTCOMES: dict[str, dict[int | str, int]] = {}
+TALLY = os.environ.get("CABENCH_FUZZ_TALLY")  # a JSON file rewritten after every case (for long runs)
 
 
-def _count(command: str, code: int) -> None:
+def _count(command: str, code: int | str) -> None:
     OUTCOMES.setdefault(command, {}).setdefault(code, 0)
     OUTCOMES[command][code] += 1
+    if TALLY:
+        Path(TALLY).write_text(json.dumps({c: {str(k): n for k, n in v.items()} for c, v in OUTCOMES.items()}))
+
+
+def _count_result(command: str, result: Any) -> None:
+    """Tally a CLI case before it is judged: its exit code, or "traceback" for an uncaught exception."""
+    crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
+    _count(command, "traceback" if crashed or "Traceback" in result.output else result.exit_code)
 
 
 @given(content=mutated(SUITE_TEXTS))
 def test_fuzz_show(content: bytes | None) -> None:
     with _workspace(content, "suite.yaml") as path:
         result = runner.invoke(app, ["show", str(path)])
+    _count_result("show", result)
     _assert_clean_outcome(result)
-    _count("show", result.exit_code)
 
 
 @given(content=mutated(SUITE_TEXTS))
@@ -205,8 +215,8 @@ def test_fuzz_check(content: bytes | None) -> None:
         lock.write_bytes(LOCK)
         result = runner.invoke(app, ["check", str(path), "--lock", str(lock)])
         assert lock.read_bytes() == LOCK  # check never writes the lock unless asked
+    _count_result("check", result)
     _assert_clean_outcome(result, allow_drift=True)
-    _count("check", result.exit_code)
 
 
 @given(content=mutated(SUITE_TEXTS))
@@ -214,13 +224,13 @@ def test_fuzz_run_count(content: bytes | None) -> None:
     with _workspace(content, "suite.yaml") as path:
         runs = path.parent / "runs"
         result = runner.invoke(app, ["run", str(path), "--runs-dir", str(runs)])
+        _count_result("run", result)
         if result.exit_code != 0:
             assert not runs.exists(), "a refused input wrote run directories"
         else:
             written = [p for p in runs.rglob("*") if p.is_file()]
             assert all(p.resolve().is_relative_to(runs.resolve()) for p in written)
     _assert_clean_outcome(result)
-    _count("run", result.exit_code)
 
 
 @given(content=mutated([p.read_text() for p in RECIPE_FILES]), name=st.sampled_from([p.stem for p in RECIPE_FILES]))
@@ -232,6 +242,9 @@ def test_fuzz_recipe(content: bytes | None, name: str) -> None:
         except RecipeError as e:
             assert "\n" not in str(e) and str(path) in str(e), str(e)
             code = 2
+        except Exception:
+            _count("recipe", "traceback")
+            raise
     _count("recipe", code)
 
 
@@ -250,6 +263,9 @@ def test_fuzz_config_file(value: str, garbage: bytes | None) -> None:
         except ValueError as e:
             assert "\n" not in str(e) and str(path) in str(e), str(e)
             code = 2
+        except Exception:
+            _count("config", "traceback")
+            raise
         finally:
             if old is None:
                 os.environ.pop("CABENCH_CONFIG", None)

@@ -185,7 +185,7 @@ class TrainProfile(Profile):
             root = roots[plan.recipe.dataset]
             train_ds, val_ds = plan.dataset.build(root, plan.recipe, self.smoke)
             if distributed.is_main():
-                records += run_floors(plan.suite, request, self.name, (train_ds, val_ds), plan.dataset, root)
+                records += run_floors(plan, request, self.name, (train_ds, val_ds), root, reuse=not self.smoke)
             engine_task = configure_task(plan.task.make(tuple(plan.suite.columns)), plan.recipe, self.smoke)
             for row in plan.rows:
                 for seed in seeds:
@@ -384,14 +384,16 @@ class TrainProfile(Profile):
 
 
 def run_floors(
-    suite: Suite, request: Request, profile: str, datasets: tuple[Any, Any], dataset: DatasetInfo, root: Path
+    plan: _Plan, request: Request, profile: str, datasets: tuple[Any, Any], root: Path, *, reuse: bool
 ) -> list[RunRecord]:
     """Compute the suite's selected floor rows (:mod:`cabench.floors`) on its datasets; one run each.
 
-    A floor is a function of the data only (no seed): a complete floor run on the same data is reused.
+    A floor is a function of the data only (no seed): with ``reuse``, a complete floor run on the same data is
+    reused.
     """
     from cabench.floors import FLOORS
 
+    suite, dataset = plan.suite, plan.dataset
     records = []
     say = request.hooks.row or (lambda *_: None)
     for row in suite.rows:
@@ -411,12 +413,12 @@ def run_floors(
         }
         config["resume_key"] = resume_key({k: config[k] for k in ("floor", "recipe", "data", "data_fingerprint")})
         done = request.store.complete(suite.id, row.key, profile, config["resume_key"])
-        if done is not None and profile == "paper":
+        if done is not None and reuse:
             say(suite.id, row.key, "floor: done already, skipped")
             records.append(done)
             continue
         say(suite.id, row.key, f"floor {row.floor}")
-        metrics = FLOORS.get(row.floor)(*datasets)
+        metrics = FLOORS.get(row.floor)(*datasets, plan.task)
         records.append(request.store.write_run(suite.id, row.key, profile, config, {**metrics, "pipeline": "ok"}))
     return records
 

@@ -2,15 +2,17 @@
 
 A task module (``cabench/tasks/<name>.py``, or a plugin) registers a :class:`TaskInfo`: its metric
 columns with labels and units, the metrics a run summary shows first, how large its batches are when
-nothing else says so, whether it takes a backbone checkpoint, and how to build the engine task (loss
-and evaluation, :class:`cabench.engine.Task`) for a suite. Nothing outside the task compares against
+nothing else says so, whether it takes a backbone checkpoint, the per-image outcome kinds its evaluators
+write with the statistic that recomputes each metric from them (:mod:`cabench.outcomes`), the floor its
+suites' floor rows compute (:mod:`cabench.floors`), and how to build the engine task (loss and evaluation,
+:class:`cabench.engine.Task`) for a suite. Nothing outside the task compares against
 its name or its metric names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from cabench.columns import ColumnInfo, register_column
@@ -30,6 +32,16 @@ class TaskInfo:
     takes_backbone: bool  # whether rows start from an ImageNet backbone checkpoint (--backbone-checkpoint)
     build: Callable[[tuple[str, ...]], Any]  # the suite's column keys -> the engine task
     default_recipe: str | None = None  # what `cabench eval ARCH` evaluates a bare architecture with
+    # per-image outcome kind its evaluators write -> {metric: statistic} (cabench.outcomes.Statistic)
+    outcomes: Mapping[str, Mapping[str, Callable[..., float]]] = field(default_factory=dict)
+    floors: tuple[str, ...] = ()  # registered floors (cabench.floors) its suites' floor rows may name
+    recipe_fields: frozenset[str] = frozenset()  # recipe fields only this task reads (refused for other tasks)
+    requires: tuple[str, ...] = ()  # recipe fields this task cannot run without
+
+    @property
+    def headline_metric(self) -> str:
+        """The metric a floor fills and a one-number summary shows: the first of :attr:`headline`."""
+        return self.headline[0][0]
 
     def make(self, columns: tuple[str, ...] = ()) -> Any:
         """The engine task (loss, evaluation) for a suite with these columns."""

@@ -3,6 +3,9 @@
 :func:`train_classifier` trains any ``nn.Module`` on any map-style dataset of
 ``(image_tensor, label)`` pairs through :func:`cabench.engine.train`
 (schedule, checkpoints, resume, DDP, AMP and logs are the engine's).
+
+Per-image outcomes (kind ``classify``): ``correct1``/``correct5``, one bool per image in dataset order;
+the task declares the statistics that recompute top-1/top-5 from them on a resample.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ __all__ = [
     "lr_at",
     "train_classifier",
 ]
+
+OUTCOME_KIND = "classify"
 
 
 class ClassificationTask:
@@ -129,7 +134,7 @@ def evaluate_classifier(
         mine = torch.cat(hits).numpy() if hits else np.zeros((0, 2), dtype=bool)
         correct_all = interleave_ranks(gather_objects(mine), int(n))
         result[outcomes.KEY] = outcomes.Outcomes(
-            "classify", np.arange(int(n)), {"correct1": correct_all[:, 0], "correct5": correct_all[:, 1]}
+            OUTCOME_KIND, np.arange(int(n)), {"correct1": correct_all[:, 0], "correct5": correct_all[:, 1]}
         )
     return result
 
@@ -161,5 +166,11 @@ register_task(
         takes_backbone=False,
         build=lambda columns: ClassificationTask(),
         default_recipe="imagenet-mbv2-paper",
+        outcomes={OUTCOME_KIND: {"top1": outcomes.accuracy_of("correct1"), "top5": outcomes.accuracy_of("correct5")}},
+        floors=("logistic-pixels",),
+        recipe_fields=frozenset(
+            {"eval_resize", "random_resized_crop", "crop_scale", "autoaugment", "random_erasing"}
+            | {"label_smoothing", "dropout"}
+        ),
     )
 )

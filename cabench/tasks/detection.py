@@ -23,6 +23,8 @@ from cabench import outcomes
 from cabench.columns import ColumnInfo
 from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects
 from cabench.engine.distributed import get_rank, is_distributed
+from cabench.metrics.coco_eval import CocoEvaluator
+from cabench.metrics.voc_eval import VocEvaluator
 from cabench.tasks.base import TaskInfo, register_task
 
 __all__ = ["DetectionTask", "collate_detection", "evaluate_detector"]
@@ -124,5 +126,11 @@ register_task(
         eval_batch=32,
         takes_backbone=True,
         build=lambda columns: DetectionTask(headline=tuple(c for c in _HEADLINES if c in columns) or ("ap",)),
+        # the dataset's evaluator names the kind (VocEvaluator / CocoEvaluator .outcome_kind); COCO's raw
+        # detections have no bootstrap statistic here
+        outcomes={VocEvaluator.outcome_kind: {"map": outcomes.voc07_map_statistic}, CocoEvaluator.outcome_kind: {}},
+        floors=("mean-box",),
+        recipe_fields=frozenset({"detection"}),
+        requires=("detection",),
     )
 )

@@ -37,6 +37,8 @@ from cabench.tasks.base import TaskInfo, register_task
 
 __all__ = ["IGNORE_INDEX", "SegmentationTask", "evaluate_segmenter", "predict"]
 
+OUTCOME_KIND = "segment"  # per-image outcomes: ``confusion``, one [C, C] matrix per image (cabench.outcomes)
+
 IGNORE_INDEX = 255
 
 
@@ -128,7 +130,7 @@ def evaluate_segmenter(
         c = matrix.num_classes
         mine = torch.cat(mats).numpy() if mats else np.zeros((0, c, c), dtype=np.int32)
         confusion = interleave_ranks(gather_objects(mine), int(n.item()))
-        result[outcomes.KEY] = outcomes.Outcomes("segment", np.arange(len(confusion)), {"confusion": confusion})
+        result[outcomes.KEY] = outcomes.Outcomes(OUTCOME_KIND, np.arange(len(confusion)), {"confusion": confusion})
     return result
 
 
@@ -184,5 +186,8 @@ register_task(
         eval_batch=8,
         takes_backbone=True,
         build=lambda columns: SegmentationTask(),
+        outcomes={OUTCOME_KIND: {"miou": outcomes.miou_statistic}},
+        floors=("all-background",),
+        recipe_fields=frozenset({"crop_size", "scale_range", "eval_size", "segmentation"}),
     )
 )
