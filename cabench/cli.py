@@ -326,6 +326,7 @@ def _run_signature() -> inspect.Signature:
             annotation=Annotated[bool, typer.Option("--json", help="Print the runs as JSON (for scripts).")],
         ),
     ]
+    params += _launcher_params()
     try:
         options = profile_options()
     except RegistryError as e:  # a broken plugin: reported as one line when the command runs
@@ -338,6 +339,37 @@ def _run_signature() -> inspect.Signature:
     return inspect.Signature(params)
 
 
+_LAUNCH_PANEL = "Launcher: each row x seed as a job (--launcher local or slurm)"
+_LAUNCH_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
+    ("partition", str | None, None, "SLURM partition."),
+    ("gpus_per_job", int | None, None, "GPUs per job (several: torchrun inside the job). Default 0."),
+    ("cpus_per_gpu", int | None, None, "CPUs per GPU (per job without GPUs). Default 8."),
+    ("time_limit", str | None, None, "Time limit per job: minutes or [D-]HH:MM[:SS]. Default 1 day; a job "
+     "reaching it checkpoints and requeues."),
+    ("mem", str | None, None, "Memory per job (SLURM), e.g. 64G."),
+    ("account", str | None, None, "SLURM account."),
+    ("sbatch", list[str] | None, None, "Any other sbatch option as NAME=VALUE (repeatable), e.g. qos=normal."),
+    ("max_parallel", int | None, None, "Jobs running at once (local processes; SLURM array limit). Default: all."),
+)  # fmt: skip
+
+
+def _launcher_params() -> list[inspect.Parameter]:
+    """`cabench run`'s launcher options; each may also come from the config file's [launcher] table."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    launcher = typer.Option(
+        help="inline (this process, the default), local (a job per row x seed, local processes) or slurm "
+        "(a SLURM job array). `cabench status` shows the jobs.",
+        rich_help_panel=_LAUNCH_PANEL,
+    )
+    params = [inspect.Parameter("launcher", kw, default="inline", annotation=Annotated[str, launcher])]
+    for name, kind, default, text in _LAUNCH_OPTIONS:
+        option = typer.Option(
+            help=text + " Also read from [launcher] in the config file.", rich_help_panel=_LAUNCH_PANEL
+        )
+        params.append(inspect.Parameter(name, kw, default=default, annotation=Annotated[kind, option]))
+    return params
+
+
 def run(**given: Any) -> None:
     from cabench.profiles.base import PROFILES, Request, profile_options
     from cabench.store import Store
@@ -345,10 +377,15 @@ def run(**given: Any) -> None:
     suites, profile_name, rows, runs_dir, as_json = (
         given.pop(k) for k in ("suites", "profile", "rows", "runs_dir", "as_json")
     )
+    launcher = given.pop("launcher")
+    launch_given = {name: given.pop(name) for name, *_ in _LAUNCH_OPTIONS}
     start = time.perf_counter()
     with user_errors():
         profile = PROFILES.get(profile_name)
         options = _profile_option_values(profile, given, profile_options())
+        if launcher != "inline" or any(v is not None for v in launch_given.values()):
+            _launch(launcher, launch_given, profile, suites, rows, runs_dir, options)
+            return
         loaded = _load_suites(suites)
         check_row_selection(loaded, rows)
         request = Request(
@@ -395,6 +432,82 @@ def _record_json(r: Any) -> dict[str, Any]:
 run.__signature__ = _run_signature()  # type: ignore[attr-defined]
 run.__doc__ = _RUN_HELP
 app.command("run")(run)
+
+
+def _launch(
+    launcher: str,
+    given: dict[str, Any],
+    profile: Any,
+    suites: list[str],
+    rows: list[str] | None,
+    runs_dir: Path,
+    options: dict[str, Any],
+) -> None:
+    """`cabench run ... --launcher local|slurm`: a job per row-seed missing or failed (cabench.launch)."""
+    from cabench.launch import INLINE, LAUNCHERS, launch, launch_settings
+    from cabench.profiles.base import Request
+    from cabench.store import Store
+
+    if launcher == INLINE:
+        flag = next("--" + k.replace("_", "-") for k, v in given.items() if v is not None)
+        raise ValueError(f"{flag} applies to a launcher: add --launcher local or --launcher slurm")
+    chosen = LAUNCHERS.get(launcher)
+    settings = launch_settings(launcher, given, chosen.takes)
+    loaded = _load_suites(suites)
+    request = Request(loaded, Store(runs_dir), set(rows) if rows else None, options, all_suites=suites == ["all"])
+    start = time.perf_counter()
+    outcome = launch(profile, request, settings, lambda line: err.print(line, markup=False, highlight=False))
+    if not outcome.before:
+        fail(f"nothing to run: no row of {', '.join(s.id for s in loaded)} matches for profile {profile.name}")
+    counts = {s: sum(u.state == s for u in outcome.before) for s in ("done", "running", "queued")}
+    already = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none done, running or queued"
+    out.print(
+        f"{launcher}: {outcome.submitted} job(s) submitted of {len(outcome.before)} row-seed(s) ({already} before); "
+        f"{time.perf_counter() - start:.1f} s. `cabench status {' '.join(s.id for s in loaded)}` shows them.",
+        markup=False,
+    )
+    if outcome.exit_code:
+        err.print("cabench: error: some jobs failed; `cabench status` shows their logs", markup=False)
+        raise typer.Exit(EXIT_CRASH)
+
+
+@app.command()
+def status(
+    suites: Annotated[
+        list[str] | None, typer.Argument(help="Suite ids or files (default: every suite a launcher planned).")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: one object per row and seed.")] = False,
+) -> None:
+    """Each row x seed a launcher planned (`cabench run ... --launcher local|slurm`): done, running (job id),
+    queued, failed (the last line of its log and the log's path) or missing. Submitting again submits only
+    what is missing or failed."""
+    from cabench.launch.records import read_records
+    from cabench.launch.status import STATES, statuses
+    from cabench.store import Store
+
+    with user_errors():
+        loaded = _load_suites(suites) if suites else []
+        store = Store(runs_dir)
+        order = {(s.id, r.key): i for s in loaded for i, r in enumerate(s.rows)}
+        planned = read_records(store, [s.id for s in loaded] if loaded else None)
+        planned.sort(key=lambda p: (p[0].suite, order.get((p[0].suite, p[0].row), 0), p[0].profile, p[0].seed))
+        found = statuses(store, planned)
+    if as_json:
+        print(json.dumps([s.as_dict() for s in found], indent=2))
+        return
+    if not found:
+        out.print(f"nothing planned in {runs_dir}: `cabench run SUITE --launcher local|slurm` plans and submits")
+        return
+    table = Table(title=f"Jobs in {runs_dir}", title_justify="left")
+    for col in ("suite", "row", "profile", "seed", "state", "job", "run or last log line"):
+        table.add_column(col)
+    for s in found:
+        detail = s.run or (f"{s.last_line} ({s.log})" if s.log else "")
+        table.add_row(s.unit.suite, s.unit.row, s.unit.profile, str(s.unit.seed), s.state, s.job or "", Text(detail))
+    out.print(table)
+    counts = [f"{sum(s.state == state for s in found)} {state}" for state in STATES]
+    out.print(", ".join(counts), markup=False)
 
 
 def _run_command() -> Any:

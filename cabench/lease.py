@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_STALE_S", "Lease", "acquire", "holder", "host_name", "pid_alive"]
+__all__ = ["DEFAULT_STALE_S", "JOB_ID_ENV", "Lease", "acquire", "holder", "host_name", "live_holder", "pid_alive"]
 
 DEFAULT_STALE_S = float(os.environ.get("CABENCH_LEASE_STALE_S", "300"))  # NFS attribute caches hold ~60 s
+JOB_ID_ENV = "CABENCH_JOB_ID"  # set by a launcher's job (cabench.launch): its id is written into the leases it takes
 
 
 def host_name() -> str:
@@ -100,6 +101,14 @@ def holder(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def live_holder(path: Path, stale_after: float = DEFAULT_STALE_S) -> dict[str, Any] | None:
+    """The holder of the lease at ``path`` when a live process holds it (not stale), else None."""
+    info = holder(path)
+    if info is None or _is_stale(path, stale_after)[0]:
+        return None
+    return info
+
+
 def _is_stale(path: Path, stale_after: float) -> tuple[bool, str | None]:
     """(stale?, token seen) for the lease at ``path``; a missing file is not stale (nothing to break)."""
     try:
@@ -145,7 +154,9 @@ def _create(path: Path, stale_after: float) -> Lease | None:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return None
-    body = {"host": host_name(), "pid": os.getpid(), "token": token, "started": time.time()}
+    body: dict[str, Any] = {"host": host_name(), "pid": os.getpid(), "token": token, "started": time.time()}
+    if os.environ.get(JOB_ID_ENV):
+        body["job"] = os.environ[JOB_ID_ENV]
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(body))
         fh.flush()

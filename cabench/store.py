@@ -35,7 +35,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cabench.lease import DEFAULT_STALE_S, Lease, acquire, holder, host_name, pid_alive
+from cabench.lease import DEFAULT_STALE_S, Lease, acquire, holder, host_name, live_holder, pid_alive
 
 __all__ = [
     "RunRecord",
@@ -228,6 +228,12 @@ class Store:
         if isinstance(started, (int, float)) and math.isfinite(started):
             since = time.strftime(", since %Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
         return f"pid {pid} on host {host[:64]}{since}"
+
+    def live_holder(
+        self, suite: str, row: str, profile: str, seed: int, stale_after: float = DEFAULT_STALE_S
+    ) -> dict[str, Any] | None:
+        """Who holds (suite, row, profile, seed) now (host, pid, job id), or None when no live process does."""
+        return live_holder(self.cell_dir(suite, row, profile) / f".seed-{int(seed)}.lease", stale_after)
 
     def write_run(
         self,

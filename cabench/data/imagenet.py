@@ -74,6 +74,7 @@ __all__ = [
     "imagenet_datasets",
     "imagenet_eval_dataset",
     "parse_data_option",
+    "read_config",
     "recipe_train_transform",
     "recipe_transforms",
     "resolve_data_root",
@@ -373,7 +374,9 @@ def config_path() -> Path | None:
     return default if default.is_file() else None
 
 
-def _config_data_table(path: Path) -> dict[str, Any]:
+def read_config(path: Path) -> dict[str, Any]:
+    """The whole config file as a dict (its ``[data]`` table is read here, ``[launcher]`` by
+    :mod:`cabench.launch.settings`); ValueError (one line naming the file) when it cannot be read."""
     if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
         raise ValueError(f"{path}: reading the config file needs Python >= 3.11 or the 'tomli' package")
     text = read_text_file(path, "config", ValueError)
@@ -384,9 +387,15 @@ def _config_data_table(path: Path) -> dict[str, Any]:
     except RecursionError:
         raise ValueError(f"{path}: cannot read config file (nested too deeply)") from None
     for key in config:
-        if key != "data":
-            raise ValueError(f"{path}: unknown config key {key!r}; the config file has one table: [data]")
-    data = config.get("data", {})
+        if key not in ("data", "launcher"):
+            raise ValueError(
+                f"{path}: unknown config key {key!r}; the config file has two tables: [data] and [launcher]"
+            )
+    return config
+
+
+def _config_data_table(path: Path) -> dict[str, Any]:
+    data = read_config(path).get("data", {})
     if not isinstance(data, dict):
         raise ValueError(f"{path}: 'data' must be a table, e.g. [data] imagenet = \"/datasets/imagenet\"")
     for key in data:

@@ -35,6 +35,7 @@ __all__ = [
     "gather_objects",
     "interleave_ranks",
     "seed_all",
+    "sigterm_stops_training",
     "trim_log",
     "unwrap",
 ]
@@ -56,6 +57,13 @@ class TermAsInterrupt:
     def __exit__(self, *exc: Any) -> None:
         if self.active:
             signal.signal(signal.SIGTERM, self.previous)
+
+
+def sigterm_stops_training() -> bool:
+    """Whether SIGTERM, sent now, stops a training like Ctrl-C (checkpoint at the step boundary, then
+    :class:`~cabench.engine.settings.TrainingInterrupted`): true inside :func:`cabench.engine.train`'s steps."""
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler is _term_as_interrupt or getattr(handler, "__func__", None) is DeferSigint._hold
 
 
 class DeferSigint:

@@ -21,7 +21,17 @@ if TYPE_CHECKING:
     from cabench.store import RunRecord, Store
     from cabench.suite import Row, Suite
 
-__all__ = ["PROFILES", "Hooks", "Option", "Outcome", "Profile", "Request", "profile_options", "register_profile"]
+__all__ = [
+    "PROFILES",
+    "Hooks",
+    "Option",
+    "Outcome",
+    "Profile",
+    "Request",
+    "RowSeed",
+    "profile_options",
+    "register_profile",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class Request:
     hooks: Hooks = field(default_factory=Hooks)
     all_suites: bool = False  # the user said `all` (a profile may skip suites it does not apply to)
     argv: tuple[str, ...] = ()  # the command line, for re-launching under torchrun
+    skip_done: bool = False  # also skip row-seeds already done where the profile would rerun them (smoke)
 
     def selected(self, suite: Suite) -> list[Row]:
         """The rows of ``suite`` with a model to run (not cited) that ``rows`` selects."""
@@ -83,6 +94,24 @@ class Outcome:
     busy: tuple[str, ...] = ()  # selected work another process holds now (one "suite/row seed N: by ..." each)
 
 
+@dataclass(frozen=True)
+class RowSeed:
+    """One unit of work a launcher submits as a job (:mod:`cabench.launch`): one row of one suite, one seed.
+
+    ``resume_key`` is the key of its run's config: a complete run with that key means the unit is done."""
+
+    suite: str  # suite id
+    suite_path: str  # the suite file the job loads
+    row: str  # row key
+    profile: str
+    seed: int
+    resume_key: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.suite}/{self.row} seed {self.seed}"
+
+
 class Profile:
     """Base class of profiles; subclasses set the class attributes and implement :meth:`run`."""
 
@@ -94,6 +123,13 @@ class Profile:
 
     def run(self, request: Request) -> Outcome:
         raise NotImplementedError
+
+    def units(self, request: Request) -> list[RowSeed]:
+        """The row-seeds :meth:`run` would train, each one job for a launcher; checked as :meth:`run` checks."""
+        raise ValueError(
+            f"profile {self.name!r} runs in this process only; --launcher applies to the training profiles "
+            "(smoke, paper)"
+        )
 
     def replicate(self, run: RunRecord) -> Any:
         """What tells this profile's replicates of a cell apart (by default the seed)."""

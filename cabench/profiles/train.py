@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cabench.data.images import BAD_IMAGE_POLICY
-from cabench.profiles.base import Option, Outcome, Profile, Request, register_profile
+from cabench.profiles.base import Option, Outcome, Profile, Request, RowSeed, register_profile
 from cabench.profiles.workers import default_workers
 
 if TYPE_CHECKING:
@@ -163,19 +163,7 @@ class TrainProfile(Profile):
         o = request.options
         if o["nproc"] > 1 and not distributed.under_torchrun():
             return Outcome([], exit_code=distributed.launch_torchrun(o["nproc"], list(request.argv)))
-        seeds = parse_seeds(o["seeds"], o["seed"])
-        _check_tensorboard(o)
-        keep = o["keep_checkpoints"] or ("none" if self.smoke else "last")
-        if keep not in KEEP_CHOICES:
-            raise ValueError(f"--keep-checkpoints {keep!r}: expected one of {', '.join(KEEP_CHOICES)}")
-        o["keep_checkpoints"] = keep
-        from cabench.data.imagenet import parse_data_option
-
-        parse_data_option(o["data"] or [])  # an unknown dataset key is refused before any work
-        backbones = backbone_entries(o["backbone_checkpoint"] or [])
-        _check_backbone_rows(backbones, request)
-        plans = [self._plan(suite, request, backbones) for suite in request.suites]
-        roots = self._roots(plans, request)
+        seeds, plans, roots = self._prepare(request)
         distributed.init_distributed()  # under torchrun: every rank joins before choosing run directories
         from cabench.pipeline import configure_task
 
@@ -196,6 +184,37 @@ class TrainProfile(Profile):
                     elif run is not None:
                         records.append(run)
         return self._outcome(records, plans, tuple(busy))
+
+    def units(self, request: Request) -> list[RowSeed]:
+        """Every selected row-seed with the key of its run (checked as :meth:`run` checks, before any job)."""
+        seeds, plans, roots = self._prepare(request)
+        units = []
+        for plan in plans:
+            root = roots[plan.recipe.dataset]
+            data = plan.dataset.build(root, plan.recipe, self.smoke)
+            for row in plan.rows:
+                for seed in seeds:
+                    config, _ = self._config(plan, row, seed, root, request.options, data)
+                    path = str(Path(plan.suite.path).resolve()) if plan.suite.path else plan.suite.id
+                    units.append(RowSeed(plan.suite.id, path, row.key, self.name, seed, config["resume_key"]))
+        return units
+
+    def _prepare(self, request: Request) -> tuple[list[int], list[_Plan], dict[str, Path]]:
+        """The seeds, every suite's plan and the dataset roots: everything checked before the first step."""
+        o = request.options
+        seeds = parse_seeds(o["seeds"], o["seed"])
+        _check_tensorboard(o)
+        keep = o["keep_checkpoints"] or ("none" if self.smoke else "last")
+        if keep not in KEEP_CHOICES:
+            raise ValueError(f"--keep-checkpoints {keep!r}: expected one of {', '.join(KEEP_CHOICES)}")
+        o["keep_checkpoints"] = keep
+        from cabench.data.imagenet import parse_data_option
+
+        parse_data_option(o["data"] or [])  # an unknown dataset key is refused before any work
+        backbones = backbone_entries(o["backbone_checkpoint"] or [])
+        _check_backbone_rows(backbones, request)
+        plans = [self._plan(suite, request, backbones) for suite in request.suites]
+        return seeds, plans, self._roots(plans, request)
 
     def _plan(self, suite: Suite, request: Request, backbones: dict[str, Path]) -> _Plan:
         from cabench.data.base import DATASETS
@@ -318,7 +337,8 @@ class TrainProfile(Profile):
 
         store, suite, key, seed = request.store, plan.suite.id, config["resume_key"], config["seed"]
         say = request.hooks.row or (lambda *_: None)
-        done = None if self.smoke else store.complete(suite, row.key, self.name, key)
+        check_done = not self.smoke or request.skip_done  # smoke reruns unless asked (a launcher's job)
+        done = store.complete(suite, row.key, self.name, key) if check_done else None
         if done is not None:
             say(suite, row.key, f"seed {seed}: done already, skipped")
             return done
@@ -328,7 +348,7 @@ class TrainProfile(Profile):
             lease = store.lease(suite, row.key, self.name, seed)
             if lease is None:
                 choice = ("busy", f"being trained by {store.lease_holder(suite, row.key, self.name, seed)}")
-            elif not self.smoke and (done := store.complete(suite, row.key, self.name, key)) is not None:
+            elif check_done and (done := store.complete(suite, row.key, self.name, key)) is not None:
                 choice = ("done", str(done.path))
             else:
                 choice = ("train", str(self._run_dir(store, plan, row, config)))
@@ -363,7 +383,8 @@ class TrainProfile(Profile):
         if run_dir is None:
             return store.begin_run(suite, row.key, self.name, config)
         old = (store.read_config(run_dir) or {}).get("settings") or {}
-        for name, now in config["settings"].items():
+        asked = json.loads(json.dumps(config["settings"], default=str))  # as config.json holds it (tuples: lists)
+        for name, now in asked.items():
             if name not in RESUME_FREE and name in old and old[name] != now:
                 raise ValueError(
                     f"{run_dir}: this unfinished run of {suite}/{row.key} seed {config['seed']} was started with "

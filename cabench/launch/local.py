@@ -1,0 +1,110 @@
+"""``--launcher local``: the row-seed jobs as local processes (submitit's LocalExecutor), at most
+``--max-parallel`` at a time; the command waits for them and says which failed."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cabench.launch.base import ENDED, LAUNCHERS, QUEUED, RUNNING, Launcher, require_submitit
+from cabench.launch.records import submitit_folder, write_record
+from cabench.lease import host_name, pid_alive
+
+if TYPE_CHECKING:
+    from cabench.launch.job import JobSpec
+    from cabench.launch.settings import LaunchSettings
+    from cabench.profiles.base import RowSeed
+    from cabench.store import Store
+
+__all__ = ["LocalLauncher"]
+
+POLL_S = 0.2
+
+
+class LocalLauncher(Launcher):
+    name = "local"
+    description = "local processes through submitit's local executor, --max-parallel at a time"
+    takes = frozenset({"gpus_per_job", "time_limit", "max_parallel"})
+
+    def submit(
+        self,
+        spec: JobSpec,
+        units: Sequence[RowSeed],
+        settings: LaunchSettings,
+        store: Store,
+        say: Callable[[str], None],
+    ) -> int:
+        require_submitit(self.name)
+        import submitit
+
+        from cabench.launch.job import RowSeedJob
+
+        executor = submitit.LocalExecutor(folder=submitit_folder(store))
+        executor.update_parameters(timeout_min=settings.time_limit_min, gpus_per_node=settings.gpus_per_job)
+        waiting = {"launcher": self.name, "id": None, "state": "queued", "host": host_name(), "pid": os.getpid()}
+        for unit in units:
+            write_record(store, unit, waiting)
+        pending, running, failed = list(units), {}, []
+        limit = settings.max_parallel or len(units)
+        try:
+            while pending or running:
+                while pending and len(running) < limit:
+                    unit = pending.pop(0)
+                    job = executor.submit(RowSeedJob(spec, unit))
+                    write_record(store, unit, self._record(job))
+                    say(f"{unit.label}: job {job.job_id} started")
+                    running[unit] = job
+                for unit, job in list(running.items()):
+                    if job.done():
+                        del running[unit]
+                        if not _finished(store, unit, self._record(job), say):
+                            failed.append(unit)
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            for job in running.values():
+                job.cancel()  # the job's training checkpoints (SIGINT) and stops
+            for unit in pending:
+                write_record(store, unit, None)
+            raise
+        return 1 if failed else 0
+
+    def _record(self, job: Any) -> dict[str, Any]:
+        return {
+            "launcher": self.name,
+            "id": str(job.job_id),
+            "state": "submitted",
+            "host": host_name(),
+            "pid": int(job.job_id),  # the job's controller process
+            "stdout": str(job.paths.stdout),
+            "stderr": str(job.paths.stderr),
+            "submitted": time.time(),
+        }
+
+    def states(self, jobs: Sequence[dict[str, Any]]) -> list[str]:
+        out = []
+        for job in jobs:
+            pid, here = job.get("pid"), job.get("host") == host_name()
+            alive = not here or (isinstance(pid, int) and pid_alive(pid))  # another host's: cannot tell
+            out.append((QUEUED if job.get("state") == "queued" else RUNNING) if alive else ENDED)
+        return out
+
+
+def _finished(store: Store, unit: RowSeed, record: dict[str, Any], say: Callable[[str], None]) -> bool:
+    """Whether ``unit``'s job left it done or to a live holder; says which, or why it failed."""
+    from cabench.launch.status import last_log_line
+
+    done = store.complete(unit.suite, unit.row, unit.profile, unit.resume_key)
+    if done is not None:
+        say(f"{unit.label}: done -> {done.path}")
+        return True
+    if store.live_holder(unit.suite, unit.row, unit.profile, unit.seed) is not None:
+        say(f"{unit.label}: another process is training it")
+        return True
+    log, line = last_log_line(record)
+    say(f"{unit.label}: FAILED: {line} ({log})")
+    return False
+
+
+LAUNCHERS.register("local", LocalLauncher())
