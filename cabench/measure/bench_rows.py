@@ -68,7 +68,7 @@ def _ca() -> nn.Module:
 def _ca_compiled() -> nn.Module:
     """The ``ca`` row with its batch-1 inference blocks compiled by TorchInductor on first call (other batch sizes
     and training run the eager block); see ``cabench.models.ca_compiled``."""
-    from cabench.models.ca_compiled import compile_ca_blocks
+    from cabench.models.attention import compile_ca_blocks
 
     model = _cabench("ca")
     compile_ca_blocks(model)

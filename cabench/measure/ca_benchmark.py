@@ -9,7 +9,7 @@ mode, batch 1, 224x224):
   holding the same weights as the next model;
 * ``cabench_ca``: cabench's ``MobileNetV2(attention="ca")`` as it is;
 * ``compiled_ca`` (only with ``compiled_ca=True``): the same network and weights with its CA blocks' batch-1 inference
-  path compiled by TorchInductor (:func:`cabench.models.ca_compiled.compile_ca_blocks`; the rest of the network stays
+  path compiled by TorchInductor (:func:`cabench.models.attention.compile_ca_blocks`; the rest of the network stays
   eager). It is compiled (and checked against ``cabench_ca``, same tolerance) before any timing; the one-time compile
   seconds are reported and never timed.
 
@@ -158,7 +158,7 @@ def run_ca_benchmark(
     models = {"baseline": baseline, "authors_style_ca": authors, "cabench_ca": cabench_ca}
     compiled: dict[str, object] | None = None
     if compiled_ca:
-        from cabench.models.ca_compiled import compile_ca_blocks
+        from cabench.models.attention import compile_ca_blocks
 
         fast = MobileNetV2(attention="ca")
         fast.load_state_dict(cabench_ca.state_dict())

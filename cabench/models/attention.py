@@ -53,7 +53,7 @@ from torch import nn
 
 from cabench.models.blocks import ATTENTIONS, create_attention, default_reduction, register_attention
 from cabench.models.ca_autograd import coordinate_attention_train
-from cabench.models.ca_compiled import compile_ca_blocks, compiled_forward
+from cabench.models.ca_layout import StripLayout, join_strips, split_strips
 
 __all__ = [
     "ACTIVATIONS",
@@ -157,10 +157,6 @@ class CBAM(nn.Module):
         return x * torch.sigmoid(self.spatial_bn(self.spatial_conv(pooled)))
 
 
-def _round_up(value: int, multiple: int = 16) -> int:
-    return (value + multiple - 1) // multiple * multiple
-
-
 @functools.lru_cache(maxsize=256)
 def _constant(kind: str, a: int, b: int, c: int, d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Small constant tensors of the CA inference path, made once per shape, dtype and device.
@@ -229,8 +225,12 @@ class CoordinateAttention(nn.Module):
       dropped. Nothing is cached between calls, so changed weights, BatchNorm
       statistics or modes take effect at once.
 
-    Opt-in: :func:`compile_ca_blocks` makes a block run its inference path as
-    TorchInductor-compiled code instead (``cabench.models.ca_compiled``).
+    The inference path is injectable: a block whose ``inference`` is set calls
+    ``inference(block, x)`` there first and runs the eager path when it returns
+    None. :func:`compile_ca_blocks` sets it to TorchInductor-compiled code
+    (``cabench.models.ca_compiled``). Both inference paths and the module and
+    training paths join and split the strips by one rule
+    (:mod:`cabench.models.ca_layout`).
 
     Options (the defaults are the paper's block):
 
@@ -250,17 +250,14 @@ class CoordinateAttention(nn.Module):
       parameters or multiply-adds. Such a block always takes the module path.
     """
 
-    compiled_inference = True  # compile_ca_blocks may mark it (cabench.models.ca_compiled)
-
     kind = "ca"
     default_reduction = 32
     # Widths up to this apply the gates through the rank-one gate map (cheaper than two broadcast
     # products when rows are short); pooling is one matrix product for maps of at most this many pixels.
     _GATE_MAP_MAX_WIDTH = 28
     _POOL_GEMM_MAX_PIXELS = 64
-    # Set per block by compile_ca_blocks (inference path through cabench.models.ca_compiled).
-    _ca_compiled = False
-    _ca_autotune = True
+    # (block, x) -> output or None (then the eager inference path runs); set per block, e.g. by compile_ca_blocks.
+    inference: Callable[[nn.Module, torch.Tensor], torch.Tensor | None] | None = None
 
     def __init__(self, channels: int, reduction: int = 32, act: str = "hswish", softmax: bool = False) -> None:
         super().__init__()
@@ -296,8 +293,8 @@ class CoordinateAttention(nn.Module):
             and not self.softmax
             and not torch.jit.is_tracing()
         ):
-            if self._ca_compiled and self.act_name == "hswish":
-                y = compiled_forward(self, x)
+            if self.inference is not None:
+                y = self.inference(self, x)
                 if y is not None:
                     return y
             return self._forward_inference(x)
@@ -314,8 +311,8 @@ class CoordinateAttention(nn.Module):
         z_h = x.mean(dim=3, keepdim=True)  # (N, C, H, 1), Eq. 4
         z_w = x.mean(dim=2, keepdim=True)  # (N, C, 1, W), Eq. 5
         # BatchNorm statistics (training) are taken over both strips together (Eq. 6).
-        f = self.act(self.bn1(self.conv1(torch.cat([z_h, z_w.transpose(2, 3)], dim=2))))
-        f_h, f_w = torch.split(f, [h, w], dim=2)
+        f = self.act(self.bn1(self.conv1(join_strips(z_h, z_w.transpose(2, 3), dim=2))))  # (N, mip, H + W, 1)
+        f_h, f_w = split_strips(f, h, dim=2)
         a_h = self.conv_h(f_h)  # (N, C, H, 1)
         a_w = self.conv_w(f_w.transpose(2, 3))  # (N, C, 1, W)
         if self.softmax:  # H * softmax over the rows, W * softmax over the columns (class docstring)
@@ -333,15 +330,9 @@ class CoordinateAttention(nn.Module):
         w1 = conv1["weight"]
         mip = w1.shape[0]
         w1 = w1.view(mip, c)
-        # Column layout of the strips: compact [h | w | pad] (conv1 and both gate convs over all `length`
-        # columns: 3 * mip * C * length multiply-adds) or split [h | pad | w | pad], two halves of hp columns
-        # (conv1 over 2 hp columns, each gate conv over its hp: 4 * mip * C * hp), whichever is cheaper.
-        hp = _round_up(max(h, w))
-        length = _round_up(h + w)
-        compact = 3 * length < 4 * hp
-        if not compact:
-            length = 2 * hp
-        w_offset = h if compact else hp
+        # Column layout of the strips (cabench.models.ca_layout): compact [h | w | pad] or split [h | pad | w | pad].
+        layout = StripLayout.of(h, w)
+        hp, length, compact, w_offset = layout.hp, layout.length, layout.compact, layout.w_offset
         if h * w <= self._POOL_GEMM_MAX_PIXELS:
             pool = _constant("pool", h, w, w_offset, length, dtype, device)
             f = torch.addmm(conv1["bias"].view(mip, 1), w1, torch.mm(x.view(c, h * w), pool))
@@ -377,7 +368,7 @@ class CoordinateAttention(nn.Module):
         biases = torch.stack([gate_h["bias"], gate_w["bias"]]).unsqueeze(2)  # (2, C, 1)
         if compact:  # both gate convs over every column: rows [0, C) are conv_h's, rows [C, 2C) conv_w's
             a = torch.addmm(biases.view(2 * c, 1), weights.view(2 * c, mip), f[0])  # (2C, length)
-            row, g_w_offset = length, c * length + h
+            row, g_w_offset = length, c * length + w_offset
         else:  # conv_h over the first half of the columns, conv_w over the second
             a = torch.baddbmm(biases, weights, f.as_strided((2, mip, hp), (hp, length, 1)))  # (2, C, hp)
             row, g_w_offset = hp, c * hp
@@ -440,3 +431,37 @@ class YAttention(DirectionalAttention):
 
     def __init__(self, channels: int, reduction: int = 24) -> None:
         super().__init__(channels, reduction, "y")
+
+
+def compile_ca_blocks(model: nn.Module, *, autotune: bool = True) -> int:
+    """Give every :class:`CoordinateAttention` of ``model`` with the paper's h_swish (and sigmoid gates) the compiled
+    inference function :func:`cabench.models.ca_compiled.compiled_forward`; return how many.
+
+    **What is compiled.** Only the CA block's batch-1 inference computation (Eq. 4-9: strip means, ``conv1``,
+    BatchNorm in eval mode, h_swish, both gate convs, sigmoids, gating), traced with ``make_fx`` and compiled by
+    ``torch._inductor.standalone_compile`` into one callable per input shape, dtype, device, BatchNorm ``eps`` and
+    thread count (cached for the process, shared by blocks of equal shapes). ``autotune=True`` compiles with
+    inductor's ``max_autotune`` and C++/ATen GEMM backends (fastest code; slowest to compile).
+    The rest of the network stays eager, so comparing a marked model with the eager one measures the CA block only.
+
+    **When.** Compilation happens lazily on a marked block's first call with a new shape, and only on the path the
+    eager block would take for :meth:`CoordinateAttention._forward_inference` (eval mode, gradients off, batch 1,
+    contiguous input, not tracing); training, batches and everything else run exactly as before. Unmarked blocks
+    never compile. If compiling raises, the block warns once and keeps using the eager inference path.
+
+    **Nothing stale.** The weights, biases and BatchNorm running statistics are arguments of every call, read from
+    the block at that moment, so changing or loading them takes effect at once; nothing is frozen into the code.
+
+    **Cost.** On a 2-core CPU a cold compile of MobileNetV2+CA's 10 distinct CA shapes takes about 100 s with
+    autotuning (a few seconds each without), and about 2.5 s with a warm inductor cache (``TORCHINDUCTOR_CACHE_DIR``).
+    Needs a C++ compiler on CPU.
+    """
+    from cabench.models.ca_compiled import compiled_forward
+
+    fn = functools.partial(compiled_forward, autotune=autotune)
+    count = 0
+    for m in model.modules():
+        if isinstance(m, CoordinateAttention) and m.act_name == "hswish" and not m.softmax:  # what it compiles
+            m.inference = fn
+            count += 1
+    return count

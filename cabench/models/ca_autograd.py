@@ -5,8 +5,8 @@ times in the backward pass: each product's backward materialises two full-size p
 mean's backward materialises a full-size expanded gradient, and the three gradients of ``x`` are summed pass by
 pass; the forward also saves the intermediate ``x * g_h`` (one more full-size tensor kept alive). Here:
 
-* :class:`StripPool` returns both strip means in one ``(N, C, H + W)`` tensor (Eq. 4-5, already joined, so no
-  concatenation of the pooled strips is needed); its backward writes the gradient of ``x`` as one broadcast sum.
+* :class:`StripPool` returns both strip means in one ``(N, C, H + W)`` tensor (Eq. 4-5, joined in the plain
+  layout of :mod:`cabench.models.ca_layout`); its backward writes the gradient of ``x`` as one broadcast sum.
 * :class:`CoordinateGate` computes ``y = x * g_h * g_w`` (Eq. 9) saving only ``x`` and the two gates; its
   backward forms ``gy * x`` once and reads the two gate gradients off it with two batched matrix-vector
   products, and writes the gradient of ``x`` with one product and one in-place product.
@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from cabench.models.ca_layout import join_strips, split_strips
+
 __all__ = ["CoordinateGate", "StripPool", "coordinate_attention_train"]
 
 
@@ -35,14 +37,15 @@ class StripPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.hw = x.shape[2:]
-        return torch.cat([x.mean(dim=3), x.mean(dim=2)], dim=2)
+        return join_strips(x.mean(dim=3), x.mean(dim=2), dim=2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gz: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         h, w = ctx.hw
-        g_rows = (gz[:, :, :h] * (1.0 / w)).unsqueeze(3)  # (N, C, H, 1)
-        g_cols = (gz[:, :, h:] * (1.0 / h)).unsqueeze(2)  # (N, C, 1, W)
+        gz_h, gz_w = split_strips(gz, h, dim=2)
+        g_rows = (gz_h * (1.0 / w)).unsqueeze(3)  # (N, C, H, 1)
+        g_cols = (gz_w * (1.0 / h)).unsqueeze(2)  # (N, C, 1, W)
         return g_rows + g_cols
 
 
@@ -86,8 +89,9 @@ def coordinate_attention_train(
     f = _pointwise(conv1, z, mip, c)  # (N, mip, H + W)
     f = _batch_norm(f, bn)
     f = F.hardswish(f)
-    g_h = torch.sigmoid(_pointwise(conv_h, f[:, :, :h], c, mip))  # (N, C, H)
-    g_w = torch.sigmoid(_pointwise(conv_w, f[:, :, h:], c, mip))  # (N, C, W)
+    f_h, f_w = split_strips(f, h, dim=2)
+    g_h = torch.sigmoid(_pointwise(conv_h, f_h, c, mip))  # (N, C, H)
+    g_w = torch.sigmoid(_pointwise(conv_w, f_w, c, mip))  # (N, C, W)
     return CoordinateGate.apply(x, g_h.unsqueeze(3), g_w.unsqueeze(2))
 
 

@@ -1,8 +1,9 @@
 """Opt-in compiled inference path of :class:`~cabench.models.attention.CoordinateAttention` (TorchInductor).
 
-:func:`compile_ca_blocks` marks CA blocks; a marked block, under the conditions of its eager inference path (eval
-mode, gradients off, one contiguous image, not tracing), runs Eq. 4-9 through a callable that TorchInductor compiled
-from :func:`_ca_inference` for that input: the two strip means, ``conv1`` + BatchNorm (eval) + h_swish, both gate
+:func:`cabench.models.attention.compile_ca_blocks` gives CA blocks :func:`compiled_forward` as their inference
+function; such a block, under the conditions of its eager inference path (eval mode, gradients off, one contiguous
+image, not tracing), runs Eq. 4-9 through a callable that TorchInductor compiled from :func:`_ca_inference` for
+that input: the two strip means, ``conv1`` + BatchNorm (eval) + h_swish, both gate
 convs, the sigmoids and the gating of ``x``, fused into a few C++ kernels and matrix products. Nothing else in the
 network is compiled.
 """
@@ -16,16 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["compile_ca_blocks", "compiled_forward"]
+from cabench.models.ca_layout import StripLayout
+
+__all__ = ["compiled_forward"]
 
 # (x shape, mip, dtype, device, BN eps, threads, autotune) -> compiled callable, or None where compiling failed.
 _CACHE: dict[tuple[object, ...], Callable[..., torch.Tensor] | None] = {}
 _MISSING = object()
 _warned = False
-
-
-def _round_up(value: int, multiple: int = 16) -> int:
-    return (value + multiple - 1) // multiple * multiple
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -49,29 +48,18 @@ def _ca_inference(
 ) -> torch.Tensor:
     """Eq. 4-9 for one image in eval mode, from the block's tensors (the function that gets compiled).
 
-    Same column layout as the eager inference path: strips zero-padded to a multiple of 16 columns, either compact
-    ``[h | w | pad]`` or split ``[h | pad | w | pad]``, whichever needs fewer multiply-adds.
+    The strips are joined and split in the eager inference path's padded layout
+    (:class:`cabench.models.ca_layout.StripLayout`).
     """
     _, c, h, w = x.shape
     mip = w1.shape[0]
-    hp = _round_up(max(h, w))
-    length = _round_up(h + w)
-    compact = 3 * length < 4 * hp
-    z_h = x.mean(dim=3)[0]  # (C, H), Eq. 4
-    z_w = x.mean(dim=2)[0]  # (C, W), Eq. 5
-    if compact:
-        z = F.pad(torch.cat([z_h, z_w], dim=1), (0, length - h - w))
-    else:
-        z = torch.cat([F.pad(z_h, (0, hp - h)), F.pad(z_w, (0, hp - w))], dim=1)
+    layout = StripLayout.of(h, w)
+    z = layout.join(x.mean(dim=3)[0], x.mean(dim=2)[0])  # (C, length): z^h (Eq. 4), z^w (Eq. 5), padding
     f = _mm(w1.view(mip, c), z) + b1[:, None]
     f = (f - running_mean[:, None]) * (bn_weight * torch.rsqrt(running_var + eps))[:, None] + bn_bias[:, None]
     f = F.hardswish(f)  # Eq. 6
-    if compact:
-        a_h = (_mm(wh.view(c, mip), f) + bh[:, None])[:, :h]
-        a_w = (_mm(ww.view(c, mip), f) + bw[:, None])[:, h : h + w]
-    else:
-        a_h = (_mm(wh.view(c, mip), f[:, :hp]) + bh[:, None])[:, :h]
-        a_w = (_mm(ww.view(c, mip), f[:, hp:]) + bw[:, None])[:, :w]
+    f_h, f_w = layout.halves(f)
+    a_h, a_w = layout.gate_columns(_mm(wh.view(c, mip), f_h) + bh[:, None], _mm(ww.view(c, mip), f_w) + bw[:, None])
     # Eq. 7-9
     return x * torch.sigmoid(a_h)[None, :, :, None] * torch.sigmoid(a_w)[None, :, None, :]
 
@@ -91,11 +79,13 @@ def _compile(args: tuple[torch.Tensor, ...], eps: float, autotune: bool) -> Call
     return lambda *a: artifact(*a)[0]
 
 
-def compiled_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """The block's output through its compiled callable, or None where the eager inference path should run.
+def compiled_forward(block: nn.Module, x: torch.Tensor, autotune: bool = True) -> torch.Tensor | None:
+    """A CA block's batch-1 inference output through a compiled callable, or None where its eager inference path
+    should run: the inference function :func:`cabench.models.attention.compile_ca_blocks` gives h_swish CA blocks.
 
-    None when ``x`` and the weights differ in dtype, under autocast, when a weight is not contiguous, or when
-    compiling for this input failed (warned once). The caller has checked the inference-path conditions.
+    ``block`` has the CA block's ``conv1``, ``bn1``, ``conv_h`` and ``conv_w``, read at each call. None when ``x``
+    and the weights differ in dtype, under autocast, when a weight is not contiguous, or when compiling for this
+    input failed (warned once). The caller has checked the inference-path conditions.
     """
     global _warned
     mods = block._modules
@@ -121,11 +111,11 @@ def compiled_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     for t in args:  # the compiled code assumes contiguous inputs (size asserts are off)
         if not t.is_contiguous():
             return None
-    key = (x.shape, w1.shape[0], x.dtype, x.device, bn.eps, torch.get_num_threads(), block._ca_autotune)
+    key = (x.shape, w1.shape[0], x.dtype, x.device, bn.eps, torch.get_num_threads(), autotune)
     fn = _CACHE.get(key, _MISSING)
     if fn is _MISSING:
         try:
-            fn = _compile(args, bn.eps, block._ca_autotune)
+            fn = _compile(args, bn.eps, autotune)
         except Exception as e:
             fn = None
             if not _warned:
@@ -139,34 +129,3 @@ def compiled_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     if fn is None:
         return None
     return fn(*args)  # type: ignore[operator]
-
-
-def compile_ca_blocks(model: nn.Module, *, autotune: bool = True) -> int:
-    """Mark every :class:`CoordinateAttention` in ``model`` to run its inference path compiled; return how many.
-
-    **What is compiled.** Only the CA block's batch-1 inference computation (Eq. 4-9: strip means, ``conv1``,
-    BatchNorm in eval mode, h_swish, both gate convs, sigmoids, gating), traced with ``make_fx`` and compiled by
-    ``torch._inductor.standalone_compile`` into one callable per input shape, dtype, device, BatchNorm ``eps`` and
-    thread count (cached for the process, shared by blocks of equal shapes). ``autotune=True`` compiles with
-    inductor's ``max_autotune`` and C++/ATen GEMM backends (fastest code; slowest to compile).
-    The rest of the network stays eager, so comparing a marked model with the eager one measures the CA block only.
-
-    **When.** Compilation happens lazily on a marked block's first call with a new shape, and only on the path the
-    eager block would take for :meth:`CoordinateAttention._forward_inference` (eval mode, gradients off, batch 1,
-    contiguous input, not tracing); training, batches and everything else run exactly as before. Unmarked blocks
-    never compile. If compiling raises, the block warns once and keeps using the eager inference path.
-
-    **Nothing stale.** The weights, biases and BatchNorm running statistics are arguments of every call, read from
-    the block at that moment, so changing or loading them takes effect at once; nothing is frozen into the code.
-
-    **Cost.** On a 2-core CPU a cold compile of MobileNetV2+CA's 10 distinct CA shapes takes about 100 s with
-    autotuning (a few seconds each without), and about 2.5 s with a warm inductor cache (``TORCHINDUCTOR_CACHE_DIR``).
-    Needs a C++ compiler on CPU.
-    """
-    count = 0
-    for m in model.modules():  # blocks opt in with a class flag, so this module needs no import of attention.py
-        if getattr(type(m), "compiled_inference", False):
-            m._ca_compiled = True
-            m._ca_autotune = autotune
-            count += 1
-    return count
