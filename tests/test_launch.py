@@ -289,3 +289,26 @@ def test_without_submitit_a_launcher_is_one_line_naming_the_extra(work: Path, mo
     result = runner.invoke(app, ["run", str(work / "tiny.yaml"), "--profile", "smoke", "--launcher", "slurm"])
     assert result.exit_code == 2
     assert result.output.strip() == "cabench: error: --launcher slurm needs submitit: pip install 'cabench[slurm]'"
+
+
+def test_status_names_the_job_holding_a_row_seed_and_says_missing_for_one_never_submitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cabench.launch.records import write_record
+    from cabench.profiles.base import RowSeed
+    from cabench.store import Store
+
+    store = Store(tmp_path / "runs")
+    held, planned = (RowSeed("tiny", "tiny.yaml", "baseline", "paper", seed, f"key{seed}") for seed in (0, 1))
+    for unit in (held, planned):
+        write_record(store, unit, None)  # planned, never submitted (a launcher interrupted before submitting)
+    monkeypatch.setenv("CABENCH_JOB_ID", "4242_7")  # what a launcher's job sets before it trains
+    lease = store.lease("tiny", "baseline", "paper", 0)
+    assert lease is not None
+    try:
+        status = _status(tmp_path)
+    finally:
+        lease.release()
+    assert (status["baseline", 0]["state"], status["baseline", 0]["job"]) == ("running", "4242_7")
+    assert status["baseline", 1]["state"] == "missing"
+    assert _status(tmp_path)["baseline", 0]["state"] == "missing"  # released, and no result: missing again

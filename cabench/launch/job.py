@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class JobSpec:
     cwd: str  # the submitting directory: relative paths in options mean the same in the job
     suites_dir: str | None = None
     plugins: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def option_args(profile: Any, options: dict[str, Any]) -> list[str]:
@@ -109,27 +108,34 @@ class RowSeedJob(submitit.helpers.Checkpointable):
 
         env = submitit.JobEnvironment()
         os.environ[JOB_ID_ENV] = str(env.job_id)
-        os.environ.update(self.spec.env)
         usr = env._usr_sig()
-        requeue = signal.getsignal(usr)  # submitit's: checkpoint() + requeue + exit
+        submitit_handler = signal.getsignal(usr)  # checkpoint() + requeue + exit
         caught: list[int] = []
 
+        def requeue(signum: int, frame: Any) -> None:
+            if callable(submitit_handler) and len(caught) == 1:
+                caught.append(-1)  # once only: the handler exits, and its SystemExit passes through here again
+                submitit_handler(signum, frame)
+
         def on_signal(signum: int, frame: Any) -> None:
+            if caught:
+                return
             caught.append(signum)
             _say(f"{self.unit.label}: preempted or out of time (signal {signal.Signals(signum).name})")
             if sigterm_stops_training():
                 os.kill(os.getpid(), signal.SIGTERM)  # the training checkpoints at the next step boundary
-            elif callable(requeue):
+            else:
                 requeue(signum, frame)  # not training now: requeue at once (resumes the last checkpoint)
 
         signal.signal(usr, on_signal)
         try:
             return run_row_seed(self.spec, self.unit)
-        except (TrainingInterrupted, KeyboardInterrupt):
-            deadline = time.monotonic() + PREEMPT_WAIT_S  # a preemption may send SIGTERM before submitit's signal
-            while not caught and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if caught and callable(requeue):
+        except BaseException as e:
+            if isinstance(e, (TrainingInterrupted, KeyboardInterrupt)):
+                deadline = time.monotonic() + PREEMPT_WAIT_S  # a preemption may send SIGTERM before the signal
+                while not caught and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            if caught:  # stopped by the preemption (torchrun's workers too): requeue
                 requeue(caught[0], None)  # exits this process; the requeued job resumes the checkpoint
             raise
 
