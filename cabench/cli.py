@@ -916,16 +916,16 @@ def bench(
 
 def _bench_pipeline(data: list[str], images: int, autoaugment: bool, gpu_decode: bool) -> dict[str, object]:
     from cabench.data.imagenet import parse_data_option
-    from cabench.measure.pipeline import PipelineError, run_pipeline_bench
+    from cabench.measure.pipeline import DATA_KEY, PipelineError, run_pipeline_bench
 
     with user_errors():
         roots = parse_data_option(data)
-    if "imagenet" not in roots:
-        fail(f"--data: the input pipeline benchmark needs imagenet=PATH, got {', '.join(roots) or 'nothing'}")
+    if DATA_KEY not in roots:
+        fail(f"--data: the input pipeline benchmark needs {DATA_KEY}=PATH, got {', '.join(roots) or 'nothing'}")
     try:
         with _bench_progress("pipeline") as progress:
             return run_pipeline_bench(
-                Path(roots["imagenet"]),
+                Path(roots[DATA_KEY]),
                 images=images,
                 autoaugment=autoaugment,
                 gpu_decode=gpu_decode,

@@ -23,18 +23,19 @@ SAMPLER = (
 )
 
 
+def _task(recipe: Any) -> Any:
+    from cabench.tasks.base import TASKS
+
+    return TASKS.get(recipe.task)
+
+
 def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None = None) -> nn.Module:
-    """Apply what the recipe decides about a freshly built model (before weights are loaded or trained): the
-    detection protocol of an SSD, the upsampling of a segmenter, the dropout rate of every ``nn.Dropout`` and
-    the momentum of every BatchNorm (the engine sets the last two again; the same values)."""
-    if recipe.task == "detect":
-        from cabench.models.ssd_protocol import configure_ssd
-
-        configure_ssd(model, recipe.detection, image_size or recipe.train_size)
-    elif recipe.task == "segment":
-        from cabench.models.segmentation import set_align_corners
-
-        set_align_corners(model, task_protocol(recipe).align_corners)
+    """Apply what the recipe decides about a freshly built model (before weights are loaded or trained): what its
+    task declares (the detection protocol of an SSD, the upsampling of a segmenter), the dropout rate of every
+    ``nn.Dropout`` and the momentum of every BatchNorm (the engine sets the last two again; the same values)."""
+    task = _task(recipe)
+    if task.apply_recipe is not None:
+        task.apply_recipe(model, recipe, image_size)
     for module in model.modules():
         if recipe.dropout is not None and isinstance(module, nn.Dropout):
             module.p = recipe.dropout
@@ -44,21 +45,10 @@ def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None = None) -
 
 
 def task_protocol(recipe: Any, smoke: bool = False) -> Any:
-    """The protocol a task evaluates with: the recipe's segmentation block (or its defaults), or None. The smoke
-    profile scales a sliding window like its crops (:data:`cabench.data.base.SMOKE_SIZES`)."""
-    if recipe.task != "segment":
-        return None
-    from cabench.recipe_protocols import SegmentationProtocol
-
-    protocol = recipe.segmentation or SegmentationProtocol()
-    if smoke and protocol.eval_mode == "sliding":
-        from cabench.data.base import SMOKE_SIZES
-
-        ratio = SMOKE_SIZES["crop_size"] / recipe.crop_size
-        window = max(1, round(protocol.window * ratio))
-        stride = min(window, max(1, round(protocol.stride * ratio)))
-        protocol = protocol.model_copy(update={"window": window, "stride": stride})
-    return protocol
+    """The protocol the recipe's task evaluates with, as the task declares it (segmentation: the recipe's
+    segmentation block or its defaults), or None."""
+    task = _task(recipe)
+    return task.protocol(recipe, smoke) if task.protocol is not None else None
 
 
 def configure_task(engine_task: Any, recipe: Any, smoke: bool = False) -> Any:
@@ -70,20 +60,11 @@ def configure_task(engine_task: Any, recipe: Any, smoke: bool = False) -> Any:
 
 def transforms_for(recipe: Any, smoke: bool = False) -> tuple[Any, Any]:
     """``(train, evaluation)`` transforms a recipe asks for, from the same functions the datasets' builders call
-    (smoke: at :data:`cabench.data.base.SMOKE_SIZES`)."""
-    if recipe.task == "classify":
-        from cabench.data.imagenet import recipe_transforms as classification
-
-        return classification(recipe, smoke)
-    if recipe.task == "detect":
-        from cabench.data.detection_transforms import recipe_transforms as detection
-
-        found = detection(recipe)
-        return found["train_transform"], found["eval_transform"]
-    from cabench.data.segmentation_transforms import recipe_transforms as segmentation
-
-    found = segmentation(recipe, smoke)
-    return found["train_transform"], found["eval_transform"]
+    (smoke: at :data:`cabench.data.base.SMOKE_SIZES`), as the recipe's task declares them."""
+    task = _task(recipe)
+    if task.transforms is None:
+        raise ValueError(f"task {task.name!r} declares no transforms")
+    return task.transforms(recipe, smoke)
 
 
 def _optimizer(model: nn.Module, settings: Any) -> dict[str, Any]:
@@ -152,36 +133,28 @@ def _model_settings(model: nn.Module, settings: Any) -> dict[str, Any]:
 
 
 def _loss(recipe: Any, model: nn.Module, settings: Any) -> dict[str, Any]:
-    if recipe.task == "detect":
-        from cabench.models.ssd_protocol import describe_ssd
+    task = _task(recipe)
+    return task.describe_loss(model, settings) if task.describe_loss is not None else {}
 
-        return describe_ssd(model)  # type: ignore[arg-type]
+
+def loss_on_probe(engine_task: Any, logits: Any, batch: Any, settings: Any) -> float:
+    """An engine task's loss when its network outputs ``logits`` on ``batch`` (shows what the loss computes)."""
     import torch
 
-    from cabench.tasks.classification import ClassificationTask
-    from cabench.tasks.segmentation import SegmentationTask
-
-    # The task's own loss on a fixed probe (logits favour class 0, target class 1): shows what it computes.
-    logits = torch.tensor([[2.0, 0.0, -1.0]])
-    if recipe.task == "classify":
-        task, batch = ClassificationTask(), (torch.zeros(1, 3), torch.tensor([1]))
-        kind = f"cross_entropy(label_smoothing={settings.label_smoothing})"
-    else:
-        logits = logits[:, :, None, None]
-        task, batch = SegmentationTask(), (torch.zeros(1, 3, 1, 1), torch.tensor([[[1]]]))
-        kind = "cross_entropy(ignore_index=255)"
-    value = task.loss(lambda _: logits, batch, torch.device("cpu"), settings)  # type: ignore[arg-type]
-    return {"kind": kind, "value_on_probe": round(float(value), 6)}
+    return round(float(engine_task.loss(lambda _: logits, batch, torch.device("cpu"), settings)), 6)
 
 
 def _evaluation(recipe: Any, val_ds: Any, smoke: bool) -> dict[str, Any]:
+    from cabench.data.base import DATASETS
+
     out: dict[str, Any] = {"dataset": recipe.dataset, "transform": repr(getattr(val_ds, "transform", None))}
     protocol = task_protocol(recipe, smoke)
     if protocol is not None:
         out["protocol"] = protocol.model_dump()
         out["protocol_probe"] = _segmentation_probe(protocol)
-    if recipe.task == "detect":
-        out["metric"] = "COCOeval bbox" if recipe.dataset == "coco" else "VOC07 11-point mAP"
+    metric = DATASETS.get(recipe.dataset).evaluation
+    if metric is not None:
+        out["metric"] = metric
     return out
 
 

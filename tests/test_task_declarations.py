@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pandas as pd
@@ -70,3 +71,34 @@ def test_recipe_fields_of_another_task_are_refused_from_the_task_declarations(tm
     path.write_text(text)
     with pytest.raises(RecipeError, match="crop_size only apply to segment recipes, not classify"):
         load_recipe(path)
+
+
+def _compared_strings(tree: ast.AST) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                elts = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+                out += [
+                    (node.lineno, e.value) for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                ]
+    return out
+
+
+def test_no_module_outside_tasks_and_datasets_compares_against_their_names() -> None:
+    """Task, dataset, training-profile and task-metric names are compared only where they are defined (the task
+    and dataset modules); everything else reads the registries' declarations. ("count", "latency", "eval" and
+    "params" are left out: they are also column kinds, a progress phase and torch's param-group key.)"""
+    from cabench.data.base import DATASETS
+
+    names = set(TASKS.names()) | set(DATASETS.names()) | {"smoke", "paper", "madds"}
+    names |= {c.key for _, t in TASKS.items() for c in t.metrics} | {m for _, t in TASKS.items() for m, _ in t.headline}
+    package = Path(__file__).resolve().parent.parent / "cabench"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.parent.name in ("tasks", "data", "fixtures"):
+            continue
+        for line, value in _compared_strings(ast.parse(path.read_text())):
+            if value in names:
+                found.append(f"{path.relative_to(package)}:{line}: {value!r}")
+    assert not found, found

@@ -56,6 +56,7 @@ class DatasetInfo:
     # PaperSplit (the paper's evaluation split, by size) or GeneratorManifest (generated data, by its manifest).
     # Every dataset declares one; register_dataset refuses a dataset without.
     identity: IdentityCheck | None = None
+    evaluation: str | None = None  # the metric protocol its evaluator follows, for the run's pipeline record
 
 
 @dataclass(frozen=True)

@@ -618,6 +618,7 @@ register_dataset(
         validate=validate_coco,
         build=lambda root, recipe, smoke: coco_datasets(root, **recipe_transforms(recipe)),
         fixture="coco",
+        evaluation="COCOeval bbox",
         identity=PaperSplit("COCO val2017", 5_000, None, files=coco_val_files),
     )
 )

@@ -164,10 +164,10 @@ def _eval_files(folder: str) -> Callable[[Path], SplitFiles]:
     return lambda root: listers[folder](Path(root).expanduser() / folder)
 
 
-for _name, _task, _folder, _build in (
-    ("digits-classify", "classify", "classify", digits_classify_datasets),
-    ("digits-detection", "detect", "detect", digits_detection_datasets),
-    ("digits-segmentation", "segment", "segment", digits_segmentation_datasets),
+for _name, _task, _folder, _build, _evaluation in (
+    ("digits-classify", "classify", "classify", digits_classify_datasets, None),
+    ("digits-detection", "detect", "detect", digits_detection_datasets, "VOC07 11-point mAP"),
+    ("digits-segmentation", "segment", "segment", digits_segmentation_datasets, None),
 ):
     register_dataset(
         DatasetInfo(
@@ -182,5 +182,6 @@ for _name, _task, _folder, _build in (
             # No paper numbers exist for the probe: its identity is the generator's manifest, and its runs fill
             # the probe suites' own cells when the evaluation split is the manifest's files.
             identity=GeneratorManifest(files=_eval_files(_folder), manifest=_manifest),
+            evaluation=_evaluation,
         )
     )

@@ -429,6 +429,7 @@ register_dataset(
         validate=validate_voc_detection,
         build=lambda root, recipe, smoke: voc_detection_datasets(root, **recipe_transforms(recipe)),
         fixture="voc",
+        evaluation="VOC07 11-point mAP",
         identity=PaperSplit(
             "Pascal VOC2007 test", 4_952, None, files=lambda root: voc_split(root, "2007", "Main", "test")
         ),

@@ -27,11 +27,12 @@ import torch
 
 from cabench.data.imagenet import IMAGE_EXTENSIONS
 
-__all__ = ["PipelineError", "find_images", "format_pipeline", "run_pipeline_bench", "workers_per_gpu"]
+__all__ = ["DATA_KEY", "PipelineError", "find_images", "format_pipeline", "run_pipeline_bench", "workers_per_gpu"]
 
 # Per-GPU training rates to size workers for when no GPU rate was measured: MobileNet-class models with AMP on
 # one modern data-centre GPU train at roughly these rates (issue 14's figures).
 DEFAULT_GPU_RATES = (1000.0, 2500.0)
+DATA_KEY = "imagenet"  # the --data KEY=PATH this benchmark reads: the ImageNet training pipeline is what it measures
 
 
 class PipelineError(ValueError):

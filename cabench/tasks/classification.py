@@ -155,6 +155,22 @@ def train_classifier(
     return train(model, train_ds, val_ds, settings, run_dir, ClassificationTask(), progress)
 
 
+def _transforms(recipe: Any, smoke: bool) -> tuple[Any, Any]:
+    from cabench.data.imagenet import recipe_transforms
+
+    return recipe_transforms(recipe, smoke)
+
+
+def _describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
+    """The loss on a fixed probe (logits favour class 0, target class 1)."""
+    from cabench.pipeline import loss_on_probe
+
+    probe = loss_on_probe(
+        ClassificationTask(), torch.tensor([[2.0, 0.0, -1.0]]), (torch.zeros(1, 3), torch.tensor([1])), settings
+    )
+    return {"kind": f"cross_entropy(label_smoothing={settings.label_smoothing})", "value_on_probe": probe}
+
+
 register_task(
     TaskInfo(
         name="classify",
@@ -172,5 +188,7 @@ register_task(
             {"eval_resize", "random_resized_crop", "crop_scale", "autoaugment", "random_erasing"}
             | {"label_smoothing", "dropout"}
         ),
+        transforms=_transforms,
+        describe_loss=_describe_loss,
     )
 )

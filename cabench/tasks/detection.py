@@ -107,6 +107,25 @@ def _metric(key: str, label: str, what: str) -> ColumnInfo:
     return ColumnInfo(key, label, "%", "accuracy", what)
 
 
+def _apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
+    from cabench.models.ssd_protocol import configure_ssd
+
+    configure_ssd(model, recipe.detection, image_size or recipe.train_size)  # type: ignore[arg-type]
+
+
+def _transforms(recipe: Any, smoke: bool) -> tuple[Any, Any]:
+    from cabench.data.detection_transforms import recipe_transforms
+
+    found = recipe_transforms(recipe)
+    return found["train_transform"], found["eval_transform"]
+
+
+def _describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
+    from cabench.models.ssd_protocol import describe_ssd
+
+    return describe_ssd(model)  # type: ignore[arg-type]
+
+
 _HEADLINES = ("ap", "map")
 register_task(
     TaskInfo(
@@ -132,5 +151,8 @@ register_task(
         floors=("mean-box",),
         recipe_fields=frozenset({"detection"}),
         requires=("detection",),
+        apply_recipe=_apply_recipe,
+        transforms=_transforms,
+        describe_loss=_describe_loss,
     )
 )

@@ -176,6 +176,47 @@ def predict(net: nn.Module, images: Tensor, protocol: Any | None = None) -> Tens
     return _flip_averaged(net, images, protocol.eval_flip)
 
 
+def _protocol(recipe: Any, smoke: bool) -> Any:
+    """The recipe's segmentation block (or its defaults); the smoke profile scales a sliding window like its crops
+    (:data:`cabench.data.base.SMOKE_SIZES`)."""
+    from cabench.recipe_protocols import SegmentationProtocol
+
+    protocol = recipe.segmentation or SegmentationProtocol()
+    if smoke and protocol.eval_mode == "sliding":
+        from cabench.data.base import SMOKE_SIZES
+
+        ratio = SMOKE_SIZES["crop_size"] / recipe.crop_size
+        window = max(1, round(protocol.window * ratio))
+        stride = min(window, max(1, round(protocol.stride * ratio)))
+        protocol = protocol.model_copy(update={"window": window, "stride": stride})
+    return protocol
+
+
+def _apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
+    from cabench.models.segmentation import set_align_corners
+
+    set_align_corners(model, _protocol(recipe, False).align_corners)
+
+
+def _transforms(recipe: Any, smoke: bool) -> tuple[Any, Any]:
+    from cabench.data.segmentation_transforms import recipe_transforms
+
+    found = recipe_transforms(recipe, smoke)
+    return found["train_transform"], found["eval_transform"]
+
+
+def _describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
+    """The loss on a fixed one-pixel probe (logits favour class 0, target class 1)."""
+    from cabench.pipeline import loss_on_probe
+
+    logits = torch.tensor([[2.0, 0.0, -1.0]])[:, :, None, None]
+    batch = (torch.zeros(1, 3, 1, 1), torch.tensor([[[1]]]))
+    return {
+        "kind": "cross_entropy(ignore_index=255)",
+        "value_on_probe": loss_on_probe(SegmentationTask(), logits, batch, settings),
+    }
+
+
 register_task(
     TaskInfo(
         name="segment",
@@ -189,5 +230,9 @@ register_task(
         outcomes={OUTCOME_KIND: {"miou": outcomes.miou_statistic}},
         floors=("all-background",),
         recipe_fields=frozenset({"crop_size", "scale_range", "eval_size", "segmentation"}),
+        apply_recipe=_apply_recipe,
+        protocol=_protocol,
+        transforms=_transforms,
+        describe_loss=_describe_loss,
     )
 )
