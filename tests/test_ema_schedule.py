@@ -74,6 +74,20 @@ def test_averaged_model_ema_equals_the_previous_update_bitwise(decay: float) -> 
     assert not torch.equal(new.module[0].weight, tiny_cnn(seed=1)[0].weight)
 
 
+def test_the_decay_is_read_from_the_cpu_counter_not_the_device_copy() -> None:
+    """AveragedModel hands multi_avg_fn ``n_averaged.to(device)``; reading that on CUDA would synchronise every
+    step, so the decay comes from the model's own counter (on the CPU)."""
+    raw = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        raw.weight.fill_(0.0)
+        ema = build_ema(raw, 0.9999)
+        raw.weight.fill_(1.0)
+    assert ema.n_averaged.device.type == "cpu" and int(ema.n_averaged) == 1
+    params = [p.detach() for p in ema.module.parameters()]
+    ema.multi_avg_fn(params, [p.detach() for p in raw.parameters()], torch.tensor(10**6))  # a misleading copy
+    assert float(ema.module.weight) == pytest.approx(0.9)  # step 0's decay, 1 / 10
+
+
 # --- lr schedule --------------------------------------------------------------------------------------
 
 IMAGENET_TRAIN = 1_281_167

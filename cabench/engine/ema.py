@@ -24,11 +24,15 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
-def tf_ema_multi_avg_fn(decay: float) -> Any:
-    """An ``AveragedModel`` ``multi_avg_fn``: torch's EMA update with the step-dependent decay."""
+def tf_ema_multi_avg_fn(decay: float, counter: AveragedModel | None = None) -> Any:
+    """An ``AveragedModel`` ``multi_avg_fn``: torch's EMA update with the step-dependent decay.
+
+    ``counter``: the ``AveragedModel`` whose ``n_averaged`` (a CPU tensor unless moved) gives the step, read at
+    each call; ``AveragedModel`` hands the function a copy on the weights' device, whose value would cost a CUDA
+    synchronisation per step. Without it, that copy is read."""
 
     def update(ema: list[Tensor], current: list[Tensor], n_averaged: Tensor | int) -> None:
-        step = int(n_averaged) - 1  # AveragedModel syncs on n_averaged itself; this adds no sync
+        step = int(counter.n_averaged if counter is not None else n_averaged) - 1
         get_ema_multi_avg_fn(ema_decay_at(step, decay))(ema, current, n_averaged)
 
     return update
@@ -36,7 +40,8 @@ def tf_ema_multi_avg_fn(decay: float) -> Any:
 
 def build_ema(model: nn.Module, decay: float) -> AveragedModel:
     """An EMA copy of ``model`` (in eval mode, no gradients) that starts at ``model``'s weights."""
-    ema = AveragedModel(model, multi_avg_fn=tf_ema_multi_avg_fn(decay), use_buffers=False)
+    ema = AveragedModel(model, use_buffers=False)
+    ema.multi_avg_fn = tf_ema_multi_avg_fn(decay, counter=ema)
     ema.requires_grad_(False)
     ema.eval()
     ema.update_parameters(model)  # n_averaged = 1: the initial weights
