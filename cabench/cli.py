@@ -573,17 +573,29 @@ def _display(label: str) -> tuple[Progress, Any]:
         err.print(f"{suite}/{row}: {what}", markup=False, highlight=False)
 
     def on_step(event: dict) -> None:
-        if event.get("phase") == "eval":  # the final evaluation has no loss or lr to show
-            progress.update(task, info="evaluating on the evaluation split ...")
-            return
-        eta = _duration(event["eta_s"]) if "eta_s" in event else "-"
-        info = (
-            f"loss {event.get('loss', float('nan')):.3f} lr {event.get('lr', float('nan')):.4g} "
-            f"{event.get('img_per_s', 0):.0f} img/s ETA {eta}"
-        )
-        progress.update(task, completed=event.get("step", 0), total=event.get("total_steps"), info=info)
+        completed, total, info = step_view(event)
+        progress.update(task, completed=completed, total=total, info=info)
 
     return progress, Hooks(progress=on_progress, row=on_row, step=on_step)
+
+
+def step_view(event: dict) -> tuple[int, int | None, str]:
+    """What the progress bar shows for an engine event: (completed, total, text).
+
+    Training: steps, with loss, lr, speed and ETA. The evaluation: its own images done / total (it has no loss
+    or lr to show).
+    """
+    if event.get("phase") == "eval":
+        done, total = event.get("images_done"), event.get("images_total")
+        if not isinstance(done, int) or not isinstance(total, int):
+            return 0, None, "evaluating ..."
+        return done, total, f"evaluating: {done:,}/{total:,} images"
+    eta = _duration(event["eta_s"]) if "eta_s" in event else "-"
+    info = (
+        f"loss {event.get('loss', float('nan')):.3f} lr {event.get('lr', float('nan')):.4g} "
+        f"{event.get('img_per_s', 0):.0f} img/s ETA {eta}"
+    )
+    return event.get("step", 0), event.get("total_steps"), info
 
 
 def _duration(seconds: float) -> str:
@@ -789,9 +801,10 @@ def eval_(
             spec = row_obj.model.spec()
         given = parse_data_option(data or [])
         try:
-            with err.status(f"evaluating {checkpoint} ..."):
+            display, report = _progress(f"evaluating {checkpoint.name}")
+            with display:
                 metrics, record, shown = evaluate_checkpoint(
-                    spec, checkpoint, given, workers, Store(runs_dir), suite, row_obj
+                    spec, checkpoint, given, workers, Store(runs_dir), suite, row_obj, progress=report
                 )
         except DatasetError as e:
             fail(str(e))

@@ -39,7 +39,7 @@ from cabench.engine.runtime import (
     seed_all,
     trim_log,
 )
-from cabench.engine.sampling import EpochSampler, dataset_len, make_loader, mix_seed
+from cabench.engine.sampling import EpochSampler, dataset_len, eval_progress, make_loader, mix_seed
 from cabench.engine.schedule import build_scheduler, restore_scheduler, total_steps_of
 from cabench.engine.settings import TrainingDiverged, TrainingInterrupted, TrainSettings
 from cabench.engine.task import ProgressFn, Task
@@ -418,9 +418,15 @@ def _finish(
     st: _State, p: _Plan, evaluate: Any, images_seen: int, train_time: float, log: _Log, progress: ProgressFn | None
 ) -> dict[str, Any]:
     """The final evaluation (EMA weights when on, and the raw weights' headline metrics beside them)."""
+    report = None
     if progress is not None and p.main:
         progress({"phase": "eval", "step": st.step, "total_steps": p.total_steps})
-    final = evaluate(keep_outcomes=True)
+
+        def report(done: int, total: int) -> None:  # the evaluation's own progress: images, not loss and lr
+            progress({"phase": "eval", "step": st.step, "images_done": done, "images_total": total})
+
+    with eval_progress(report):
+        final = evaluate(keep_outcomes=True)
     metrics: dict[str, Any] = {
         **final,
         "epochs": round(st.step / p.steps_per_epoch, 6),
@@ -430,7 +436,8 @@ def _finish(
         "wall_s": st.elapsed_before + (time.perf_counter() - st.t_start),
     }
     if st.ema is not None:
-        plain = evaluate(st.raw)
+        with eval_progress(report):
+            plain = evaluate(st.raw)
         metrics.update({f"{k}_raw": plain[k] for k in p.task.headline if k in plain})
     log({"event": "final", "step": st.step, "time": time.time(), **metrics})
     log.board.scalars(st.step, {f"val/{k}": v for k, v in final.items()})

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sized
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,52 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from cabench.engine.distributed import get_rank, get_world_size
 
-__all__ = ["EpochSampler", "SeededDataset", "dataset_len", "eval_loader", "make_loader", "mix_seed"]
+__all__ = [
+    "EpochSampler",
+    "EvalProgressFn",
+    "SeededDataset",
+    "dataset_len",
+    "eval_loader",
+    "eval_progress",
+    "make_loader",
+    "mix_seed",
+]
+
+#: ``(images_done, images_total)`` of this process's share of an evaluation, after every batch.
+EvalProgressFn = Callable[[int, int], None]
+_EVAL_PROGRESS: ContextVar[EvalProgressFn | None] = ContextVar("cabench_eval_progress", default=None)
+
+
+@contextmanager
+def eval_progress(report: EvalProgressFn | None) -> Iterator[None]:
+    """Every :func:`eval_loader` made inside reports its images done / total to ``report`` after each batch
+    (a progress display of the evaluation itself, whichever task evaluates)."""
+    token = _EVAL_PROGRESS.set(report)
+    try:
+        yield
+    finally:
+        _EVAL_PROGRESS.reset(token)
+
+
+class _Counted:
+    """A loader that reports images done after each batch has been consumed (the batches are in order)."""
+
+    def __init__(self, loader: DataLoader, total: int, batch_size: int, report: EvalProgressFn) -> None:
+        self.loader, self.total, self.batch_size, self.report = loader, total, batch_size, report
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        done = 0
+        self.report(0, self.total)
+        for batch in self.loader:
+            yield batch
+            done = min(self.total, done + self.batch_size)
+            self.report(done, self.total)
 
 
 def mix_seed(seed: int, epoch: int, index: int) -> int:
@@ -155,7 +202,7 @@ def eval_loader(
         drop_last=False,
     )
     sampler.set_epoch(-1)
-    return make_loader(
+    loader = make_loader(
         ds,
         sampler,
         batch_size=batch_size,
@@ -166,6 +213,12 @@ def eval_loader(
         drop_last=False,
         collate=collate,
     )
+    report = _EVAL_PROGRESS.get()
+    return (
+        loader
+        if report is None
+        else _Counted(loader, len(range(get_rank(), len(ds), get_world_size())), batch_size, report)
+    )  # type: ignore[return-value]
 
 
 def dataset_len(ds: Dataset) -> int:

@@ -16,9 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cabench.models.blocks import (
     MODEL_MODULES,
@@ -30,6 +28,9 @@ from cabench.models.blocks import (
     resolve_attention,
 )
 from cabench.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn  # annotations only: naming a model spec must not import torch
 
 __all__ = [
     "ARCHS",

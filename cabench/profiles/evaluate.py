@@ -9,10 +9,10 @@ sha256.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cabench import outcomes
 from cabench.profiles.base import Outcome, Profile, Request, register_profile
 
 if TYPE_CHECKING:
@@ -48,18 +48,23 @@ def evaluate_checkpoint(
     suite: Suite | None = None,
     row: Row | None = None,
     batch_size: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[dict[str, Any], RunRecord | None, list[tuple[str, str]]]:
     """A checkpoint's metrics on the evaluation split of its dataset, the run record, and the metrics to show.
+
+    ``progress(images_done, images_total, what)`` follows the evaluation batch by batch.
 
     Raises ``ValueError`` (one line) for a checkpoint that does not fit, a dataset that is not there, or a
     bare architecture whose task has no default recipe.
     """
     import torch
 
+    from cabench import outcomes
     from cabench.data.base import DATASETS
     from cabench.data.identity import data_identity
     from cabench.data.roots import data_root
     from cabench.engine import TrainSettings
+    from cabench.engine.sampling import eval_progress
     from cabench.models.blocks import attention_provenance
     from cabench.models.detection import fit_to_recipe
     from cabench.models.registry import arch_info, build_model
@@ -90,7 +95,9 @@ def evaluate_checkpoint(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = TrainSettings(batch_size=1, eval_batch_size=batch_size or task.eval_batch, workers=workers)
     engine_task = configure_task(task.make(tuple(suite.columns) if suite else ()), recipe)
-    metrics, per_image = outcomes.split(engine_task.evaluate(model.to(device), val_ds, settings, device))
+    report = None if progress is None else (lambda done, total: progress(done, total, "images"))
+    with eval_progress(report):
+        metrics, per_image = outcomes.split(engine_task.evaluate(model.to(device), val_ds, settings, device))
     config = {
         "profile": "eval",
         "task": task.name,

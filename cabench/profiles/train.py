@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cabench.data.images import BAD_IMAGE_POLICY
 from cabench.profiles.base import Option, Outcome, Profile, Request, RowSeed, register_profile
 from cabench.profiles.workers import default_workers
 
@@ -296,7 +295,7 @@ class TrainProfile(Profile):
             "attention_block": attention_provenance(spec.attention),  # None for a built-in block
             "seed": seed,
             "seeded": list(SEEDED),
-            "bad_images": BAD_IMAGE_POLICY,
+            "bad_images": _bad_image_policy(),
             "keep_checkpoints": options["keep_checkpoints"],
             "settings": settings.resolved() | {"config": None},
         }
@@ -442,6 +441,12 @@ def run_floors(
         metrics = FLOORS.get(row.floor)(*datasets, plan.task)
         records.append(request.store.write_run(suite.id, row.key, profile, config, {**metrics, "pipeline": "ok"}))
     return records
+
+
+def _bad_image_policy() -> str:
+    from cabench.data.images import BAD_IMAGE_POLICY  # PIL: not imported when the CLI only lists options
+
+    return BAD_IMAGE_POLICY
 
 
 _IDENTITIES: dict[tuple[str, str], dict[str, Any]] = {}
