@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 import yaml
@@ -26,7 +26,9 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from cabench.profiles.workers import default_workers
-from cabench.suite import Suite, SuiteError, all_suite_files, check_row_selection, find_suite, load_suite, suite_group
+
+if TYPE_CHECKING:
+    from cabench.suite import Suite
 
 
 class _PluginGroup(TyperGroup):
@@ -149,15 +151,31 @@ def fail(message: str) -> NoReturn:
 def user_errors() -> Iterator[None]:
     try:
         yield
-    except (SuiteError, ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # SuiteError is a ValueError
         fail(str(e))
 
 
-def _load_suites(names: list[str]) -> list[Suite]:
+# cabench.suite (pydantic, yaml) is imported by the commands that read suites, not by `cabench --help`.
+def load_suite(path: str | Path, *, probe: bool = True) -> Suite:
+    from cabench.suite import load_suite as load
+
+    return load(path, probe=probe)
+
+
+def find_suite(name_or_path: str) -> Path:
+    from cabench.suite import find_suite as find
+
+    return find(name_or_path)
+
+
+def _load_suites(names: list[str], probe: bool = True) -> list[Suite]:
+    """The suites named (ids, groups, paths; none or ``all``: every suite); ``probe=False`` for listing."""
+    from cabench.suite import all_suite_files, suite_group
+
     if not names or names == ["all"]:
-        return [load_suite(p) for p in all_suite_files().values()]
+        return [load_suite(p, probe=probe) for p in all_suite_files().values()]
     expanded = [m for n in names for m in (suite_group(n) or [n])]
-    return [load_suite(find_suite(n)) for n in expanded]
+    return [load_suite(find_suite(n), probe=probe) for n in expanded]
 
 
 def _progress(label: str) -> tuple[Progress, Callable[[int, int, str], None]]:
@@ -188,7 +206,7 @@ def list_suites(
     from cabench.profiles.base import PROFILES
 
     with user_errors():
-        suites = _load_suites([])
+        suites = _load_suites([], probe=False)  # listing builds no model: no torch import
     if as_json:
         payload = {
             "suites": [{"id": s.id, "title": s.title, "file": str(s.path), "rows": len(s.rows)} for s in suites],
@@ -221,7 +239,7 @@ def show(
 ) -> None:
     """Show a suite's rows (with the ids `--rows` and `ROW=CKPT` take), models and published values."""
     with user_errors():
-        s = load_suite(find_suite(suite))
+        s = load_suite(find_suite(suite), probe=False)  # showing builds no model: no torch import
     if as_json:
         print(json.dumps(_suite_json(s), indent=2, default=str))
         return
@@ -387,6 +405,8 @@ def run(**given: Any) -> None:
             _launch(launcher, launch_given, profile, suites, rows, runs_dir, options)
             return
         loaded = _load_suites(suites)
+        from cabench.suite import check_row_selection
+
         check_row_selection(loaded, rows)
         request = Request(
             loaded,

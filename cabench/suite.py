@@ -360,8 +360,12 @@ def _cut(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Load and validate a suite file; raise :class:`SuiteError` (one line) if it is unusable."""
+def load_suite(path: str | Path, *, probe: bool = True) -> Suite:
+    """Load and validate a suite file; raise :class:`SuiteError` (one line) if it is unusable.
+
+    ``probe=False`` (``list``, ``show``): rows with a built-in model are checked without importing torch
+    (:func:`cabench.models.registry.validate_spec`); everything else is checked as always.
+    """
     path = Path(path)
     where = str(path)
     data = read_yaml_mapping(path, "suite", SuiteError, _DecimalLoader)
@@ -370,11 +374,11 @@ def load_suite(path: str | Path) -> Suite:
     except ValidationError as e:
         loc, msg = first_validation_error(e)
         raise SuiteError(f"{where}: {_location(path, data, loc)}: {msg}") from None
-    _check_semantics(suite, where)
+    _check_semantics(suite, where, probe)
     return suite.model_copy(update={"path": path})
 
 
-def _check_semantics(suite: Suite, where: str) -> None:
+def _check_semantics(suite: Suite, where: str, probe: bool = True) -> None:
     from cabench.tasks.base import TASKS
 
     if suite.task not in TASKS:
@@ -413,7 +417,7 @@ def _check_semantics(suite: Suite, where: str) -> None:
                 )
         if row.model is not None:
             try:
-                validate_spec(row.model.spec())
+                validate_spec(row.model.spec(), probe=probe)
             except ValueError as e:
                 field = "model.arch" if "architecture" in str(e) else "model"
                 if "attention" in str(e):

@@ -173,13 +173,40 @@ def arch_info(name: str) -> ArchInfo:
     return ARCHS.get(name)
 
 
-def validate_spec(spec: ModelSpec) -> None:
-    """Raise ``ValueError`` with one readable sentence if ``spec`` cannot be built."""
+def validate_spec(spec: ModelSpec, *, probe: bool = True) -> None:
+    """Raise ``ValueError`` with one readable sentence if ``spec`` cannot be built.
+
+    ``probe=False`` (listing or showing suites): a built-in arch with a built-in block and no block arguments is
+    checked against :mod:`cabench.models.catalogue` (options, widths, bounds) without importing torch or building
+    the block; any other spec is checked in full, as with ``probe=True``.
+    """
+    entry = None if probe else _catalogued(spec)
+    if entry is not None:
+        _check_fields(spec, entry.options, entry.widths)
+        return
     info = arch_info(spec.arch)
+    _check_fields(spec, info.options, info.widths)
+    if "attention" in info.options:
+        _validate_attention(spec.attention or info.default_attention, spec.reduction, spec.attention_args)
+
+
+def _catalogued(spec: ModelSpec) -> Any:
+    """The catalogue's entry for a built-in arch with a built-in block and listed block arguments, else None."""
+    from cabench.models.catalogue import BUILTIN_ARCHS, listed
+
+    entry = BUILTIN_ARCHS.get(spec.arch)
+    if entry is None or "attention" not in entry.options:
+        return None
+    if not listed(spec.attention or entry.default_attention, spec.reduction, dict(spec.attention_args)):
+        return None
+    return entry
+
+
+def _check_fields(spec: ModelSpec, options: frozenset[str], widths: tuple[float, ...] | None) -> None:
     given = {k for k, v in spec.as_dict().items() if k != "arch"}
     defaults = {"width": 1.0}
     # An arch that places attention takes the block's arguments too (they travel with the block).
-    accepted = info.options | ({"attention_args"} if "attention" in info.options else set())
+    accepted = options | ({"attention_args"} if "attention" in options else set())
     for opt in sorted(given - accepted):
         if defaults.get(opt) != getattr(spec, opt):
             raise ValueError(f"{spec.arch} does not take {opt!r}; it takes {', '.join(sorted(accepted))}")
@@ -187,16 +214,14 @@ def validate_spec(spec: ModelSpec) -> None:
         raise ValueError(f"width must be positive, not {spec.width!r}")
     if not isinstance(spec.width, (int, float)) or not math.isfinite(spec.width) or spec.width > MAX_WIDTH:
         raise ValueError(f"width must be a number in (0, {MAX_WIDTH:g}], not {spec.width!r}")
-    if info.widths is not None and spec.width not in info.widths:
-        raise ValueError(f"{spec.arch} supports widths {', '.join(f'{w:g}' for w in info.widths)}, not {spec.width:g}")
+    if widths is not None and spec.width not in widths:
+        raise ValueError(f"{spec.arch} supports widths {', '.join(f'{w:g}' for w in widths)}, not {spec.width:g}")
     if spec.reduction is not None and not 1 <= spec.reduction <= MAX_REDUCTION:
         raise ValueError(f"reduction must be an integer in [1, {MAX_REDUCTION}], not {spec.reduction}")
     if spec.output_stride is not None and spec.output_stride not in (8, 16):
         raise ValueError(f"output stride must be 8 or 16, not {spec.output_stride}")
     if spec.num_classes is not None and not 1 <= spec.num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be an integer in [1, {MAX_CLASSES:,}], not {spec.num_classes}")
-    if "attention" in info.options:
-        _validate_attention(spec.attention or info.default_attention, spec.reduction, spec.attention_args)
 
 
 def _validate_attention(attention: str, reduction: int | None, args: Mapping[str, Any]) -> None:

@@ -11,6 +11,7 @@ its name or its metric names.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from cabench.columns import ColumnInfo, register_column
 from cabench.registry import Registry
 
-__all__ = ["TASKS", "TaskInfo", "register_task"]
+__all__ = ["TASKS", "TaskInfo", "deferred", "register_task"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,16 @@ def register_task(info: TaskInfo) -> TaskInfo:
         register_column(column)
     TASKS.register(info.name, info)
     return info
+
+
+def deferred(module: str, name: str) -> Callable[..., Any]:
+    """A stand-in for ``module.name`` that imports ``module`` when first called: a task declares its engine task
+    and recipe hooks without importing torch (the built-in tasks keep their engine side in
+    :mod:`cabench.tasks._impl`), so listing suites stays fast."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"{module}.{name}, imported on first call."
+    return call

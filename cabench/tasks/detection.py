@@ -1,132 +1,33 @@
-"""Object detection as an engine task: torchvision SSD losses for training, the dataset's evaluator for metrics.
+"""Object detection, declared: columns, outcome statistics, floor, recipe hooks (no torch imported here).
 
-Batches are ``(images, targets)`` tuples of per-image tensors and target dicts
-(images may differ in size; the SSD's own transform resizes them). Training
-sums the SSD's loss dict (smooth-L1 box regression + hard-negative-mined
-cross-entropy). Evaluation runs the model in eval mode on this rank's share of
-the dataset, feeds the post-processed detections to the dataset's evaluator
-(``ds.make_evaluator()``: COCO AP through pycocotools, or VOC07 11-point mAP),
-gathers every rank's evaluator state and lets rank 0 compute the metrics,
-which are then broadcast so every rank returns the same numbers.
+The engine side (loss, evaluation, the hooks' bodies) is :mod:`cabench.tasks._impl.detection`, imported when
+a hook is first called or one of its names is used: listing suites imports no torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
-
-import torch
-import torch.distributed as dist
-from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from cabench import outcomes
 from cabench.columns import ColumnInfo
-from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects
-from cabench.engine.distributed import get_rank, is_distributed
 from cabench.metrics.coco_eval import CocoEvaluator
 from cabench.metrics.voc_eval import VocEvaluator
-from cabench.tasks.base import TaskInfo, register_task
+from cabench.tasks.base import TaskInfo, deferred, register_task
 
-__all__ = ["DetectionTask", "collate_detection", "evaluate_detector"]
-
-
-def collate_detection(samples: list[tuple[Tensor, dict[str, Any]]]) -> tuple[tuple[Tensor, ...], tuple[dict, ...]]:
-    """``[(image, target), ...]`` -> ``((image, ...), (target, ...))``; no stacking, sizes may differ."""
-    images, targets = zip(*samples, strict=True)
-    return tuple(images), tuple(targets)
+_ENGINE = "cabench.tasks._impl.detection"
 
 
-def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in target.items()}
-
-
-class DetectionTask:
-    """SSD training and evaluation; ``headline`` names the suite's main metric (``ap`` or ``map``)."""
-
-    name = "detect"
-
-    def __init__(self, headline: tuple[str, ...] = ("ap",)) -> None:
-        self.headline = headline
-
-    collate = staticmethod(collate_detection)
-
-    def loss(self, net: nn.Module, batch: Any, device: torch.device, settings: TrainSettings) -> Tensor:
-        images, targets = batch
-        images = [im.to(device, non_blocking=True) for im in images]
-        targets = [_to_device(t, device) for t in targets]
-        losses = net(images, targets)
-        return sum(v.float() for v in losses.values())  # type: ignore[return-value]
-
-    def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
-        batch = settings.eval_batch_per_process()
-        return evaluate_detector(model, ds, batch, settings.workers, device, amp=settings.amp, per_image=True)
-
-
-@torch.no_grad()
-def evaluate_detector(
-    model: nn.Module,
-    ds: Dataset,
-    batch_size: int,
-    workers: int,
-    device: torch.device | str,
-    *,
-    amp: str = "off",
-    per_image: bool = False,
-) -> dict[str, Any]:
-    """The dataset's detection metrics for ``model`` (see the module docstring); ``n`` is the image count.
-
-    With ``per_image``, rank 0's result also holds the evaluator's per-image outcomes (:mod:`cabench.outcomes`).
-    """
-    device = torch.device(device)
-    evaluator = ds.make_evaluator()  # type: ignore[attr-defined]
-    n = 0
-    with eval_mode(model) as net:
-        for images, targets in eval_loader(ds, batch_size, workers, collate=collate_detection):
-            with autocast(device, amp):
-                outputs = net([im.to(device, non_blocking=True) for im in images])
-            outputs = [
-                {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs
-            ]
-            evaluator.update(list(targets), outputs)
-            n += len(images)
-    states = gather_objects(evaluator.state())
-    counts = gather_objects(n)
-    result: list[Any] = [None]
-    if get_rank() == 0:
-        evaluator.merge(states)
-        result[0] = {**evaluator.compute(), "val_n": int(sum(counts))}
-    if is_distributed():
-        dist.broadcast_object_list(result, src=0)
-    if per_image and get_rank() == 0:
-        image_ids, arrays = evaluator.per_image_outcomes()
-        return {**result[0], outcomes.KEY: outcomes.Outcomes(evaluator.outcome_kind, image_ids, arrays)}
-    return result[0]
+def _engine(name: str) -> Any:
+    return deferred(_ENGINE, name)
 
 
 def _metric(key: str, label: str, what: str) -> ColumnInfo:
     return ColumnInfo(key, label, "%", "accuracy", what)
 
 
-def _apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
-    from cabench.models.ssd_protocol import configure_ssd
-
-    configure_ssd(model, recipe.detection, image_size or recipe.train_size)  # type: ignore[arg-type]
-
-
-def _transforms(recipe: Any, smoke: bool) -> tuple[Any, Any]:
-    from cabench.data.detection_transforms import recipe_transforms
-
-    found = recipe_transforms(recipe)
-    return found["train_transform"], found["eval_transform"]
-
-
-def _describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
-    from cabench.models.ssd_protocol import describe_ssd
-
-    return describe_ssd(model)  # type: ignore[arg-type]
-
-
 _HEADLINES = ("ap", "map")
+
 register_task(
     TaskInfo(
         name="detect",
@@ -144,15 +45,22 @@ register_task(
         smoke_batch=4,
         eval_batch=32,
         takes_backbone=True,
-        build=lambda columns: DetectionTask(headline=tuple(c for c in _HEADLINES if c in columns) or ("ap",)),
+        build=lambda columns: _engine("DetectionTask")(
+            headline=tuple(c for c in _HEADLINES if c in columns) or ("ap",)
+        ),
         # the dataset's evaluator names the kind (VocEvaluator / CocoEvaluator .outcome_kind); COCO's raw
         # detections have no bootstrap statistic here
         outcomes={VocEvaluator.outcome_kind: {"map": outcomes.voc07_map_statistic}, CocoEvaluator.outcome_kind: {}},
         floors=("mean-box",),
         recipe_fields=frozenset({"detection"}),
         requires=("detection",),
-        apply_recipe=_apply_recipe,
-        transforms=_transforms,
-        describe_loss=_describe_loss,
+        apply_recipe=_engine("_apply_recipe"),
+        transforms=_engine("_transforms"),
+        describe_loss=_engine("_describe_loss"),
     )
 )
+
+
+def __getattr__(name: str) -> Any:
+    """The engine side's names (``DetectionTask``, ...), imported on first use."""
+    return getattr(importlib.import_module(_ENGINE), name)
