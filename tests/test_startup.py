@@ -27,7 +27,7 @@ except SystemExit as e:
     code = e.code
 else:
     code = 0
-heavy = sorted(m for m in ("torch", "torchvision", "numpy", "pandas", "scipy") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "torchvision", "pandas", "scipy", "matplotlib") if m in sys.modules)
 print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
