@@ -164,9 +164,15 @@ def _fake_count(spec: Any, madds: bool = True, input_size: tuple[int, int] | Non
     return Complexity(params=1_000_000, madds=300_000_000 if madds else None, fvcore_total=1, input_size=size)
 
 
+_FAKE_COUNT_CACHE = tempfile.mkdtemp(prefix="cabench-fuzz-count-cache-")
+
+
 @pytest.fixture(autouse=True)
 def _quick_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("cabench.measure.complexity.count_model", _fake_count)
+    # The stand-in's numbers go to a count cache of their own: in the session's cache they would be read back
+    # as real counts by every later test that counts the same model.
+    monkeypatch.setenv("CABENCH_CACHE_DIR", _FAKE_COUNT_CACHE)
 
 
 def _assert_clean_outcome(result: Any, allow_drift: bool = False) -> None:
