@@ -213,7 +213,20 @@ class TrainProfile(Profile):
         backbones = backbone_entries(o["backbone_checkpoint"] or [])
         _check_backbone_rows(backbones, request)
         plans = [self._plan(suite, request, backbones) for suite in request.suites]
+        for plan in plans:  # a bad --amp (or any setting the engine refuses) before any run directory is made
+            self._settings(plan, o, seeds[0]).validate()
         return seeds, plans, self._roots(plans, request)
+
+    def _settings(self, plan: _Plan, options: dict[str, Any], seed: int) -> Any:
+        """The engine settings of a plan's runs: the recipe's, with the command line's knobs (smoke: its own)."""
+        from cabench.engine import TrainSettings
+
+        knobs = {setting: options[option] for option, setting in _KNOBS.items()}
+        knobs["sync_bn"] = knobs["sync_bn"] or None  # off: keep the recipe's
+        knobs["seed"] = seed
+        if self.smoke:
+            knobs.update(max_steps=SMOKE_STEPS, log_every=1, batch_size=plan.task.smoke_batch, workers=0)
+        return TrainSettings.from_recipe(plan.recipe, **knobs)
 
     def _plan(self, suite: Suite, request: Request, backbones: dict[str, Path]) -> _Plan:
         from cabench.data.base import DATASETS
@@ -260,19 +273,13 @@ class TrainProfile(Profile):
         built as :meth:`_train_row` builds it) and its engine settings."""
         import torch
 
-        from cabench.engine import TrainSettings
         from cabench.models.blocks import attention_provenance
         from cabench.models.registry import build_model
         from cabench.pipeline import apply_recipe, describe_pipeline
 
         assert row.model is not None
         spec = row.model.spec()
-        knobs = {setting: options[option] for option, setting in _KNOBS.items()}
-        knobs["sync_bn"] = knobs["sync_bn"] or None  # off: keep the recipe's
-        knobs["seed"] = seed
-        if self.smoke:
-            knobs.update(max_steps=SMOKE_STEPS, log_every=1, batch_size=plan.task.smoke_batch, workers=0)
-        settings = TrainSettings.from_recipe(plan.recipe, **knobs)
+        settings = self._settings(plan, options, seed)
         backbone = None
         if row.key in plan.backbones:
             path, sha = plan.backbones[row.key]
