@@ -82,3 +82,18 @@ def test_a_paper_run_on_a_fixture_never_fills_the_paper_cell(suite: Path, imagen
     page = (reports / "tiny.md").read_text()
     line = next(x for x in page.splitlines() if x.startswith("- ") and "not the paper's data" in x)
     assert f"({ident['images']} images in {ident['classes']} classes)" in line and run_dir.name in line
+
+
+def test_eval_json_prints_the_metrics_and_the_run(suite: Path, imagenet: Path, tmp_path: Path) -> None:
+    import torch
+
+    from cabench.models.mobilenetv2 import MobileNetV2
+
+    ckpt = tmp_path / "w.pth"
+    torch.save({"model": MobileNetV2(width=0.5, attention="ca").state_dict()}, ckpt)
+    args = ["eval", str(suite), "--row", "ca", "--checkpoint", str(ckpt), "--data", f"imagenet={imagenet}"]
+    result = runner.invoke(app, [*args, "--workers", "0", "--json", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # for scripts: nothing but the JSON on stdout
+    assert data["model"].startswith("mobilenetv2-w0.5-ca") and 0 <= data["metrics"]["top1"] <= 100
+    assert data["run"]["row"] == "ca" and Path(data["run"]["path"]).is_dir()
