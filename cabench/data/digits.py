@@ -23,7 +23,8 @@ from typing import Any
 
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
-from cabench.data.identity import GeneratorManifest, SplitFiles, imagefolder_split, voc_split
+from cabench.data.identity import GeneratorManifest, SplitFiles, imagefolder_split
+from cabench.data.voc_detection import voc_split
 from cabench.data.voc_segmentation import VocSegmentation
 
 __all__ = [

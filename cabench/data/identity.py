@@ -52,7 +52,6 @@ __all__ = [
     "imagefolder_split",
     "is_paper_data",
     "not_paper_text",
-    "voc_split",
 ]
 
 
@@ -213,19 +212,6 @@ def imagefolder_split(folder: Path, split: str = "val") -> SplitFiles:
     classes = [p for p in top.iterdir() if p.is_dir()]
     images = walk_files(top, lambda name: name.lower().endswith(_IMAGE_EXT))
     return SplitFiles(split, images, [], len(classes))
-
-
-def voc_split(root: Path, year: str, kind: str, split: str) -> SplitFiles:
-    """A VOC split as its ``ImageSets/<kind>/<split>.txt`` lists it (the list hashed whole)."""
-    from cabench.data.voc_detection import voc_devkit
-
-    base = voc_devkit(Path(root)) / f"VOC{year}"
-    listing = base / "ImageSets" / kind / f"{split}.txt"
-    try:
-        ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
-    except OSError as e:
-        raise DatasetError(f"{listing}: cannot read the image list ({e.strerror})") from None
-    return SplitFiles(f"VOC{year} {split}", sorted(base / "JPEGImages" / f"{i}.jpg" for i in ids), [listing], None)
 
 
 def data_identity(dataset: str, root: Path) -> DataIdentity:

@@ -49,7 +49,7 @@ from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError
-from cabench.data.identity import PaperSplit, voc_split
+from cabench.data.identity import PaperSplit, SplitFiles
 
 if TYPE_CHECKING:
     from cabench.metrics.voc_eval import VocEvaluator
@@ -62,6 +62,7 @@ __all__ = [
     "validate_voc_detection",
     "voc_detection_datasets",
     "voc_devkit",
+    "voc_split",
 ]
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -136,6 +137,17 @@ def voc_devkit(root: Path) -> Path:
     if (root / "VOC2007").is_dir() or (root / "VOC2012").is_dir():
         return root
     raise DatasetError(f"{root}: no VOCdevkit folder ({_LAYOUT}; root may also be the VOCdevkit folder itself)")
+
+
+def voc_split(root: Path, year: str, kind: str, split: str) -> SplitFiles:
+    """A VOC split as its ``ImageSets/<kind>/<split>.txt`` lists it (the list hashed whole)."""
+    base = voc_devkit(Path(root)) / f"VOC{year}"
+    listing = base / "ImageSets" / kind / f"{split}.txt"
+    try:
+        ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise DatasetError(f"{listing}: cannot read the image list ({e.strerror})") from None
+    return SplitFiles(f"VOC{year} {split}", sorted(base / "JPEGImages" / f"{i}.jpg" for i in ids), [listing], None)
 
 
 def _set_paths(devkit: Path, year: str, split: str) -> tuple[Path, Path, Path]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
-from cabench.data.identity import PaperSplit, voc_split
+from cabench.data.identity import PaperSplit
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
@@ -44,7 +44,7 @@ from cabench.data.segmentation_transforms import (
     bad_values,
     recipe_transforms,
 )
-from cabench.data.voc_detection import VOC_CLASSES
+from cabench.data.voc_detection import VOC_CLASSES, voc_split
 
 __all__ = [
     "VOC_SEGMENTATION_CLASSES",
