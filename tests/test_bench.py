@@ -142,3 +142,16 @@ def test_bench_cli_pipeline_json(photos: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["pipeline"]["images"] == 2
+
+
+def test_rounds_bound_every_model_measurement_and_progress_reaches_its_total() -> None:
+    from cabench.measure.bench import _interleaved
+
+    calls = {"baseline": 0, "ca": 0}
+    steps = {name: (lambda name=name: calls.__setitem__(name, calls[name] + 1)) for name in calls}
+    seen: list[tuple[int, int]] = []
+    opts = BenchOptions(rows=("baseline", "ca"), rounds=3, warmup=2)
+    times = _interleaved(steps, opts, "latency batch 1", lambda what, done, total: seen.append((done, total)))
+    assert calls == {"baseline": 5, "ca": 5}  # warmup + rounds, nothing more
+    assert {name: len(t) for name, t in times.items()} == {"baseline": 3, "ca": 3}
+    assert seen[-1] == (10, 10) and [d for d, _ in seen] == list(range(1, 11))
