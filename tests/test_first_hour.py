@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_jobs import SUITE as TINY  # the same two rows of Table 1
 from typer.testing import CliRunner
 
 from cabench.cli import app
@@ -16,28 +17,6 @@ from cabench.data.fixtures import write_imagenet_fixture
 from cabench.models.mobilenetv2 import MobileNetV2
 
 runner = CliRunner()
-
-TINY = """\
-id: tiny
-title: "Two rows of Table 1"
-source: "test"
-task: classify
-recipe: imagenet-mbv2-paper
-baseline: baseline
-columns:
-  params: {unit: M}
-  latency: {unit: ms}
-  top1: {unit: "%", tolerance: 0.3}
-rows:
-  - name: Baseline
-    id: baseline
-    model: {arch: mobilenetv2, width: 0.5, attention: none}
-    published: {params: 2.0, latency: "14-16", top1: 65.4}
-  - name: "+ CA"
-    id: ca
-    model: {arch: mobilenetv2, width: 0.5, attention: ca}
-    published: {params: 2.1, latency: "17-19", top1: 67.0}
-"""
 
 
 @pytest.fixture
