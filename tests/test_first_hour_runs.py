@@ -8,27 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from test_data_identity import TINY  # the same one row of Table 1
 from typer.testing import CliRunner
 
 from cabench.cli import app
 from cabench.data.fixtures import write_imagenet_fixture
 
 runner = CliRunner()
-
-TINY = """\
-id: tiny
-title: "One row of Table 1"
-source: "test"
-task: classify
-recipe: imagenet-mbv2-paper
-columns:
-  top1: {unit: "%", tolerance: 0.3}
-rows:
-  - name: "+ CA"
-    id: ca
-    model: {arch: mobilenetv2, width: 0.5, attention: ca}
-    published: {top1: 67.0}
-"""
 
 
 @pytest.fixture(scope="module")
