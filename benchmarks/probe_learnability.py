@@ -3,6 +3,7 @@ harder variants of the digit scenes, to separate what makes them hard (position,
 from what the backbone's stride can do. A diagnostic for notes/probe.md, not a test and not a suite.
 
     python benchmarks/probe_learnability.py VARIANT [--lr 0.05] [--epochs 4] [--output-stride 32|16|8]
+        [--param NAME=VALUE ...] [--floor]
 
 Variants (seed 0 glyph pools, the generator's classification renders unless said otherwise):
   plain       the 8x8 glyph upscaled to 20 px, centred on black, grey (3 renders of each train glyph are copies)
@@ -17,6 +18,7 @@ Prints one line per epoch: variant, epoch, mean training loss, val top-1 (%), se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 
@@ -37,8 +39,22 @@ def _flat_canvas(rng: np.random.Generator, size: int, params: object) -> np.ndar
     return np.full((size, size, 3), 0.5) + rng.normal(0.0, 0.03, (size, size, 3))
 
 
-def _scenes(variant: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _params(variant: str, overrides: list[str]) -> generator.DigitsParams:
+    """The generator's defaults, clutter off for ``flat`` and ``noclut``, then ``--param NAME=VALUE`` overrides
+    (a pair as ``LOW,HIGH``)."""
     params = generator.DigitsParams(clutter=(0, 0) if variant in ("flat", "noclut") else (2, 8))
+    for entry in overrides:
+        name, value = entry.split("=", 1)
+        default = getattr(params, name)
+        kind = type(default[0]) if isinstance(default, tuple) else type(default)
+        parsed = tuple(kind(v) for v in value.split(",")) if isinstance(default, tuple) else kind(value)
+        params = dataclasses.replace(params, **{name: parsed})
+    return params
+
+
+def _scenes(
+    variant: str, params: generator.DigitsParams
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     canvas = _flat_canvas if variant == "flat" else generator._canvas
     images, labels = load_glyphs()
     pools = dict(zip(("train", "val"), digit_pools(labels, params.val_fraction, 0), strict=True))
@@ -50,7 +66,8 @@ def _scenes(variant: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
                 rng = generator._rng(0, "classify", split, n)
                 n += 1
                 scene = canvas(rng, params.classify_size, params)
-                pixels, _ = draw_scene(rng, scene, [(images[glyph], int(labels[glyph]))], params.classify_heights, 200)
+                glyphs = [(images[glyph], int(labels[glyph]))]
+                pixels, _ = draw_scene(rng, scene, glyphs, params.classify_heights, 200, params.ink_contrast)
                 xs.append(torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)
                 ys.append(int(labels[glyph]))
         out += [(torch.stack(xs) - MEAN) / STD, torch.tensor(ys)]
@@ -69,6 +86,16 @@ def _plain(shift: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch
     return x[train].repeat(3, 1, 1, 1), y[train].repeat(3), x[val], y[val]
 
 
+def _print_floor(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    floor = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300))
+    floor.fit(x.flatten(1).numpy(), y.numpy())
+    print(f"floor logistic-pixels {floor.score(xv.flatten(1).numpy(), yv.numpy()) * 100:.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variant", choices=("plain", "plainshift", "flat", "noclut", "base"))
@@ -76,13 +103,27 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--output-stride", type=int, default=32, choices=(8, 16, 32))
+    parser.add_argument("--param", action="append", default=[], help="a DigitsParams field as NAME=VALUE")
+    parser.add_argument("--opt", choices=("sgd", "adamw"), default="sgd")
+    parser.add_argument("--standardize", action="store_true", help="per-image, per-channel standardisation")
+    parser.add_argument("--floor", action="store_true", help="also print logistic regression on the raw pixels")
     args = parser.parse_args()
     torch.manual_seed(0)
-    x, y, xv, yv = _plain(args.variant == "plainshift") if args.variant.startswith("plain") else _scenes(args.variant)
+    if args.variant.startswith("plain"):
+        x, y, xv, yv = _plain(args.variant == "plainshift")
+    else:
+        x, y, xv, yv = _scenes(args.variant, _params(args.variant, args.param))
+    if args.floor:
+        _print_floor(x, y, xv, yv)
+    if args.standardize:  # each image to zero mean and unit deviation per channel
+        x, xv = ((t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True).clamp_min(1e-3) for t in (x, xv))
     model = build_model(ModelSpec(arch="mobilenetv2", width=0.5, attention="none", num_classes=10))
     if args.output_stride != 32:
         dilate_mobilenetv2(model.features, args.output_stride)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    if args.opt == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
     per_epoch = len(x) // args.batch
     total, warm = args.epochs * per_epoch, per_epoch
 

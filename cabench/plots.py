@@ -28,10 +28,13 @@ __all__ = [
     "COLUMN_KIND_ORDER",
     "FIGURE1_CATEGORIES",
     "FIGURE1_PANELS",
+    "PROBE_FIGURE1_PANELS",
     "STATUS_COLORS",
     "Figure1Panel",
+    "ProbePanel",
     "draw_claims_figure",
     "draw_figure1",
+    "draw_probe_figure1",
     "draw_suite_figure",
 ]
 
@@ -120,6 +123,22 @@ FIGURE1_PANELS: tuple[Figure1Panel, ...] = (
     ),
 )
 """The three panels of the paper's Figure 1 (data, not code)."""
+
+
+@dataclass(frozen=True)
+class ProbePanel(Figure1Panel):
+    """A Figure 1 panel of the handwritten-digits probe: no published bars; the suite's ``floor`` row is drawn
+    as a dashed line."""
+
+    floor: str = "floor"
+
+
+PROBE_FIGURE1_PANELS: tuple[ProbePanel, ...] = (
+    ProbePanel(title="Digit scenes: top-1 (%)", suite="probe-classify", rows=("baseline", "se", "cbam", "ca")),
+    ProbePanel(title="Digit scenes: mIoU (%)", suite="probe-segment", rows=("baseline", "se", "cbam", "ca")),
+    ProbePanel(title="Digit scenes: mAP@0.5 (%)", suite="probe-detect", rows=("baseline", "se", "cbam", "ca")),
+)
+"""Figure 1's three tasks on the handwritten-digits probe (``figure1-probe.png``)."""
 
 _RC: dict[str, Any] = {
     "font.family": "DejaVu Sans",
@@ -567,6 +586,87 @@ def draw_figure1(cells: pd.DataFrame, out_dir: Path) -> Path | None:
             fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 0.0))
             fig.tight_layout(rect=(0.0, 0.08, 1.0, 1.0))
             return _save(fig, Path(out_dir) / "figure1.png")
+        finally:
+            plt.close(fig)
+
+
+def _probe_cells(cells: pd.DataFrame, panel: ProbePanel) -> tuple[list[tuple[str, Any]], float]:
+    """``[(category, cell)]`` of the panel's rows that have a result, and the floor's value (NaN if none)."""
+    column = headline_column(cells, panel.suite)
+    if column is None:
+        return [], math.nan
+    sub = cells[(cells["suite"] == panel.suite) & (cells["column"] == column)]
+    found = []
+    for category, row_id in zip(FIGURE1_CATEGORIES, panel.rows, strict=True):
+        hit = sub[sub["row"] == row_id]
+        if not hit.empty and not math.isnan(_num(hit.iloc[0]["reproduced"])):
+            found.append((category, hit.iloc[0]))
+    floor = sub[sub["row"] == panel.floor]
+    return found, (_num(floor.iloc[0]["reproduced"]) if not floor.empty else math.nan)
+
+
+def _draw_probe_panel(ax: Any, panel: ProbePanel, found: list[tuple[str, Any]], floor: float) -> None:
+    """Bars of the mean, the 95% CI as an error bar, each seed as a dot, the floor as a dashed line."""
+    tops: list[float] = [floor] if not math.isnan(floor) else []
+    for i, (_category, rec) in enumerate(found):
+        mean = _num(rec["reproduced"])
+        ax.bar(i, mean, 0.6, color=REPRODUCED_COLOR, alpha=0.85, zorder=2)
+        lo, hi = _num(rec.get("ci_low")), _num(rec.get("ci_high"))
+        if not math.isnan(lo) and not math.isnan(hi):
+            ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], color="black", capsize=4, lw=1.1, zorder=4)
+            tops.append(hi)
+        values = [float(v) for v in (rec.get("values") or [])]
+        if values:
+            offsets = [0.12 * (k - (len(values) - 1) / 2) for k in range(len(values))]
+            ax.plot([i + o for o in offsets], values, "o", ms=3.5, color="#E69F00", mec="black", mew=0.4, zorder=5)
+            tops += values
+        tops.append(mean)
+        ax.text(
+            i,
+            0,
+            f"{mean:.1f}\nn={int(rec.get('n') or len(values) or 1)}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="white",
+            zorder=6,
+        )
+    if not math.isnan(floor):
+        ax.axhline(floor, color="#D55E00", ls="--", lw=1.2, zorder=3)
+        ax.text(len(found) - 0.5, floor, f"floor {floor:.1f}", ha="right", va="bottom", fontsize=7, color="#D55E00")
+    ax.set_xticks(range(len(found)), [c for c, _ in found])
+    ax.set_xlim(-0.6, len(found) - 0.4)
+    ax.set_ylim(0, max(tops) * 1.12 if tops and max(tops) > 0 else 1)
+    ax.set_title(panel.title, fontweight="bold")
+    ax.grid(axis="y", color="#E5E5E5", lw=0.6, zorder=0)
+    ax.set_axisbelow(True)
+    ax.tick_params(axis="x", length=0)
+
+
+def draw_probe_figure1(cells: pd.DataFrame, out_dir: Path) -> Path | None:
+    """Figure 1's three tasks on the handwritten-digits probe (:data:`PROBE_FIGURE1_PANELS`): per category the
+    mean over seeds as a bar, its t-based 95% CI, each seed's value as a dot, and the suite's floor as a dashed
+    line. Nothing published exists for the probe, so there is nothing to compare against.
+
+    Returns ``out_dir / "figure1-probe.png"``, or None when no panel has a result.
+    """
+    _check_columns(cells)
+    panels = [(p, found, floor) for p in PROBE_FIGURE1_PANELS for found, floor in [_probe_cells(cells, p)] if found]
+    if not panels:
+        return None
+    plt = _pyplot()
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.6), dpi=DPI, squeeze=False)
+        try:
+            for ax, (panel, found, floor) in zip(axes[0], panels, strict=True):
+                _draw_probe_panel(ax, panel, found, floor)
+            fig.suptitle(
+                "Figure 1 on the handwritten-digits probe (CPU; mean, 95% CI, seeds; dashed: floor)",
+                fontsize=11,
+                fontweight="bold",
+            )
+            fig.tight_layout()
+            return _save(fig, Path(out_dir) / "figure1-probe.png")
         finally:
             plt.close(fig)
 

@@ -725,6 +725,10 @@ def _draw_figures(
         p = plots.draw_figure1(frame, fig_dir)
         if p is not None:
             written.append(p)
+    if {panel.suite for panel in plots.PROBE_FIGURE1_PANELS} & {s.id for s in suites}:
+        p = plots.draw_probe_figure1(frame, fig_dir)
+        if p is not None:
+            written.append(p)
     p = plots.draw_claims_figure(claims_frame(verdicts), fig_dir)
     if p is not None:
         written.append(p)

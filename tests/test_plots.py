@@ -36,6 +36,7 @@ LABELS = {
     "top1": ("Top-1 Acc (%)", "%"),
     "ap": ("AP", "%"),
     "miou": ("mIoU (%)", "%"),
+    "map": ("mAP (%)", "%"),
 }
 
 NAN = math.nan
@@ -223,3 +224,42 @@ def test_import_is_cheap() -> None:
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "False"
+
+
+def _probe_frame(suite: str, column: str, means: dict[str, float], floor: float) -> pd.DataFrame:
+    rows = []
+    for order, (row, mean) in enumerate({**means, "floor": floor}.items()):
+        values = [mean - 1.0, mean, mean + 1.0] if row != "floor" else [mean]
+        rows.append(
+            {
+                **_cell(suite, row, row, row, order, column, NAN, mean, "new"),
+                "n": len(values),
+                "ci_low": mean - 2.5 if row != "floor" else NAN,
+                "ci_high": mean + 2.5 if row != "floor" else NAN,
+                "values": values,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_probe_figure1_draws_each_task_with_a_result(tmp_path: Path) -> None:
+    classify = _probe_frame("probe-classify", "top1", {"baseline": 60.0, "se": 61.0, "cbam": 59.0, "ca": 63.0}, 12.0)
+    segment = _probe_frame("probe-segment", "miou", {"baseline": 40.0, "ca": 42.0}, 8.5)
+    one = plots.draw_probe_figure1(classify, tmp_path / "one")
+    two = plots.draw_probe_figure1(pd.concat([classify, segment], ignore_index=True), tmp_path / "two")
+    assert one == tmp_path / "one" / "figure1-probe.png" and two is not None
+    _assert_png(one)
+    assert one.read_bytes() != two.read_bytes()
+
+
+def test_probe_figure1_reads_rows_and_floor_from_the_suite() -> None:
+    classify = _probe_frame("probe-classify", "top1", {"baseline": 60.0, "ca": 63.0}, 12.0)
+    found, floor = plots._probe_cells(classify, plots.PROBE_FIGURE1_PANELS[0])
+    assert [category for category, _ in found] == ["MobileNetV2", "+CA"]
+    assert floor == 12.0
+
+
+def test_probe_figure1_none_without_probe_results(cells: pd.DataFrame, tmp_path: Path) -> None:
+    assert plots.draw_probe_figure1(cells, tmp_path) is None
+    pending = _probe_frame("probe-detect", "map", {"baseline": NAN}, NAN)
+    assert plots.draw_probe_figure1(pending, tmp_path) is None
