@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--output-stride", type=int, default=32, choices=(8, 16, 32))
     parser.add_argument("--param", action="append", default=[], help="a DigitsParams field as NAME=VALUE")
+    parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--opt", choices=("sgd", "adamw"), default="sgd")
     parser.add_argument("--standardize", action="store_true", help="per-image, per-channel standardisation")
     parser.add_argument("--floor", action="store_true", help="also print logistic regression on the raw pixels")
@@ -117,7 +118,7 @@ def main() -> None:
         _print_floor(x, y, xv, yv)
     if args.standardize:  # each image to zero mean and unit deviation per channel
         x, xv = ((t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True).clamp_min(1e-3) for t in (x, xv))
-    model = build_model(ModelSpec(arch="mobilenetv2", width=0.5, attention="none", num_classes=10))
+    model = build_model(ModelSpec(arch="mobilenetv2", width=args.width, attention="none", num_classes=10))
     if args.output_stride != 32:
         dilate_mobilenetv2(model.features, args.output_stride)
     if args.opt == "adamw":

@@ -725,7 +725,7 @@ def _draw_figures(
         p = plots.draw_figure1(frame, fig_dir)
         if p is not None:
             written.append(p)
-    if {panel.suite for panel in plots.PROBE_FIGURE1_PANELS} & {s.id for s in suites}:
+    if {panel.suite for panel in plots.PROBE_FIGURE1_PANELS} <= {s.id for s in suites}:  # as Figure 1
         p = plots.draw_probe_figure1(frame, fig_dir)
         if p is not None:
             written.append(p)

@@ -99,6 +99,19 @@ def test_suites_group_and_floor_names() -> None:
         assert ratios == {"baseline": None, "se": 24, "cbam": 24, "x": 24, "y": 24, "ca": 32}
 
 
+def test_probe_fairness_is_the_fairness_suite_on_the_probe() -> None:
+    fairness, probe = load_suite("suites/fairness.yaml"), load_suite("suites/probe-fairness.yaml")
+    assert probe.recipe == load_suite("suites/probe-classify.yaml").recipe
+    blocks = {r.key: (r.model.attention, r.model.reduction, dict(r.model.attention_args)) for r in fairness.rows}
+    probe_blocks = {
+        r.key: (r.model.attention, r.model.reduction, dict(r.model.attention_args)) for r in probe.rows if r.model
+    }
+    assert probe_blocks == blocks  # the same blocks, activations and ratios
+    assert {(r.model.width, r.model.num_classes) for r in probe.rows if r.model} == {(0.5, 10)}
+    assert [r.floor for r in probe.rows if r.model is None] == ["logistic-pixels"]
+    assert [c.id for c in probe.claims] == [c.id for c in fairness.claims]
+
+
 def test_unknown_floor_is_a_suite_error(tmp_path: Path) -> None:
     text = Path("suites/probe-classify.yaml").read_text().replace("floor: logistic-pixels", "floor: logistc-pixels")
     path = tmp_path / "probe-classify.yaml"
