@@ -312,3 +312,18 @@ def test_status_names_the_job_holding_a_row_seed_and_says_missing_for_one_never_
     assert (status["baseline", 0]["state"], status["baseline", 0]["job"]) == ("running", "4242_7")
     assert status["baseline", 1]["state"] == "missing"
     assert _status(tmp_path)["baseline", 0]["state"] == "missing"  # released, and no result: missing again
+
+
+def test_local_launcher_says_jobs_ended_and_time_left_from_the_mean_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cabench.launch import local
+
+    now = iter([0.0, 0.0, 10.0, 10.0, 30.0, 30.0, 70.0, 90.0])
+    monkeypatch.setattr(local.time, "monotonic", lambda: next(now))
+    eta = local._Eta(total=4, parallel=2)
+    eta.started("a"), eta.started("b")
+    assert eta.finished("a", failed=0) == "1/4 jobs ended (0 failed), mean 0:10 per job, about 0:15 left"
+    eta.started("c")
+    assert eta.finished("b", failed=1) == "2/4 jobs ended (1 failed), mean 0:20 per job, about 0:20 left"
+    eta.started("d")
+    eta.finished("c", failed=1)
+    assert eta.finished("d", failed=1) == "4/4 jobs ended (1 failed), mean 0:40 per job"

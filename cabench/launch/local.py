@@ -48,6 +48,7 @@ class LocalLauncher(Launcher):
             write_record(store, unit, waiting)
         pending, running, failed = list(units), {}, []
         limit = settings.max_parallel or len(units)
+        eta = _Eta(len(units), limit)
         try:
             while pending or running:
                 while pending and len(running) < limit:
@@ -56,11 +57,13 @@ class LocalLauncher(Launcher):
                     write_record(store, unit, self._record(job))
                     say(f"{unit.label}: job {job.job_id} started")
                     running[unit] = job
+                    eta.started(unit)
                 for unit, job in list(running.items()):
                     if job.done():
                         del running[unit]
                         if not _finished(store, unit, self._record(job), say):
                             failed.append(unit)
+                        say(eta.finished(unit, failed=len(failed)))
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             for job in running.values():
@@ -89,6 +92,31 @@ class LocalLauncher(Launcher):
             alive = not here or (isinstance(pid, int) and pid_alive(pid))  # another host's: cannot tell
             out.append((QUEUED if job.get("state") == "queued" else RUNNING) if alive else ENDED)
         return out
+
+
+class _Eta:
+    """How many jobs are done and, from the mean wall time of those that ended, when the rest should be."""
+
+    def __init__(self, total: int, parallel: int) -> None:
+        self.total, self.parallel = total, max(1, parallel)
+        self.start: dict[Any, float] = {}
+        self.durations: list[float] = []
+
+    def started(self, unit: Any) -> None:
+        self.start[unit] = time.monotonic()
+
+    def finished(self, unit: Any, failed: int) -> str:
+        self.durations.append(time.monotonic() - self.start.pop(unit))
+        done = len(self.durations)
+        left = self.total - done
+        mean = sum(self.durations) / done
+        line = f"{done}/{self.total} jobs ended ({failed} failed), mean {_clock(mean)} per job"
+        return line + (f", about {_clock(mean * left / min(self.parallel, left))} left" if left else "")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
 def _finished(store: Store, unit: RowSeed, record: dict[str, Any], say: Callable[[str], None]) -> bool:
