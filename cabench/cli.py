@@ -477,7 +477,7 @@ def _launch(
     request = Request(loaded, Store(runs_dir), set(rows) if rows else None, options, all_suites=suites == ["all"])
     start = time.perf_counter()
     outcome = launch(profile, request, settings, lambda line: err.print(line, markup=False, highlight=False))
-    if not outcome.before:
+    if not outcome.before and not outcome.without_a_job:
         fail(f"nothing to run: no row of {', '.join(s.id for s in loaded)} matches for profile {profile.name}")
     counts = {s: sum(u.state == s for u in outcome.before) for s in ("done", "running", "queued")}
     already = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none done, running or queued"

@@ -153,3 +153,17 @@ def test_reduced_probe_trains_evaluates_and_reports_floor(tiny: Path, tmp_path: 
         value = json.loads((run / "metrics.json").read_text())[metric]
         cell = cells[(row, metric)]
         assert float(cell["reproduced"]) == pytest.approx(value, abs=1e-3) and cell["status"] == "new"
+
+
+def test_a_launched_probe_computes_its_floor_in_the_launching_process(tiny: Path, tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    runs = tmp_path / "runs"
+    args = ["run", "probe-classify", "--rows", "floor", "--profile", "paper", "--launcher", "local"]
+    result = runner.invoke(app, [*args, "--data", f"digits={tiny}", "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert "probe-classify/floor: logistic-pixels done here" in result.output
+    (run,) = (runs / "probe-classify" / "floor" / "paper").iterdir()
+    assert 0.0 <= json.loads((run / "metrics.json").read_text())["top1"] <= 100.0
+    again = runner.invoke(app, [*args, "--data", f"digits={tiny}", "--runs-dir", str(runs)])
+    assert again.exit_code == 0, again.output
+    assert len(list((runs / "probe-classify" / "floor" / "paper").iterdir())) == 1  # a floor is computed once

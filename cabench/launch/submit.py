@@ -25,6 +25,7 @@ class LaunchOutcome:
     before: list[UnitStatus]  # every planned row-seed as it stood before this submission
     submitted: int
     exit_code: int
+    without_a_job: int = 0  # runs done by the launching process itself (a suite's floors)
 
 
 def launch(
@@ -59,8 +60,11 @@ def launch(
             write_record(store, s.unit, None)  # planned: `cabench status` lists it from now on
         if s.state not in RESUBMITTED:
             say(f"{s.unit.label}: {s.state}" + (f" (job {s.job})" if s.job else ""))
+    here = profile.runs_without_a_job(request)
+    for run in here:
+        say(f"{run.suite}/{run.row}: {run.config.get('floor', 'run')} done here -> {run.path}")
     if not todo:
-        return LaunchOutcome(before, 0, 0)
+        return LaunchOutcome(before, 0, 0, len(here))
     spec = JobSpec(
         profile=profile.name,
         options=options,
@@ -70,4 +74,4 @@ def launch(
         plugins=tuple(plugin_modules()),
     )
     code = launcher.submit(spec, todo, settings, store, say)
-    return LaunchOutcome(before, len(todo), code)
+    return LaunchOutcome(before, len(todo), code, len(here))

@@ -131,6 +131,11 @@ class Profile:
             "(smoke, paper)"
         )
 
+    def runs_without_a_job(self, request: Request) -> list[RunRecord]:
+        """The runs of ``request`` too small to be a job (a suite's floors), done by the process that launches the
+        jobs; none by default."""
+        return []
+
     def replicate(self, run: RunRecord) -> Any:
         """What tells this profile's replicates of a cell apart (by default the seed)."""
         seed = run.config.get("seed")

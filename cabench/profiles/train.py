@@ -198,6 +198,17 @@ class TrainProfile(Profile):
                     units.append(RowSeed(plan.suite.id, path, row.key, self.name, seed, config["resume_key"]))
         return units
 
+    def runs_without_a_job(self, request: Request) -> list[RunRecord]:
+        """The selected floor rows (a function of the data, no seed, seconds): computed here, not as jobs."""
+        _seeds, plans, roots = self._prepare(request)
+        records: list[RunRecord] = []
+        for plan in plans:
+            if any(row.floor for row in plan.suite.rows):
+                root = roots[plan.recipe.dataset]
+                datasets = plan.dataset.build(root, plan.recipe, self.smoke)
+                records += run_floors(plan, request, self.name, datasets, root, reuse=not self.smoke)
+        return records
+
     def _prepare(self, request: Request) -> tuple[list[int], list[_Plan], dict[str, Path]]:
         """The seeds, every suite's plan and the dataset roots: everything checked before the first step."""
         o = request.options
