@@ -632,11 +632,11 @@ def _draw_probe_panel(ax: Any, panel: ProbePanel, found: list[tuple[str, Any]], 
             zorder=6,
         )
     if not math.isnan(floor):
-        ax.axhline(floor, color="#D55E00", ls="--", lw=1.2, zorder=3)
-        ax.text(len(found) - 0.5, floor, f"floor {floor:.1f}", ha="right", va="bottom", fontsize=7, color="#D55E00")
+        ax.axhline(floor, color="#D55E00", ls="--", lw=1.2, zorder=3, label=f"floor: {floor:.1f}")
+        ax.legend(loc="upper right", frameon=False, fontsize=7)
     ax.set_xticks(range(len(found)), [c for c, _ in found])
     ax.set_xlim(-0.6, len(found) - 0.4)
-    ax.set_ylim(0, max(tops) * 1.12 if tops and max(tops) > 0 else 1)
+    ax.set_ylim(0, max(tops) * 1.25 if tops and max(tops) > 0 else 1)  # room for the floor's legend
     ax.set_title(panel.title, fontweight="bold")
     ax.grid(axis="y", color="#E5E5E5", lw=0.6, zorder=0)
     ax.set_axisbelow(True)
@@ -656,13 +656,14 @@ def draw_probe_figure1(cells: pd.DataFrame, out_dir: Path) -> Path | None:
         return None
     plt = _pyplot()
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.6), dpi=DPI, squeeze=False)
+        width = max(4.4, 3.4 * len(panels))
+        fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.0), dpi=DPI, squeeze=False)
         try:
             for ax, (panel, found, floor) in zip(axes[0], panels, strict=True):
                 _draw_probe_panel(ax, panel, found, floor)
             fig.suptitle(
-                "Figure 1 on the handwritten-digits probe (CPU; mean, 95% CI, seeds; dashed: floor)",
-                fontsize=11,
+                "Figure 1 on the handwritten-digits probe\nmean, 95% CI, seeds as dots, floor dashed",
+                fontsize=10,
                 fontweight="bold",
             )
             fig.tight_layout()

@@ -635,6 +635,9 @@ def render_index(
             lines += ["", f"![Claims: reproduced Δ with 95% CI beside the published Δ]({figures['claims']})"]
     if "figure1" in figures:
         lines += ["", "## Figure 1", "", f"![Figure 1: published vs reproduced]({figures['figure1']})"]
+    if "figure1-probe" in figures:
+        lines += ["", "## Figure 1 on the handwritten-digits probe", ""]
+        lines += [f"![Figure 1's tasks on digit scenes: mean, 95% CI, seeds, floor]({figures['figure1-probe']})"]
     per_table = [s for s in suites if s.id in figures]
     if per_table:
         lines += ["", "## Published vs reproduced, per table", ""]
@@ -738,7 +741,7 @@ def _draw_figures(
 def _figure_links(out_dir: Path, ids: Sequence[str]) -> dict[str, str]:
     """Figures present in ``out_dir/figures`` (just drawn or kept from an earlier report)."""
     links = {sid: f"figures/{sid}.png" for sid in ids if (out_dir / "figures" / f"{sid}.png").is_file()}
-    for name in ("figure1", "claims"):
+    for name in ("figure1", "figure1-probe", "claims"):
         if (out_dir / "figures" / f"{name}.png").is_file():
             links[name] = f"figures/{name}.png"
     return links
