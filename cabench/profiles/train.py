@@ -200,6 +200,8 @@ class TrainProfile(Profile):
 
     def runs_without_a_job(self, request: Request) -> list[RunRecord]:
         """The selected floor rows (a function of the data, no seed, seconds): computed here, not as jobs."""
+        if not any(row.floor for suite in request.suites for row in suite.rows):
+            return []  # no second pass over the datasets (units() has checked them) for suites without floors
         _seeds, plans, roots = self._prepare(request)
         records: list[RunRecord] = []
         for plan in plans:
