@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from cabench.models.registry import ModelSpec, arch_info, build_model
+from cabench.models.registry import ModelSpec, arch_info, build_model, counting_input_size
 
 __all__ = ["PAPER_MADD_OPS", "Complexity", "count_madds", "count_model", "count_params"]
 
@@ -85,7 +85,9 @@ MIN_INPUT_SIDE, MAX_INPUT_SIDE = 32, 4096  # 32: the networks downsample 32x
 
 
 def count_model(spec: ModelSpec, madds: bool = True, input_size: tuple[int, int] | None = None) -> Complexity:
-    """Count a model spec: parameters always, multiply-adds at the paper's input size if asked."""
+    """Count a model spec: parameters always, multiply-adds if asked at ``input_size``, by default the paper's
+    input size of the arch (:data:`~cabench.models.registry.SMALL_INPUT_SIZE`, 32x32, for a ``small_input``
+    model: :func:`~cabench.models.registry.counting_input_size`)."""
     info = arch_info(spec.arch)
     if input_size is not None and not all(MIN_INPUT_SIDE <= int(s) <= MAX_INPUT_SIDE for s in input_size):
         raise ValueError(f"input size must be {MIN_INPUT_SIDE}-{MAX_INPUT_SIDE} pixels a side, not {input_size}")
@@ -93,7 +95,7 @@ def count_model(spec: ModelSpec, madds: bool = True, input_size: tuple[int, int]
     params = count_params(model)
     if not madds:
         return Complexity(params=params)
-    size = input_size or info.input_size
+    size = input_size or counting_input_size(spec)
     total, fv_total, by_op, skipped = count_madds(info.counting_view(model), size)
     return Complexity(
         params=params,

@@ -23,11 +23,11 @@ class ArchEntry(NamedTuple):
 _BACKBONE = frozenset({"attention", "num_classes", "reduction", "width"})
 
 BUILTIN_ARCHS: dict[str, ArchEntry] = {
-    "deeplabv3_mobilenetv2": ArchEntry(_BACKBONE | {"output_stride"}, None, "none"),
+    "deeplabv3_mobilenetv2": ArchEntry(_BACKBONE | {"output_stride", "small_input"}, None, "none"),
     "efficientnet_b0": ArchEntry(frozenset({"attention", "num_classes", "reduction"}), None, "se"),
-    "mobilenetv2": ArchEntry(_BACKBONE, None, "none"),
+    "mobilenetv2": ArchEntry(_BACKBONE | {"small_input"}, None, "none"),
     "mobilenext": ArchEntry(_BACKBONE, None, "none"),
-    "ssdlite320_mobilenetv2": ArchEntry(_BACKBONE, None, "none"),
+    "ssdlite320_mobilenetv2": ArchEntry(_BACKBONE | {"small_input"}, None, "none"),
     "ssdlite320_mobilenext": ArchEntry(_BACKBONE, None, "none"),
 }
 

@@ -26,6 +26,10 @@ Six feature maps at 320x320 input, 20/10/5/3/2/1 pixels wide:
    They are :class:`cabench.models.mobilenetv2.InvertedResidual` blocks and
    carry the backbone's attention block like every other block (see below).
 
+With ``small_input`` the trunk's stem and ``features[2]`` stride 1
+(:class:`~cabench.models.mobilenetv2.MobileNetV2`): the same taps at output
+strides 4 and 8, the extras at 16-128; no parameter changes.
+
 The head predicts, on every map, class logits and box offsets with a
 depthwise-separable 3x3 conv (depthwise 3x3 + BN + ReLU6, then a 1x1 conv with
 bias), torchvision's SSDLite head, six boxes per location on every map. The
@@ -193,6 +197,7 @@ class SSDLiteMobileNetV2Features(nn.Module):
             as in the authors' code. ``"expansion"``: ``features[14]``'s 1x1
             expansion, as in MobileNetV2's SSDLite.
         extra_attention: whether the extra layers carry the attention block too.
+        small_input: the trunk's stem and first downsampling stage at stride 1 (taps at output stride 4 and 8).
     """
 
     def __init__(
@@ -202,11 +207,12 @@ class SSDLiteMobileNetV2Features(nn.Module):
         reduction: int | None = None,
         c4_tap: C4Tap = "output",
         extra_attention: bool = True,
+        small_input: bool = False,
     ) -> None:
         super().__init__()
         if c4_tap not in ("output", "expansion"):
             raise ValueError(f"c4_tap must be 'output' or 'expansion', not {c4_tap!r}")
-        trunk = MobileNetV2(width=width, attention=attention, reduction=reduction)
+        trunk = MobileNetV2(width=width, attention=attention, reduction=reduction, small_input=small_input)
         self.features = trunk.features
         self.conv = trunk.conv
         self.c4_tap = c4_tap
@@ -405,7 +411,7 @@ def ssd_counting_view(model: nn.Module) -> nn.Module:
     task="detect",
     input_size=IMAGE_SIZE,
     num_classes=81,
-    options=("width", "attention", "reduction", "num_classes"),
+    options=("width", "attention", "reduction", "num_classes", "small_input"),
     counting_view=ssd_counting_view,
 )
 def ssdlite320_mobilenetv2(
@@ -413,12 +419,13 @@ def ssdlite320_mobilenetv2(
     width: float = 1.0,
     attention: AttentionLike = "none",
     reduction: int | None = None,
+    small_input: bool = False,
     *,
     c4_tap: C4Tap = "output",
     extra_attention: bool = True,
 ) -> SSD:
     """SSDLite320 with a MobileNetV2 backbone (Tables 6-7); torchvision SSD."""
-    backbone = SSDLiteMobileNetV2Features(width, attention, reduction, c4_tap, extra_attention)
+    backbone = SSDLiteMobileNetV2Features(width, attention, reduction, c4_tap, extra_attention, small_input)
     return build_ssdlite320(backbone, backbone.out_channels, num_classes)
 
 

@@ -20,6 +20,11 @@ which also unwraps checkpoints saved from DataParallel:
 
 Without attention the parameter count equals torchvision's ``mobilenet_v2``
 at every width (tested).
+
+``small_input=True`` is the stride pattern of the CIFAR literature for 32x32
+inputs: the stem and ``features.2`` (the first 24-channel block, the first
+stride-2 stage) at stride 1, so the output stride is 8 instead of 32 (a 4x4
+map at 32x32). Only strides change: parameters and module names are the same.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ MOBILENETV2_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
+# The stage kept at stride 1 with small_input (the first 24-channel stage, features.2 onwards).
+SMALL_INPUT_STAGE = 1
 
 
 class InvertedResidual(nn.Module):
@@ -95,7 +102,10 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 classifier; ``width`` scales every layer but the last 1280-wide conv."""
+    """MobileNetV2 classifier; ``width`` scales every layer but the last 1280-wide conv.
+
+    ``small_input``: stem and first downsampling stage at stride 1 (output stride 8, for 32x32 inputs).
+    """
 
     def __init__(
         self,
@@ -104,12 +114,15 @@ class MobileNetV2(nn.Module):
         attention: AttentionLike = "none",
         reduction: int | None = None,
         dropout: float = 0.2,
+        small_input: bool = False,
     ) -> None:
         super().__init__()
         cin = make_divisible(32 * width)
-        layers: list[nn.Module] = [conv_bn_act(3, cin, 3, stride=2)]
-        for t, c, n, s in MOBILENETV2_SETTINGS:
+        layers: list[nn.Module] = [conv_bn_act(3, cin, 3, stride=1 if small_input else 2)]
+        for stage, (t, c, n, s) in enumerate(MOBILENETV2_SETTINGS):
             cout = make_divisible(c * width)
+            if small_input and stage == SMALL_INPUT_STAGE:
+                s = 1
             for i in range(n):
                 layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t, attention, reduction))
                 cin = cout
@@ -149,7 +162,7 @@ def load_authors_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor])
     task="classify",
     input_size=(224, 224),
     num_classes=1000,
-    options=("width", "attention", "reduction", "num_classes"),
+    options=("width", "attention", "reduction", "num_classes", "small_input"),
 )
 def mobilenetv2(**kwargs: object) -> MobileNetV2:
     """MobileNetV2 classifier (Tables 1, 2, 4)."""

@@ -37,11 +37,13 @@ __all__ = [
     "MAX_CLASSES",
     "MAX_REDUCTION",
     "MAX_WIDTH",
+    "SMALL_INPUT_SIZE",
     "ArchInfo",
     "ModelSpec",
     "arch_info",
     "architectures",
     "build_model",
+    "counting_input_size",
     "register_arch",
 ]
 
@@ -50,7 +52,8 @@ MAX_WIDTH = 4.0  # the paper's widths are 0.5-1.4
 MAX_REDUCTION = 1024
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
 
-MODEL_OPTIONS = ("width", "attention", "reduction", "attention_args", "num_classes", "output_stride")
+MODEL_OPTIONS = ("width", "attention", "reduction", "attention_args", "num_classes", "output_stride", "small_input")
+SMALL_INPUT_SIZE = (32, 32)  # what a small_input model is counted at, unless an input size is given
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ class ModelSpec:
     """What a suite row or ``cabench count`` asks for. ``None`` means the arch's default.
 
     ``attention`` is a registered block name or an import path ``"pkg.mod:Block"``; ``attention_args`` are
-    keyword arguments of the block (``{"act": "relu"}``), kept as a read-only mapping.
+    keyword arguments of the block (``{"act": "relu"}``), kept as a read-only mapping. ``small_input``: the stride
+    pattern of the CIFAR literature for 32x32 inputs (the stem and the first downsampling stage at stride 1, output
+    stride 8 instead of 32), for archs that list the option.
     """
 
     arch: str
@@ -68,6 +73,7 @@ class ModelSpec:
     num_classes: int | None = None
     output_stride: int | None = None
     attention_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    small_input: bool = False
 
     def __post_init__(self) -> None:
         args = self.attention_args or {}
@@ -76,7 +82,10 @@ class ModelSpec:
         object.__setattr__(self, "attention_args", MappingProxyType(dict(sorted(args.items()))))
 
     def key(self) -> str:
-        """A stable, human-readable identity, used to count each model once."""
+        """A stable, human-readable identity, used to count each model once.
+
+        A ``small_input`` model's key ends in ``-small``; without it the key is what it was before the option.
+        """
         info = arch_info(self.arch)
         attention = self.attention or info.default_attention
         parts = [self.arch, f"w{self.width:g}", attention]
@@ -90,6 +99,8 @@ class ModelSpec:
         parts.append(f"c{self.num_classes or info.num_classes}")
         if "output_stride" in info.options:
             parts.append(f"os{self.output_stride or info.default_output_stride}")
+        if self.small_input:
+            parts.append("small")
         return "-".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,6 +110,8 @@ class ModelSpec:
         out = {k: v for k, v in out.items() if v is not None}
         if self.attention_args:
             out["attention_args"] = dict(self.attention_args)
+        if self.small_input:
+            out["small_input"] = True
         return out
 
 
@@ -173,6 +186,12 @@ def arch_info(name: str) -> ArchInfo:
     return ARCHS.get(name)
 
 
+def counting_input_size(spec: ModelSpec) -> tuple[int, int]:
+    """The (H, W) a spec's multiply-adds are counted at when none is given: the arch's paper size, or
+    :data:`SMALL_INPUT_SIZE` for a ``small_input`` model (its stride pattern is the one for 32x32 inputs)."""
+    return SMALL_INPUT_SIZE if spec.small_input else arch_info(spec.arch).input_size
+
+
 def validate_spec(spec: ModelSpec, *, probe: bool = True) -> None:
     """Raise ``ValueError`` with one readable sentence if ``spec`` cannot be built.
 
@@ -204,7 +223,7 @@ def _catalogued(spec: ModelSpec) -> Any:
 
 def _check_fields(spec: ModelSpec, options: frozenset[str], widths: tuple[float, ...] | None) -> None:
     given = {k for k, v in spec.as_dict().items() if k != "arch"}
-    defaults = {"width": 1.0}
+    defaults: dict[str, Any] = {"width": 1.0, "small_input": False}
     # An arch that places attention takes the block's arguments too (they travel with the block).
     accepted = options | ({"attention_args"} if "attention" in options else set())
     for opt in sorted(given - accepted):
@@ -220,6 +239,10 @@ def _check_fields(spec: ModelSpec, options: frozenset[str], widths: tuple[float,
         raise ValueError(f"reduction must be an integer in [1, {MAX_REDUCTION}], not {spec.reduction}")
     if spec.output_stride is not None and spec.output_stride not in (8, 16):
         raise ValueError(f"output stride must be 8 or 16, not {spec.output_stride}")
+    if not isinstance(spec.small_input, bool):
+        raise ValueError(f"small_input must be true or false, not {spec.small_input!r}")
+    if spec.small_input and "output_stride" in options and spec.output_stride != 8:
+        raise ValueError(f"{spec.arch} with small_input has output stride 8 at most: set output_stride to 8")
     if spec.num_classes is not None and not 1 <= spec.num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be an integer in [1, {MAX_CLASSES:,}], not {spec.num_classes}")
 

@@ -16,7 +16,10 @@ Architecture (the CA paper, Section 4.4.2)
   whose stride is removed keeps the rate it had, every later block multiplies
   the rate by the removed stride (OS16: blocks 15-17 at rate 2; OS8: blocks
   8-14 at rate 2, 15-17 at rate 4). Dilation changes no parameter and no
-  multiply-add count.
+  multiply-add count. With ``small_input`` (the backbone's stem and
+  ``features[2]`` at stride 1, :class:`~cabench.models.mobilenetv2.MobileNetV2`)
+  the trunk is already at output stride 8: only OS8 is possible, and nothing
+  is dilated.
 * **ASPP** on the last convolutional operator, the 1280-channel 1x1 conv
   ("connect the ASPP to the last convolutional operator"). Branches, 256
   channels each ("the output channels for each branch in ASPP are set to
@@ -55,6 +58,7 @@ The default follows the paper's text.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -135,16 +139,19 @@ def dilate_mobilenetv2(features: nn.Sequential, output_stride: int) -> None:
 
     Once the running stride reaches ``output_stride``, a block that would
     stride keeps stride 1 and the current rate, and the rate of every later
-    depthwise conv is multiplied by the stride removed.
+    depthwise conv is multiplied by the stride removed. The running stride starts at the stem's, so a
+    ``small_input`` trunk (stride 8) is left as it is at 8; ``ValueError`` if the trunk cannot reach ``output_stride``.
     """
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, not {output_stride}")
     stem = features[0][0]
     assert isinstance(stem, nn.Conv2d)
+    total = stem.stride[0] * math.prod(_depthwise(block).stride[0] for block in features[1:])
+    if total < output_stride:
+        raise ValueError(f"this MobileNetV2 trunk has output stride {total}, it cannot give {output_stride}")
     current, rate = stem.stride[0], 1
     for block in features[1:]:
-        assert isinstance(block, InvertedResidual)
-        dw = next(m for m in block.conv if isinstance(m, nn.Conv2d) and m.groups > 1)
+        dw = _depthwise(block)
         stride = dw.stride[0]
         dw.dilation = dw.padding = (rate, rate)  # a block whose stride is removed keeps the current rate
         if current == output_stride:
@@ -152,6 +159,11 @@ def dilate_mobilenetv2(features: nn.Sequential, output_stride: int) -> None:
             rate *= stride
         else:
             current *= stride
+
+
+def _depthwise(block: nn.Module) -> nn.Conv2d:
+    assert isinstance(block, InvertedResidual)
+    return next(m for m in block.conv if isinstance(m, nn.Conv2d) and m.groups > 1)
 
 
 class DeepLabV3MobileNetV2(nn.Module):
@@ -169,6 +181,7 @@ class DeepLabV3MobileNetV2(nn.Module):
             "MNet V2*").
         separable: depthwise-separable atrous branches (default, the paper's text).
         depthwise_bn: BN + ReLU after the depthwise convs of separable branches.
+        small_input: the backbone's stem and first downsampling stage at stride 1 (32x32 inputs); OS8 only.
     """
 
     def __init__(
@@ -181,13 +194,16 @@ class DeepLabV3MobileNetV2(nn.Module):
         separable: bool = True,
         depthwise_bn: bool = True,
         width: float = 1.0,
+        small_input: bool = False,
     ) -> None:
         super().__init__()
         if output_stride not in ASPP_RATES:
             raise ValueError(f"output_stride must be 16 or 8, not {output_stride}")
+        if small_input and output_stride != 8:
+            raise ValueError(f"with small_input the output stride is 8, not {output_stride}")
         if aspp_input not in ("last_conv", "last_block"):
             raise ValueError(f"aspp_input must be 'last_conv' or 'last_block', not {aspp_input!r}")
-        trunk = MobileNetV2(width=width, attention=attention, reduction=reduction)
+        trunk = MobileNetV2(width=width, attention=attention, reduction=reduction, small_input=small_input)
         self.output_stride = output_stride
         self.features = trunk.features
         dilate_mobilenetv2(self.features, output_stride)
@@ -234,7 +250,7 @@ def set_align_corners(model: nn.Module, align_corners: bool) -> None:
     task="segment",
     input_size=(513, 513),
     num_classes=21,
-    options=("width", "attention", "reduction", "num_classes", "output_stride"),
+    options=("width", "attention", "reduction", "num_classes", "output_stride", "small_input"),
     default_output_stride=16,
 )
 def deeplabv3_mobilenetv2(
@@ -243,6 +259,7 @@ def deeplabv3_mobilenetv2(
     attention: AttentionLike = "none",
     reduction: int | None = None,
     output_stride: int = 16,
+    small_input: bool = False,
     *,
     aspp_input: AsppInput = "last_conv",
     separable: bool = True,
@@ -250,5 +267,13 @@ def deeplabv3_mobilenetv2(
 ) -> DeepLabV3MobileNetV2:
     """DeepLabV3 with a MobileNetV2 backbone (Tables 8-9)."""
     return DeepLabV3MobileNetV2(
-        num_classes, attention, reduction, output_stride, aspp_input, separable, depthwise_bn, width=width
+        num_classes,
+        attention,
+        reduction,
+        output_stride,
+        aspp_input,
+        separable,
+        depthwise_bn,
+        width=width,
+        small_input=small_input,
     )
