@@ -9,7 +9,8 @@ row's metric, a gain ``row - minus``, or a constant for ``b``) and gets, from :f
 * **n >= 2 per term** - ``greater``: Welch's one-sided t-test (``scipy.stats.ttest_ind(equal_var=False,
   alternative="greater")``) at alpha = 0.05: ``supported``; ``contradicted`` when the opposite one-sided test
   is significant; ``inconclusive`` otherwise. ``equal``: two one-sided tests (TOST) at the claim's margin,
-  i.e. Welch's tests of ``a + margin > b`` and ``a - margin < b``; ``supported`` when both are significant,
+  i.e. Welch's tests of ``a + margin > b`` and ``a - margin < b``; ``supported`` when both are significant
+  (the same as: the 90% CI of Δ, kept as ``Verdict.tost_low``/``tost_high``, lies inside ±margin),
   ``contradicted`` when Δ lies significantly outside the margin. Against a constant the same with
   ``scipy.stats.ttest_1samp``. A gain's replicates pair the two rows' runs by seed.
 * **n = 1 per term** - a bootstrap over the validation images (``scipy.stats.bootstrap``, percentile
@@ -112,6 +113,10 @@ class Verdict:
     n_b: int | None = None  # None: b is a constant
     published: Decimal | None = None
     note: str = ""
+    # ``equal`` claims: the 90% interval of Δ (1 - 2 alpha) that the TOST decision reads; supported exactly when it
+    # lies inside ±margin. ``ci_low``/``ci_high`` stay the 95% CI.
+    tost_low: float | None = None
+    tost_high: float | None = None
 
 
 # --- the terms' replicates ------------------------------------------------------------------------------
@@ -163,6 +168,8 @@ def _t_verdict(claim: Claim, a: np.ndarray, b: np.ndarray | float) -> dict[str, 
         verdict = "supported" if _significant(up) else "contradicted" if _significant(down) else "inconclusive"
         return out | {"test": f"{name}, one-sided", "p": float(up.pvalue), "verdict": verdict}
     m = float(claim.margin or 0)
+    tost = _quiet(both.confidence_interval, 1 - 2 * ALPHA)  # the interval TOST decides on: inside ±m or not
+    out |= {"tost_low": float(tost.low) + shift, "tost_high": float(tost.high) + shift}
     above, below = _test(a, b, m, "greater"), _test(a, b, -m, "less")  # Δ > -m, Δ < +m
     outside_hi, outside_lo = _test(a, b, -m, "greater"), _test(a, b, m, "less")  # Δ > +m, Δ < -m
     p = max(float(above.pvalue), float(below.pvalue))
@@ -256,7 +263,10 @@ def _bootstrap_verdict(
         verdict = "supported" if inside else "contradicted" if outside else "inconclusive"
     test = EVAL_NOISE if constant is not None or paired else EVAL_NOISE.replace("paired", "independent")
     ci = res.confidence_interval
-    return {"verdict": verdict, "test": test, "ci_low": float(ci.low), "ci_high": float(ci.high)}
+    out = {"verdict": verdict, "test": test, "ci_low": float(ci.low), "ci_high": float(ci.high)}
+    if claim.relation == "equal":  # the two one-sided 95% bounds the decision read: a 90% interval
+        out |= {"tost_low": low, "tost_high": high}
+    return out
 
 
 # --- the judge ---------------------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from decimal import Decimal
 
 import pandas as pd
 
-from cabench.claims import VERDICTS, RowRuns, Verdict, judge
+from cabench.claims import ALPHA, LEVEL, VERDICTS, RowRuns, Verdict, judge
 from cabench.replicates import replicates, row_runs
-from cabench.store import Store
+from cabench.store import RunRecord, Store
 from cabench.suite import Claim, ClaimFile, Suite, Term, published_delta
 
 __all__ = [
@@ -40,6 +40,8 @@ CLAIM_CSV_COLUMNS = [
     "delta",
     "ci_low",
     "ci_high",
+    "tost_ci90_low",
+    "tost_ci90_high",
     "test",
     "p",
     "n_a",
@@ -53,20 +55,28 @@ CLAIM_CSV_COLUMNS = [
 class _Runs:
     """Replicates per (suite, row, metric), read from the store once each."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, used: list[RunRecord] | None = None) -> None:
         self.store = store
         self.seen: dict[tuple[str, str, str], RowRuns] = {}
+        self.used = used
 
     def __call__(self, term: Term) -> RowRuns:
         key = (term.suite or "", term.row, term.metric or "")
         if key not in self.seen:
-            self.seen[key] = row_runs(replicates(self.store, *key), key[2])
+            found = replicates(self.store, *key)
+            if self.used is not None:
+                self.used += found
+            self.seen[key] = row_runs(found, key[2])
         return self.seen[key]
 
 
-def judge_claims(suites: Sequence[Suite], store: Store, files: Sequence[ClaimFile] = ()) -> list[Verdict]:
-    """Every claim of ``suites``, then every cross-suite claim whose suites are all in ``suites``."""
-    runs = _Runs(store)
+def judge_claims(
+    suites: Sequence[Suite], store: Store, files: Sequence[ClaimFile] = (), used: list[RunRecord] | None = None
+) -> list[Verdict]:
+    """Every claim of ``suites``, then every cross-suite claim whose suites are all in ``suites``.
+
+    ``used``, if given, receives every run a verdict was judged from (the report commits their records)."""
+    runs = _Runs(store, used)
     by_id = {s.id: s for s in suites}
     out = []
     for suite in suites:
@@ -111,12 +121,24 @@ def _n(v: Verdict) -> str:
     return f"{v.n_a}" if v.n_b is None else f"{v.n_a} / {v.n_b}"
 
 
+TOST_LEVEL = 1 - 2 * ALPHA  # the two-sided level of the interval a TOST at alpha decides on (90%)
+
+
+def _interval(v: Verdict) -> tuple[float | None, float | None, float]:
+    """The interval shown beside Δ and its level: the 90% interval TOST decides on for ``≈`` claims, the 95% CI
+    for the others."""
+    if v.claim.relation == "equal":
+        return v.tost_low, v.tost_high, TOST_LEVEL
+    return v.ci_low, v.ci_high, LEVEL
+
+
 def _delta_text(v: Verdict) -> str:
     if v.delta is None:
         return "–"
     text = _num(v.delta)
-    if v.ci_low is not None and v.ci_high is not None:
-        text += f" [{_num(v.ci_low)}, {_num(v.ci_high)}]"
+    low, high, level = _interval(v)
+    if low is not None and high is not None:
+        text += f" [{_num(low)}, {_num(high)}] {level:.0%}"
     return text
 
 
@@ -130,11 +152,13 @@ def render_claims_section(verdicts: Sequence[Verdict]) -> list[str]:
         "## Claims",
         "",
         "What the paper concludes from this table, tested on the runs (smoke runs never count). "
-        "Δ = a − b in points with its 95% CI. n ≥ 2 runs per row: Welch's one-sided t-test (`>`) or two one-sided "
+        f"Δ = a − b in points with an interval, its level beside it: for `>` claims the {LEVEL:.0%} CI; for `≈` "
+        f"claims the {TOST_LEVEL:.0%} CI that the two one-sided tests decide on (supported exactly when it lies "
+        "inside ±margin). n ≥ 2 runs per row: Welch's one-sided t-test (`>`) or two one-sided "
         "tests at the margin (`≈`), α = 0.05. One run per row: a paired bootstrap over validation images, "
         f"whose CI is evaluation noise only (it says nothing about training noise). {marks}.",
         "",
-        "| # | Claim | Published Δ | Reproduced Δ [95% CI] | Test | p | n | Verdict |",
+        "| # | Claim | Published Δ | Reproduced Δ [CI] level | Test | p | n | Verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, v in enumerate(verdicts, 1):
@@ -192,6 +216,8 @@ def claims_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
                 "delta": v.delta,
                 "ci_low": v.ci_low,
                 "ci_high": v.ci_high,
+                "tost_ci90_low": v.tost_low,
+                "tost_ci90_high": v.tost_high,
                 "test": v.test,
                 "p": v.p,
                 "n_a": v.n_a,
@@ -207,7 +233,7 @@ def claims_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
 def claims_csv(verdicts: Sequence[Verdict]) -> str:
     buf = io.StringIO()
     frame = claims_frame(verdicts)
-    for col in ("delta", "ci_low", "ci_high", "p"):
+    for col in ("delta", "ci_low", "ci_high", "tost_ci90_low", "tost_ci90_high", "p"):
         frame[col] = [("" if x is None or x != x else f"{x:.6g}") for x in frame[col]]
     frame.to_csv(buf, index=False, lineterminator="\n")
     return buf.getvalue()

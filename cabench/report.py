@@ -8,6 +8,11 @@ number is never copied into a reproduced cell; a cell without a run is
 ``pending`` (nothing reproduced yet), ``cited`` (the paper quotes another
 paper; shown, not checked), ``new`` (measured for a row the paper has no
 value for: a user's block, a fairness row; never marked against anything).
+
+Results carry their evidence: the report reads the runs of ``runs/`` together with the copies committed
+under ``reports/records/`` (a second, read-only store of the same layout, ``runs/`` winning where both hold
+a run id), and writes such a copy (config.json, env.json, metrics.json; nothing else) of every trained or
+evaluated run whose numbers it shows. A fresh clone without ``runs/`` reproduces the same pages from them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -29,12 +34,23 @@ from cabench.data.identity import fills_cells, is_paper_data, not_paper_text
 from cabench.locate import display_path
 from cabench.profiles.base import PROFILES
 from cabench.recipe import load_recipe
-from cabench.replicates import replicate_key, replicates
-from cabench.store import RunRecord, Store, atomic_write_text
+from cabench.replicates import counting_profiles, replicate_key, replicates
+from cabench.store import LayeredStore, RunRecord, Store, atomic_write_bytes, atomic_write_text
 from cabench.suite import UNIT_SCALE, Published, Row, Suite, known_claim_files, load_claim_file
 from cabench.tasks.base import TASKS
 
-__all__ = ["CSV_COLUMNS", "STATUS_MARKS", "build_cells", "write_reports"]
+__all__ = [
+    "CSV_COLUMNS",
+    "RECORDS_DIR",
+    "RECORD_FILES",
+    "STATUS_MARKS",
+    "build_cells",
+    "reading_store",
+    "write_reports",
+]
+
+RECORDS_DIR = "records"  # reports/records/<suite>/<row>/<profile>/<run-id>/, the layout of runs/
+RECORD_FILES = ("config.json", "env.json", "metrics.json")  # metrics.json last: a record is complete once it is
 
 CSV_COLUMNS = [
     "suite",
@@ -54,6 +70,8 @@ CSV_COLUMNS = [
     "ci_high",
     "seeds",
     "published_in_ci",
+    "seed_values",
+    "seed_run_ids",
     "name",
     "model",
     "seed",
@@ -114,6 +132,7 @@ class Cell:
     model: str = ""  # the model spec's key (mobilenetv2-w1-ca-r32-c1000)
     seed: int | None = None
     ratio: tuple[float, float, float] | None = None  # latency: ratio to the baseline, CI low, CI high
+    runs: tuple[RunRecord, ...] = ()  # every run whose number the cell shows (its evidence)
 
 
 def _published_text(p: Published | None) -> str:
@@ -188,14 +207,18 @@ def _candidates(column: str, runs: dict[str, RunRecord | None]) -> list[RunRecor
     ]
 
 
-def _other_data_line(column: str, runs: dict[str, RunRecord | None], dataset: str | None) -> str | None:
-    """The latest accuracy result on data its dataset's identity check refuses, as its own line (never a cell)."""
+def _other_data_run(column: str, runs: dict[str, RunRecord | None], dataset: str | None) -> RunRecord | None:
+    """The latest accuracy result on data its dataset's identity check refuses (its own line, never a cell)."""
     if COLUMNS[column].kind != "accuracy":
         return None
     others = [r for r in _candidates(column, runs) if not fills_cells(r.config, dataset)]
     run = max(others, key=lambda r: r.run_id, default=None)
     if run is None or not _usable(column, run.metrics[column]):
         return None
+    return run
+
+
+def _other_data_line(column: str, run: RunRecord) -> str:
     return f"{float(run.metrics[column]):.2f} on {not_paper_text(run.config)}, {run.profile} run `{run.run_id}`"
 
 
@@ -278,6 +301,7 @@ def _cell(suite: Suite, row: Row, order: int, label: str, column: str, run: RunR
                 cell.provenance = _provenance(suite, run)
         cell.profile, cell.run_id = run.profile, run.run_id
         cell.seed = run.config.get("seed") if isinstance(run.config.get("seed"), int) else None
+        cell.runs = (run,)
     if row.model is not None:
         cell.model = row.model.spec().key()
     if row.cited:
@@ -315,7 +339,10 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
                 if column not in row.published and (not measured or (run is None and not _counted(column))):
                     continue
                 cell = _cell(suite, row, order, labels[row.key], column, run)
-                cell.other_data = _other_data_line(column, runs, dataset)
+                other = _other_data_run(column, runs, dataset)
+                if other is not None:
+                    cell.other_data = _other_data_line(column, other)
+                    cell.runs += (other,)
                 if reps:
                     _fill_replicates(suite, row, cell, reps)
                 ran = _placeholder_run(runs)
@@ -356,6 +383,7 @@ def _fill_replicates(suite: Suite, row: Row, cell: Cell, runs: Sequence[RunRecor
     cell.n, cell.sd, cell.ci_low, cell.ci_high = summary.n, summary.sd, summary.ci_low, summary.ci_high
     cell.values, cell.seeds = tuple(values), tuple(str(replicate_key(r)) for r in runs)
     cell.run_ids = tuple(r.run_id for r in runs)
+    cell.runs = (*runs, *(r for r in cell.runs if r not in runs))
     cell.reproduced = summary.mean
     published = cell.published
     if row.cited or cell.reproduced is None or not isinstance(published, Decimal) or cell.tolerance is None:
@@ -464,6 +492,8 @@ def results_csv(cells: Sequence[Cell]) -> str:
                 "ci_high": "" if c.ci_high is None else f"{c.ci_high:.6g}",
                 "seeds": " ".join(c.seeds),
                 "published_in_ci": "" if c.published_in_ci is None else str(c.published_in_ci).lower(),
+                "seed_values": " ".join(f"{v:.6g}" for v in c.values),
+                "seed_run_ids": " ".join(c.run_ids),
                 "name": c.row_label,
                 "model": c.model,
                 "seed": "" if c.seed is None else str(c.seed),
@@ -568,6 +598,10 @@ def render_suite(
     if notes:
         lines += ["", "**Notes**", ""]
         lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    per_seed = [c for c in sorted(cells, key=lambda c: (c.order, columns.index(c.column))) if c.values]
+    if per_seed:
+        lines += ["", "**Per-seed values** (the runs behind each mean)", ""]
+        lines += [f"- {c.row_label}, {c.column_label}: {_per_seed_text(c)}" for c in per_seed]
     other = [c for c in cells if c.other_data]
     if other:
         lines += ["", "**Results on other data** (kept on their own line, never marked against the paper)", ""]
@@ -589,7 +623,22 @@ def render_suite(
             f"Produced by {len(run_ids)} run(s) under `{runs_dir}/{suite.id}/`, latest `{run_ids[-1]}`; "
             "each run directory holds config.json, env.json and metrics.json.",
         ]
+        recorded = {r.run_id for c in cells for r in c.runs if _recorded(r)}
+        if recorded:
+            lines[-1] += (
+                f" Those files of the {len(recorded)} trained or evaluated run(s) are committed under "
+                f"[`{RECORDS_DIR}/{suite.id}/`]({RECORDS_DIR}/{suite.id}/) (same layout), which `cabench report` "
+                "reads when `runs/` does not hold them."
+            )
     return "\n".join(lines) + "\n"
+
+
+def _per_seed_text(c: Cell) -> str:
+    """'10.949, 9.736, 10.931 (seeds 0, 1, 2)': each replicate's value, in the order of its key."""
+    d = _decimals(c.published) + 1
+    values = ", ".join(f"{v:.{d}f}" for v in c.values)
+    what = "seed" if all(k.lstrip("-").isdigit() for k in c.seeds) else "replicate"
+    return f"{values} ({what}{'s' if len(c.seeds) > 1 else ''} {', '.join(c.seeds)})"
 
 
 def render_index(
@@ -626,7 +675,7 @@ def render_index(
         "a `smoke` run never fills them.",
         "",
         f"Environment of the latest runs: torch {env.get('torch')}, torchvision {env.get('torchvision')}, "
-        f"fvcore {env.get('fvcore')}, {env.get('device')}, cabench {env.get('cabench')} "
+        f"fvcore {env.get('fvcore')}, {env.get('device')}{_cpu_text(env)}, cabench {env.get('cabench')} "
         f"(commit {env.get('git_commit') or 'unknown'}).",
     ]
     if verdicts:
@@ -643,6 +692,14 @@ def render_index(
         lines += ["", "## Published vs reproduced, per table", ""]
         lines += [f"![{s.id}]({figures[s.id]})" for s in per_table]
     return "\n".join(lines) + "\n"
+
+
+def _cpu_text(env: dict) -> str:
+    """' (CPU Intel(R) Xeon(R) ..., torch dispatching AVX512)' from an env.json that records them; '' otherwise."""
+    parts = [f"CPU {env['cpu_model']}"] if env.get("cpu_model") else []
+    if env.get("cpu_capability"):
+        parts.append(f"torch dispatching {env['cpu_capability']}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _inside(out_dir: Path, path: Path) -> Path:
@@ -747,25 +804,126 @@ def _figure_links(out_dir: Path, ids: Sequence[str]) -> dict[str, str]:
     return links
 
 
-def write_reports(suites: Sequence[Suite], store: Store, out_dir: Path, figures: bool = True) -> list[Path]:
+def reading_store(store: Store, out_dir: Path) -> Store:
+    """What a report into ``out_dir`` reads: ``store`` and, beneath it, the records committed under
+    ``out_dir/records/`` (read-only; a run id in both is read from ``store``)."""
+    root = out_dir / RECORDS_DIR
+    if isinstance(store, LayeredStore) and any(layer.root.resolve() == root.resolve() for layer in store.layers):
+        return store
+    return LayeredStore(store, Store(root))
+
+
+def _recorded(run: RunRecord) -> bool:
+    """Whether the report commits a run's record: a trained or evaluated run (``paper``, ``eval``, a floor).
+    Counts and latencies are measured again by ``cabench run``; a smoke run shows no number."""
+    return run.profile in counting_profiles()
+
+
+def _replaces(run: RunRecord) -> object:
+    """What a newer run of the same suite, row and profile replaces: the same seed (checkpoint for ``eval``);
+    for a floor, which has no seed, the same floor."""
+    floor = run.config.get("floor")
+    return ("floor", str(floor)) if floor else replicate_key(run)
+
+
+def _no_links(base: Path, path: Path) -> Path:
+    """``path`` when no part of it below ``base`` is a symlink; ValueError (one line) otherwise."""
+    here = base
+    for part in path.relative_to(base).parts:
+        here = here / part
+        if here.is_symlink():
+            raise ValueError(f"{here}: a symlink; records are never written or removed through one")
+    return path
+
+
+def _write_records(store: Store, out_dir: Path, runs: Sequence[RunRecord], log: Callable[[str], None]) -> list[Path]:
+    """Copy config.json, env.json and metrics.json of every recorded run in ``runs`` to
+    ``out_dir/records/<suite>/<row>/<profile>/<run-id>/``; return the files written.
+
+    A record that is already there with the same bytes is left alone. A record no run of this report uses stays
+    (evidence is never dropped silently), unless a newer run used now replaces it (:func:`_replaces`): that one
+    is removed, with a line to ``log``.
+    """
+    root = out_dir / RECORDS_DIR
+    records = Store(root)
+    records.problems = store.problems
+    chosen = {(r.suite, r.row, r.profile, r.run_id): r for r in runs if _recorded(r)}
+    written: list[Path] = []
+    for (suite, row, profile, run_id), run in sorted(chosen.items()):
+        target = _no_links(out_dir, records.cell_dir(suite, row, profile) / run_id)
+        if run.path.resolve() == target.resolve():
+            continue  # read from its record: nothing to copy
+        payload: dict[str, bytes] = {}
+        for name in RECORD_FILES:
+            src = run.path / name
+            if src.is_symlink() or (name != "env.json" and not src.is_file()):
+                store.note_problem(f"{src}: not a regular file; run {run_id} is not recorded")
+                payload = {}
+                break
+            if src.is_file():
+                payload[name] = src.read_bytes()
+        for name, data in payload.items():  # metrics.json last: until it is there the record reads as unfinished
+            dst = _no_links(out_dir, target / name)
+            if dst.is_file() and dst.read_bytes() == data:
+                continue
+            atomic_write_bytes(dst, data)
+            written.append(dst)
+    groups: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for (suite, row, profile, _), run in chosen.items():
+        groups.setdefault((suite, row, profile), []).append(run)
+    for (suite, row, profile), used in sorted(groups.items()):
+        for old in records.runs(suite, row, profile):
+            if (suite, row, profile, old.run_id) in chosen:
+                continue
+            newer = [r for r in used if r.run_id > old.run_id and _replaces(r) == _replaces(old)]
+            if not newer:
+                continue
+            _no_links(out_dir, old.path)
+            extra = sorted(p.name for p in old.path.iterdir() if p.name not in RECORD_FILES)
+            if extra:
+                store.note_problem(f"{old.path}: holds {', '.join(extra)} beside a record's files; left in place")
+                continue
+            for name in RECORD_FILES:
+                (old.path / name).unlink(missing_ok=True)
+            old.path.rmdir()
+            new = max(newer, key=lambda r: r.run_id)
+            log(f"record {old.path} removed: replaced by run {new.run_id} ({_replaces(old)})")
+    return written
+
+
+def write_reports(
+    suites: Sequence[Suite],
+    store: Store,
+    out_dir: Path,
+    figures: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[Path]:
     """Write the pages of ``suites`` and merge their lines into ``README.md`` and ``results.csv``; return the paths.
 
-    Suites reported earlier into ``out_dir`` and not rebuilt now keep their pages, their lines in ``results.csv``
-    and their line in the index. Raises ``ValueError`` when the store holds no run at all for ``suites``
-    (nothing to report: the message says where it looked).
+    Runs are read from ``store`` and from the records committed under ``out_dir/records/``
+    (:func:`reading_store`), and the records of the trained and evaluated runs shown are written there
+    (:func:`_write_records`; ``log`` gets a line per record a newer run replaced). Suites reported earlier into
+    ``out_dir`` and not rebuilt now keep their pages, their lines in ``results.csv`` and their line in the index.
+    Raises ``ValueError`` when neither holds a run for ``suites`` (nothing to report: the message says where it
+    looked).
     """
+    store = reading_store(store, out_dir)
     cells = build_cells(suites, store)
     if not any(c.run_id or c.other_data for c in cells):
         ids = ", ".join(s.id for s in suites)
         raise ValueError(
-            f"no runs of {ids} under {store.root}/ (set by --runs-dir or CABENCH_RUNS): nothing to report; "
-            "run `cabench run SUITE` first"
+            f"no runs of {ids} under {store.root}/ (set by --runs-dir or CABENCH_RUNS) nor under "
+            f"{out_dir / RECORDS_DIR}/: nothing to report; run `cabench run SUITE` first"
         )
     claim_files = [load_claim_file(p) for p in known_claim_files().values()]
-    verdicts = judge_claims(suites, store, claim_files)
+    judged: list[RunRecord] = []
+    verdicts = judge_claims(suites, store, claim_files, used=judged)
     earlier, kept = _earlier_report(out_dir, {s.id for s in suites})
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = _draw_figures(suites, cells, out_dir, verdicts) if figures else []
+    evidence = [r for c in cells for r in c.runs] + judged
+    written: list[Path] = _write_records(store, out_dir, evidence, log or (lambda _: None))
+    if figures:
+        written += _draw_figures(suites, cells, out_dir, verdicts)
     merged = _merged_order(earlier, suites)
     fig_paths = _figure_links(out_dir, [s.id for s in merged])
     newest = max((c for c in cells if c.run_id), key=lambda c: c.run_id, default=None)

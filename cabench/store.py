@@ -38,6 +38,7 @@ from typing import Any
 from cabench.lease import DEFAULT_STALE_S, Lease, acquire, holder, host_name, live_holder, pid_alive
 
 __all__ = [
+    "LayeredStore",
     "RunRecord",
     "Store",
     "StoreError",
@@ -171,7 +172,44 @@ def environment() -> dict[str, Any]:
         env["device"] = torch.cuda.get_device_name(0)
     else:
         env["device"] = "cpu"
+    env.update(_cpu_and_build(torch))
     return env
+
+
+def _cpu_model() -> str | None:
+    """The CPU's name: /proc/cpuinfo's first "model name" on Linux, else ``platform.processor()`` (None if empty)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _cpu_and_build(torch: Any) -> dict[str, Any]:
+    """What decides CPU numbers beside the versions: the CPU, the instruction set torch dispatches to, torch's
+    build (CUDA version, oneDNN, BLAS) and OMP_NUM_THREADS (None when unset)."""
+    out: dict[str, Any] = {"cpu_model": _cpu_model()}
+    try:
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        out["cpu_capability"] = None
+    out["torch_cuda"] = getattr(torch.version, "cuda", None)
+    try:
+        out["torch_mkldnn"] = bool(torch.backends.mkldnn.is_available())
+    except (AttributeError, RuntimeError):
+        out["torch_mkldnn"] = None
+    try:
+        build = torch.__config__.show()
+    except (AttributeError, RuntimeError):
+        build = ""
+    m = re.search(r"\bBLAS_INFO=([^,\s]+)", build)
+    out["torch_blas"] = m.group(1) if m else None
+    out["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+    return out
 
 
 @dataclass(frozen=True)
@@ -384,3 +422,54 @@ class Store:
             if record is not None:
                 return record
         return None
+
+
+class LayeredStore(Store):
+    """Read-only: the runs of ``primary`` and of further stores as one store (``cabench report`` reads
+    ``runs/`` and the copies committed under ``reports/records/`` this way).
+
+    A run id held by two stores is read from the first that holds it (``runs/`` wins over a committed copy);
+    every other run of every layer is read as if it were in ``primary``, so which runs a report selects
+    (newest complete per cell, per seed: :mod:`cabench.replicates`) is decided in one place. Damage met in any
+    layer goes to the one :attr:`problems` list. Writing, resuming and leases belong to a real store.
+    """
+
+    def __init__(self, primary: Store, *more: Store) -> None:
+        super().__init__(primary.root)
+        self.layers: tuple[Store, ...] = (primary, *more)
+        self.problems = primary.problems
+        for layer in more:
+            layer.problems = self.problems
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        return tuple(layer.root for layer in self.layers)
+
+    def _run_dirs(self, suite: str, row: str, profile: str) -> list[Path]:
+        found: dict[str, Path] = {}
+        for layer in self.layers:
+            for run_dir in layer._run_dirs(suite, row, profile):
+                found.setdefault(run_dir.name, run_dir)
+        return [found[name] for name in sorted(found, reverse=True)]
+
+    def _layer_of(self, run_dir: Path) -> Store:
+        for layer in self.layers:
+            if run_dir.resolve().is_relative_to(layer.root.resolve()):
+                return layer
+        raise StoreError(f"{run_dir}: outside the runs directories {', '.join(map(str, self.roots))}")
+
+    def read_config(self, run_dir: Path) -> dict[str, Any] | None:
+        return self._layer_of(run_dir).read_config(run_dir)
+
+    def environment_of(self, suite: str, row: str, profile: str, run_id: str) -> dict[str, Any]:
+        if not RUN_ID.fullmatch(run_id):
+            return {}
+        for run_dir in self._run_dirs(suite, row, profile):
+            if run_dir.name == run_id:
+                return self._read_json(run_dir / "env.json") or {}
+        return {}
+
+    def _read_only(self, *_: Any, **__: Any) -> Any:
+        raise StoreError(f"{self.root}: a layered store is read-only; write through Store({str(self.root)!r})")
+
+    write_run = begin_run = finish_run = lease = _read_only  # type: ignore[assignment]

@@ -87,6 +87,20 @@ def test_equal_is_tost_at_the_margin() -> None:
     assert v.verdict == "supported" and v.p == pytest.approx(max(lower, upper))
 
 
+def test_tost_decides_on_the_90_percent_interval_which_the_verdict_carries() -> None:
+    b, m = [73.5, 73.6, 73.4], 0.3
+    for a in ([73.6, 73.7, 73.5], [73.6, 73.75, 73.5]):  # the 90% CI inside ±m, then reaching past +m
+        v = judge(claim("equal", m), runs_of({"a": seeds(*a), "b": seeds(*b)}), "t")
+        test = stats.ttest_ind(a, b, equal_var=False)
+        ci90, ci95 = test.confidence_interval(0.90), test.confidence_interval(0.95)
+        assert (v.tost_low, v.tost_high) == pytest.approx((ci90.low, ci90.high))
+        assert (v.ci_low, v.ci_high) == pytest.approx((ci95.low, ci95.high))  # the 95% CI stays as it was
+        assert ci95.high > m  # the 95% CI alone would never call these equal
+        assert (v.verdict == "supported") == (-m < v.tost_low and v.tost_high < m)
+    greater = judge(claim(), runs_of({"a": seeds(73.6, 73.7, 73.5), "b": seeds(*b)}), "t")
+    assert greater.tost_low is None and greater.tost_high is None
+
+
 def test_equal_outside_the_margin_is_contradicted() -> None:
     a, b, m = [74.3, 74.4, 74.2], [73.5, 73.4, 73.6], 0.3
     v = judge(claim("equal", m), runs_of({"a": seeds(*a), "b": seeds(*b)}), "t")
@@ -190,6 +204,16 @@ def test_bootstrap_contradicts_a_clearly_reversed_claim(tmp_path: Path) -> None:
     table = {"a": _classification_run(tmp_path, "a", worse), "b": _classification_run(tmp_path, "b", better)}
     v = judge(claim(), runs_of(table), "t")
     assert v.verdict == "contradicted" and v.ci_high < 0
+
+
+def test_an_equal_claim_on_one_run_per_row_carries_the_bootstraps_one_sided_bounds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    a = rng.random(2000) < 0.7
+    b = np.where(rng.random(2000) < 0.97, a, ~a)  # nearly the same images right
+    table = {"a": _classification_run(tmp_path, "a", a), "b": _classification_run(tmp_path, "b", b)}
+    v = judge(claim("equal", 2.2), runs_of(table), "t")
+    assert v.ci_low < v.tost_low < v.delta < v.tost_high < v.ci_high  # 90% inside the 95% percentile interval
+    assert v.verdict == "supported" and v.tost_low > -2.2 and v.tost_high < 2.2 < v.ci_high
 
 
 def test_n1_without_outcomes_or_statistic_reports_the_difference_only(tmp_path: Path) -> None:
