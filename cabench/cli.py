@@ -652,14 +652,17 @@ def report(
     runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories are.")] = Path("runs"),
     figures: Annotated[bool, typer.Option(help="Draw PNG figures under reports/figures/.")] = True,
 ) -> None:
-    """Write `reports/SUITE.md`, `reports/README.md`, `reports/results.csv` and figures from the latest runs."""
-    from cabench.report import build_cells, suite_summary, write_reports
+    """Write `reports/SUITE.md`, `reports/README.md`, `reports/results.csv` and figures from the latest runs.
+
+    Runs are read from RUNS and from the records committed under `reports/records/` (RUNS wins on a run id in
+    both); the config, env and metrics of each trained or evaluated run shown are copied there."""
+    from cabench.report import build_cells, reading_store, suite_summary, write_reports
     from cabench.store import Store
 
     with user_errors():
         loaded = _load_suites(suites or [])
-        store = Store(runs_dir)
-        paths = write_reports(loaded, store, out_dir, figures=figures)
+        store = reading_store(Store(runs_dir), out_dir)
+        paths = write_reports(loaded, store, out_dir, figures=figures, log=lambda line: out.print(line, markup=False))
     table = Table(title=f"Report -> {out_dir}/README.md", title_justify="left")
     for col in ("suite", "match", "noted", "drift", "pending", "cited"):
         table.add_column(col)
@@ -751,20 +754,36 @@ def count(
     ] = None,
     num_classes: Annotated[int | None, typer.Option(help="Classes (default: per arch).")] = None,
     output_stride: Annotated[int | None, typer.Option(help="8 or 16 (segmentation).")] = None,
+    small_input: Annotated[
+        bool,
+        typer.Option(
+            "--small-input",
+            help="Stride pattern for 32x32 inputs: stem and first downsampling stage at stride 1 (output stride 8).",
+        ),
+    ] = False,
     input_size: Annotated[
-        int | None, typer.Option(help="Square input side for M-Adds (default: the paper's for this arch).")
+        int | None,
+        typer.Option(help="Square input side for M-Adds (default: the paper's for this arch; 32 with --small-input)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: params, madds, fvcore_total, ...")] = False,
 ) -> None:
     """Count one model's parameters and multiply-adds (paper convention: conv + linear, via fvcore)."""
     from cabench.measure.complexity import count_model
-    from cabench.models.registry import ModelSpec, arch_info
+    from cabench.models.registry import ModelSpec, counting_input_size
 
     with user_errors():
         args = _key_values(attention_arg or [], "--attention-arg")
-        spec = ModelSpec(arch, width, attention, reduction, num_classes, output_stride, args)
-        info = arch_info(arch)
-        size = (input_size, input_size) if input_size else info.input_size
+        spec = ModelSpec(
+            arch,
+            width=width,
+            attention=attention,
+            reduction=reduction,
+            num_classes=num_classes,
+            output_stride=output_stride,
+            attention_args=args,
+            small_input=small_input,
+        )
+        size = (input_size, input_size) if input_size else counting_input_size(spec)
         c = count_model(spec, madds=True, input_size=size)
     payload = {"arch": arch, "model": spec.as_dict(), "key": spec.key(), **c.as_dict()}
     if as_json:

@@ -67,7 +67,7 @@ CLAIMS_DIR = SUITES_DIR / "claims"  # claims across suites, one file each
 # Every column key a suite may use is a registered report column (cabench.columns.COLUMNS): the count and
 # latency profiles and every task register theirs.
 UNIT_SCALE = {"M": 1e6, "B": 1e9, "%": 1.0, "ms": 1.0}
-SETTING_FIELDS = ("width", "attention", "reduction", "output_stride", "num_classes")
+SETTING_FIELDS = ("width", "attention", "reduction", "output_stride", "num_classes", "small_input")
 
 
 class SuiteError(ValueError):
@@ -120,6 +120,8 @@ class ModelField(_Strict):
     reduction: int | None = Field(default=None, ge=1, le=MAX_REDUCTION)
     num_classes: int | None = Field(default=None, ge=1, le=MAX_CLASSES)
     output_stride: int | None = Field(default=None, ge=1, le=64)
+    # The stride pattern for 32x32 inputs (stem and first downsampling stage at stride 1); MobileNetV2 archs.
+    small_input: StrictBool = False
     # Keyword arguments of the attention block, e.g. {act: relu} (see cabench.models.blocks).
     attention_args: dict[str, StrictBool | StrictInt | float | str] = Field(default_factory=dict, max_length=32)
 
@@ -263,6 +265,10 @@ class Suite(_Strict):
     task: str  # a registered task (cabench.tasks.base.TASKS)
     recipe: str | None = None
     baseline: str | None = None
+    # A classification suite whose trained runs start this suite's rows: the `paper` profile initialises each
+    # row-seed's backbone from that suite's checkpoint of the same row key and seed (as the paper starts SSDLite and
+    # DeepLabV3 from ImageNet backbones), and records its sha256.
+    backbone_from: str | None = None
     settings: dict[str, str] = Field(default_factory=dict)  # printed label -> model field
     columns: dict[str, Column]
     rows: list[Row]
@@ -277,7 +283,7 @@ class Suite(_Strict):
     def _id(cls, value: str) -> str:
         return check_id(value, "suite id")
 
-    @field_validator("recipe", "baseline")
+    @field_validator("recipe", "baseline", "backbone_from")
     @classmethod
     def _ref(cls, value: str | None) -> str | None:
         return value if value is None else check_id(value, "reference")
@@ -420,9 +426,15 @@ def _check_semantics(suite: Suite, where: str, probe: bool = True) -> None:
                 validate_spec(row.model.spec(), probe=probe)
             except ValueError as e:
                 field = "model.arch" if "architecture" in str(e) else "model"
-                if "attention" in str(e):
+                if "attention" in str(e) and "does not take" not in str(e):  # not the list of options it takes
                     field = "model.attention"
                 raise SuiteError(f"{at}: {field}: {e}") from None
+    if suite.backbone_from is not None:
+        if not TASKS.get(suite.task).takes_backbone:
+            raise SuiteError(f"{where}: backbone_from: {TASKS.get(suite.task).title} rows take no backbone")
+        known = all_suite_files()
+        if suite.backbone_from not in known or suite.backbone_from == suite.id:
+            raise SuiteError(f"{where}: backbone_from: no other suite {suite.backbone_from!r} ({', '.join(known)})")
     if suite.baseline is not None and suite.baseline not in seen:
         raise SuiteError(f"{where}: baseline: no row with id {suite.baseline!r}")
     _check_claims(suite.claims, where, {suite.id: suite}, own=suite.id)

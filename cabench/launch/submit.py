@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from cabench.launch.base import LAUNCHERS
@@ -45,6 +45,10 @@ def launch(
 
     launcher = LAUNCHERS.get(settings.launcher)
     launcher.check(settings)
+    ids = {s.id for s in request.suites}
+    later = [s for s in request.suites if s.backbone_from in ids] if getattr(profile, "follows_backbones", 0) else []
+    if later:
+        return _in_order(profile, request, settings, say, later)
     options = dict(request.options)
     if settings.gpus_per_job > 1:
         if options.get("nproc", 1) not in (1, settings.gpus_per_job):
@@ -75,3 +79,22 @@ def launch(
     )
     code = launcher.submit(spec, todo, settings, store, say)
     return LaunchOutcome(before, len(todo), code, len(here))
+
+
+def _in_order(
+    profile: Profile, request: Request, settings: LaunchSettings, say: Callable[[str], None], later: list
+) -> LaunchOutcome:
+    """Suites whose rows start from another selected suite's checkpoints (``backbone_from``) go after it: the
+    local launcher waits for the first wave's jobs, then plans the second from their runs."""
+    if settings.launcher != "local":
+        first = ", ".join(s.backbone_from for s in later)
+        raise ValueError(
+            f"{', '.join(s.id for s in later)} start from {first}'s checkpoints: with --launcher "
+            f"{settings.launcher}, submit {first} first and the others once its jobs are done"
+        )
+    wave = launch(profile, replace(request, suites=[s for s in request.suites if s not in later]), settings, say)
+    if wave.exit_code:
+        return wave
+    rest = launch(profile, replace(request, suites=later), settings, say)
+    submitted, here = wave.submitted + rest.submitted, wave.without_a_job + rest.without_a_job
+    return LaunchOutcome(wave.before + rest.before, submitted, rest.exit_code, here)
