@@ -59,10 +59,12 @@ STATUS_COLORS: dict[str, str] = {
     "pending": PUBLISHED_COLOR,
     "cited": CITED_COLOR,
     "new": "#009E73",  # bluish green: measured, nothing published to compare with
+    "inconclusive": "#56B4E9",  # sky blue: a latency ratio whose interval straddles a band edge
 }
 """Marker / line color of a reproduced value, by cell status."""
 
-STATUSES: tuple[str, ...] = ("match", "noted", "drift", "pending", "cited", "new")
+STATUSES: tuple[str, ...] = tuple(STATUS_COLORS)
+"""Every status a cell can have; the report's marks (cabench.report.STATUS_MARKS) cover the same set (tested)."""
 
 COLUMN_KIND_ORDER: tuple[str, ...] = ("accuracy", "count", "latency")
 """Panel order in suite figures by column kind: accuracy metrics first, then cost; the suite's order within."""
@@ -262,6 +264,8 @@ def _legend_handles(statuses: set[str]) -> list[Any]:
         handles.append(dot("cited from other work", CITED_COLOR))
     if "new" in statuses:
         handles.append(dot("measured, nothing published", STATUS_COLORS["new"]))
+    if "inconclusive" in statuses:
+        handles.append(dot("reproduced: interval straddles the band", STATUS_COLORS["inconclusive"]))
     return handles
 
 

@@ -263,3 +263,16 @@ def test_probe_figure1_none_without_probe_results(cells: pd.DataFrame, tmp_path:
     assert plots.draw_probe_figure1(cells, tmp_path) is None
     pending = _probe_frame("probe-detect", "map", {"baseline": NAN}, NAN)
     assert plots.draw_probe_figure1(pending, tmp_path) is None
+
+
+def test_every_status_a_cell_can_take_is_one_the_report_and_its_figures_render() -> None:
+    # The latency profile's ratio cells end inconclusive when their interval straddles a band edge: once, a
+    # report after `cabench run table1 --profile latency` failed on that status.
+    from cabench.measure.ratio import ratio_status
+    from cabench.plots import STATUSES, _status
+    from cabench.report import STATUS_MARKS
+
+    latency = {ratio_status(low, high, 0.9, 1.1) for low, high in ((0.95, 1.05), (1.2, 1.3), (1.0, 1.2))}
+    assert latency == {"match", "drift", "inconclusive"}
+    assert latency <= set(STATUSES) and set(STATUSES) == set(STATUS_MARKS)
+    assert all(_status(status) == status for status in STATUS_MARKS)
