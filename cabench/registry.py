@@ -189,10 +189,15 @@ class Registry(Generic[T]):
         if len(text) > 60:
             text = text[:57] + "..."
         message = f"unknown {self.kind} {text!r}"
-        close = difflib.get_close_matches(str(name)[:200], available, n=1)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
-        return message + f"; available: {', '.join(available) or 'none'}"
+        return message + did_you_mean(str(name), available) + f"; available: {', '.join(available) or 'none'}"
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to ``name``, ignoring case (``CA`` -> ``ca``), else ``""``.
+    The one suggestion every unknown name gets: registered names, suites, rows, dataset keys."""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(name[:200].lower(), list(by_lower), n=1)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def _registering_module() -> str:

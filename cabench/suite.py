@@ -36,6 +36,7 @@ from pydantic import (
 from cabench.columns import COLUMNS
 from cabench.locate import PACKAGED_SUITES, describe, suite_files
 from cabench.models.registry import MAX_CLASSES, MAX_REDUCTION, MAX_WIDTH, ModelSpec, validate_spec
+from cabench.registry import did_you_mean
 from cabench.yamlio import StrictLoader, first_validation_error, read_yaml_mapping, shown
 
 __all__ = [
@@ -580,12 +581,15 @@ def find_suite(name_or_path: str) -> Path:
     """Resolve a suite id (``table2``, searched on the suite path) or a path to a suite file."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if candidate.is_dir():
+            raise SuiteError(f"{name_or_path}: a folder, not a suite file (name a .yaml file or a suite id)")
         if not candidate.is_file():
             raise SuiteError(f"{name_or_path}: no such suite file")
         return candidate
     suites = known_suites()
     if name_or_path not in suites:
-        raise SuiteError(f"unknown suite {name_or_path!r}; known suites: {', '.join(suites) or '(none)'}")
+        hint = did_you_mean(name_or_path, suites)
+        raise SuiteError(f"unknown suite {name_or_path!r}{hint}; known suites: {', '.join(suites) or '(none)'}")
     return suites[name_or_path]
 
 
@@ -607,5 +611,6 @@ def check_row_selection(suites: list[Suite] | tuple[Suite, ...], wanted: set[str
                 raise SuiteError(f"--rows {name!r} matches {len(matches)} rows of {suite.id} ({ids}): name one by id")
             hits += len(matches)
         if not hits:
-            choices = ", ".join(r.key for s in suites for r in s.rows if _runnable(r))
-            raise SuiteError(f"--rows {name!r}: no such row in {', '.join(s.id for s in suites)}; rows: {choices}")
+            keys = list(dict.fromkeys(r.key for s in suites for r in s.rows if _runnable(r)))
+            where, hint = ", ".join(s.id for s in suites), did_you_mean(name, keys)
+            raise SuiteError(f"--rows {name!r}: no such row in {where}{hint}; rows: {', '.join(keys)}")

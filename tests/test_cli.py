@@ -209,7 +209,7 @@ def test_a_bad_suite_is_one_line_exit_2_and_nothing_written(tmp_path: Path, case
 def test_an_unknown_suite_name_lists_the_known_ones() -> None:
     result = runner.invoke(app, ["run", "table42"])
     assert result.exit_code == 2
-    assert "unknown suite 'table42'; known suites: table1, table2" in result.stderr
+    assert "unknown suite 'table42' (did you mean 'table4'?); known suites: table1, table2" in result.stderr
 
 
 def test_count_refuses_an_unknown_arch_in_one_line() -> None:

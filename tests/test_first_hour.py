@@ -66,7 +66,7 @@ def test_rows_matching_several_rows_is_refused(tmp_path: Path) -> None:
 
 def test_an_unknown_data_key_is_refused(tiny: Path, tmp_path: Path) -> None:
     args = ["run", str(tiny), "--profile", "smoke", "--data", f"imagnet={tmp_path}"]
-    _refused(args, tmp_path / "runs", "unknown dataset key 'imagnet' (did you mean imagenet?)", "cityscapes")
+    _refused(args, tmp_path / "runs", "unknown dataset key 'imagnet' (did you mean 'imagenet'?)", "cityscapes")
 
 
 def test_an_unknown_backbone_row_is_refused(tmp_path: Path) -> None:

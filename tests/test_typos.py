@@ -3,6 +3,8 @@ exit 2, before any work or directory."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cabench.suite import SuiteError, check_row_selection, find_suite, load_suite
@@ -17,5 +19,17 @@ def test_a_rows_name_shared_by_two_rows_is_ambiguous() -> None:
 
 def test_a_rows_name_that_matches_nothing_lists_the_rows() -> None:
     t4 = load_suite(find_suite("table4"))
-    with pytest.raises(SuiteError, match=r"--rows 'se-r42': no such row in table4; rows: baseline, se-r24"):
+    with pytest.raises(SuiteError, match=r"--rows 'se-r42': no such row in table4 \(did you mean 'se-r\d+'\?\); rows: baseline, se-r24"):
         check_row_selection([t4], {"se-r42"})
+
+
+def test_every_unknown_name_gets_the_same_case_blind_suggestion(tmp_path: Path) -> None:
+    from cabench.models.blocks import ATTENTIONS
+
+    assert "(did you mean 'ca'?)" in ATTENTIONS.unknown("CA")
+    with pytest.raises(SuiteError, match=r"unknown suite 'tabel1' \(did you mean 'table1'\?\)"):
+        find_suite("tabel1")
+    with pytest.raises(SuiteError, match=r"no such row in table1 \(did you mean 'baseline'\?\)"):
+        check_row_selection([load_suite(find_suite("table1"))], {"basline"})
+    with pytest.raises(SuiteError, match="a folder, not a suite file"):
+        find_suite(str(tmp_path))

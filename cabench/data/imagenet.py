@@ -412,12 +412,11 @@ def data_keys() -> list[str]:
 
 def check_data_key(key: str, where: str) -> None:
     """Raise ``ValueError`` naming ``where`` when ``key`` is no dataset's key (a typo must not fall back silently)."""
-    import difflib
+    from cabench.registry import did_you_mean
 
     keys = data_keys()
     if key.lower() not in keys:
-        close = difflib.get_close_matches(key.lower(), keys, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = did_you_mean(key, keys)
         raise ValueError(f"{where}: unknown dataset key {key!r}{hint}; expected one of {', '.join(keys)}")
 
 
