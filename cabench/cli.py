@@ -367,7 +367,8 @@ _LAUNCH_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
     ("mem", str | None, None, "Memory per job (SLURM), e.g. 64G."),
     ("account", str | None, None, "SLURM account."),
     ("sbatch", list[str] | None, None, "Any other sbatch option as NAME=VALUE (repeatable), e.g. qos=normal."),
-    ("max_parallel", int | None, None, "Jobs running at once (local processes; SLURM array limit). Default: all."),
+    ("max_parallel", int | None, None, "Jobs running at once. SLURM: the array limit (default all); local: "
+     "default one per CPU core, or one per GPU group with --gpus-per-job."),
 )  # fmt: skip
 
 

@@ -47,7 +47,7 @@ class LocalLauncher(Launcher):
         for unit in units:
             write_record(store, unit, waiting)
         pending, running, failed = list(units), {}, []
-        limit = settings.max_parallel or len(units)
+        limit = settings.max_parallel or machine_slots(settings.gpus_per_job)
         eta = _Eta(len(units), limit)
         try:
             while pending or running:
@@ -92,6 +92,18 @@ class LocalLauncher(Launcher):
             alive = not here or (isinstance(pid, int) and pid_alive(pid))  # another host's: cannot tell
             out.append((QUEUED if job.get("state") == "queued" else RUNNING) if alive else ENDED)
         return out
+
+
+def machine_slots(gpus_per_job: int) -> int:
+    """How many jobs this machine runs at once when --max-parallel is not given: one per GPU group when the jobs
+    ask for GPUs and the machine has them, else one per CPU core this process may use (never fewer than one)."""
+    if gpus_per_job:
+        import torch
+
+        if torch.cuda.is_available():
+            return max(1, torch.cuda.device_count() // gpus_per_job)
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(cores))
 
 
 class _Eta:
