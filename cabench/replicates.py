@@ -39,7 +39,11 @@ def replicate_key(run: RunRecord) -> Hashable:
 
 
 def _configuration(run: RunRecord) -> str:
-    return json.dumps({k: run.config.get(k) for k in CONFIGURATION_KEYS}, sort_keys=True, default=str)
+    config = {k: run.config.get(k) for k in CONFIGURATION_KEYS}
+    origin = (config["backbone_checkpoint"] or {}).get("from")
+    if origin:  # backbone_from: each seed starts from its own seed's checkpoint; the source suite and row are shared
+        config["backbone_checkpoint"] = {k: v for k, v in origin.items() if k not in ("seed", "run")}
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 def counting_profiles() -> list[str]:

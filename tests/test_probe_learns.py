@@ -81,3 +81,16 @@ def test_a_dense_probe_row_without_its_classification_run_is_refused_before_any_
     assert result.exit_code == 2
     assert "starts from probe-classify/baseline seed 0" in result.output
     assert not (runs / "probe-detect").exists()
+
+
+def test_dense_seeds_from_their_own_checkpoints_are_replicates_of_one_configuration(tmp_path: Path) -> None:
+    from cabench.replicates import _configuration
+    from cabench.store import RunRecord
+
+    def run(seed: int) -> RunRecord:
+        origin = {"suite": "probe-classify", "row": "ca", "seed": seed, "run": f"r{seed}"}
+        config = {"model_key": "m", "seed": seed, "backbone_checkpoint": {"path": f"p{seed}", "sha256": f"{seed}" * 64}}
+        config["backbone_checkpoint"]["from"] = origin
+        return RunRecord("probe-detect", "ca", "paper", f"run{seed}", tmp_path, {"map": 1.0}, config)
+
+    assert _configuration(run(0)) == _configuration(run(1))

@@ -19,7 +19,8 @@ def test_a_rows_name_shared_by_two_rows_is_ambiguous() -> None:
 
 def test_a_rows_name_that_matches_nothing_lists_the_rows() -> None:
     t4 = load_suite(find_suite("table4"))
-    with pytest.raises(SuiteError, match=r"--rows 'se-r42': no such row in table4 \(did you mean 'se-r\d+'\?\); rows: baseline, se-r24"):
+    expected = r"--rows 'se-r42': no such row in table4 \(did you mean 'se-r\d+'\?\); rows: baseline, se-r24"
+    with pytest.raises(SuiteError, match=expected):
         check_row_selection([t4], {"se-r42"})
 
 
