@@ -770,7 +770,7 @@ def count(
 ) -> None:
     """Count one model's parameters and multiply-adds (paper convention: conv + linear, via fvcore)."""
     from cabench.measure.complexity import count_model
-    from cabench.models.registry import ModelSpec, counting_input_size
+    from cabench.models.registry import ModelSpec
 
     with user_errors():
         args = _key_values(attention_arg or [], "--attention-arg")
@@ -784,15 +784,14 @@ def count(
             attention_args=args,
             small_input=small_input,
         )
-        size = (input_size, input_size) if input_size else counting_input_size(spec)
-        c = count_model(spec, madds=True, input_size=size)
+        c = count_model(spec, madds=True, input_size=(input_size, input_size) if input_size else None)
     payload = {"arch": arch, "model": spec.as_dict(), "key": spec.key(), **c.as_dict()}
     if as_json:
         print(json.dumps(payload, indent=2))
         return
     table = Table(title=spec.key(), title_justify="left", show_header=False)
     table.add_row("parameters", f"{c.params:,}  ({c.params / 1e6:.3f} M)")
-    table.add_row(f"multiply-adds @ {size[0]}x{size[1]}", f"{c.madds:,}  ({c.madds / 1e6:.1f} M)")
+    table.add_row(f"multiply-adds @ {c.input_size[0]}x{c.input_size[1]}", f"{c.madds:,}  ({c.madds / 1e6:.1f} M)")
     table.add_row("fvcore total (adds BN, pooling, ...)", f"{c.fvcore_total:,}")
     table.add_row("ops fvcore skipped", ", ".join(f"{k.split('::')[-1]}×{v}" for k, v in c.skipped_ops.items()) or "–")
     out.print(table)

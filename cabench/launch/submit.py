@@ -46,7 +46,7 @@ def launch(
     launcher = LAUNCHERS.get(settings.launcher)
     launcher.check(settings)
     ids = {s.id for s in request.suites}
-    later = [s for s in request.suites if s.backbone_from in ids] if getattr(profile, "follows_backbones", 0) else []
+    later = [s for s in request.suites if s.backbone_from in ids] if profile.follows_backbones else []
     if later:
         return _in_order(profile, request, settings, say, later)
     options = dict(request.options)

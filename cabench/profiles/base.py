@@ -120,6 +120,8 @@ class Profile:
     fills: frozenset[str] = frozenset()  # column kinds it fills (see cabench.columns.ColumnInfo.kind)
     placeholder: str | None = None  # what an accuracy cell says when only this profile has run for its row
     options: tuple[Option, ...] = ()
+    # Whether rows of a suite with ``backbone_from`` start from that suite's runs (so launchers order the suites).
+    follows_backbones: bool = False
 
     def run(self, request: Request) -> Outcome:
         raise NotImplementedError
