@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,9 @@ def _bad_file(tmp_path: Path, good: dict[str, torch.Tensor], case: str) -> tuple
     first = next(iter(good))
     path = tmp_path / "weights.pt"
     raw = {
-        "empty file": (b"", "not a loadable checkpoint"),
-        "text file": (b"hello", "not a loadable checkpoint"),
+        "empty file": (b"", "not a PyTorch checkpoint (an empty file"),
+        "text file": (b"hello", "not a PyTorch checkpoint (a file starting with b'hell'"),
+        "a JPEG": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "not a PyTorch checkpoint (a file starting with b'\\xff\\xd8"),
     }
     if case in raw:
         path.write_bytes(raw[case][0])
@@ -44,6 +46,7 @@ def _bad_file(tmp_path: Path, good: dict[str, torch.Tensor], case: str) -> tuple
         "an empty dict": ({}, "it holds an empty dict"),
         "integer keys": ({1: torch.zeros(1)}, "not a parameter name"),
         "wrong shape": ({**good, first: torch.zeros(3)}, f"{first}: shape (3,) does not fit"),
+        "a pickled object": ({**good, "when": datetime.date(2021, 6, 19)}, "Unsupported global: GLOBAL datetime.date"),
     }
     obj, expected = objects[case]
     torch.save(obj, path)
@@ -54,6 +57,7 @@ CASES = [
     "empty file",
     "truncated file",
     "text file",
+    "a JPEG",
     "a string value",
     "a nested dict value",
     "NaN weights",
@@ -62,6 +66,7 @@ CASES = [
     "an empty dict",
     "integer keys",
     "wrong shape",
+    "a pickled object",
 ]
 
 

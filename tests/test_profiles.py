@@ -50,9 +50,11 @@ def test_seeds_are_a_list_or_a_count() -> None:
     assert parse_seeds("3", None) == [0, 1, 2]
     assert parse_seeds("5,", None) == [5]
     assert parse_seeds(None, 4) == [4] and parse_seeds(None, None) == [0]
-    for bad in ("0", "a,b", "1,1", "-1"):
+    for bad in ("0", "a,b", "1,1", "-1", "0,,1", ",", ""):
         with pytest.raises(ValueError):
             parse_seeds(bad, None)
+    with pytest.raises(ValueError, match="--seed 0"):
+        parse_seeds("0", None)
 
 
 def test_an_unknown_profile_is_one_line_with_the_available_ones(tmp_path: Path, suite: Path) -> None:

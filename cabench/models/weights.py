@@ -33,11 +33,11 @@ def _read_state(path: Path) -> dict[str, Any]:
 
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file")
+    _check_torch_file(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {first})") from None
+        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {_torch_reason(e)})") from None
     state = blob.get("model", blob) if isinstance(blob, dict) else blob
     if not isinstance(state, dict):
         raise ValueError(f"{path}: no state dict inside")
@@ -46,6 +46,26 @@ def _read_state(path: Path) -> dict[str, Any]:
     except (AttributeError, TypeError):
         raise ValueError(f"{path}: not a state dict of tensors (a key is not a parameter name)") from None
     return check_state_dict(state, path)
+
+
+# torch.save writes a zip archive; files from torch < 1.6 (and the authors' weights of 2021) are a pickle stream.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def _check_torch_file(path: Path) -> None:
+    """One line for a file that torch.save did not write (an image, a text file, an empty file)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head.startswith(_TORCH_MAGIC):
+        kind = "an empty file" if not head else f"a file starting with {head!r}"
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({kind}; torch.save writes a zip archive)")
+
+
+def _torch_reason(error: Exception) -> str:
+    """The line of torch's message that says what was refused, not its paragraph about weights_only."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    refused = [line for line in lines if "Unsupported" in line or "global" in line.lower()]
+    return (refused or lines or [""])[0].split(". Please", 1)[0][:200]
 
 
 def _misfit(path: Path, message: str) -> ValueError:

@@ -104,13 +104,13 @@ def parse_seeds(seeds: str | None, seed: int | None) -> list[int]:
         return [seed if seed is not None else 0]
     if seed is not None:
         raise ValueError("give --seeds or --seed, not both")
-    parts = [p.strip() for p in seeds.split(",") if p.strip()]
-    if not parts or not all(p.isdigit() for p in parts):
+    parts = [p.strip() for p in seeds.strip().removesuffix(",").split(",")]
+    if not all(p.isdigit() for p in parts):
         raise ValueError(f"--seeds {seeds!r}: expected a count (3) or a list of non-negative integers (0,1,2)")
     values = [int(p) for p in parts]
     if len(values) == 1 and "," not in seeds:
         if values[0] < 1:
-            raise ValueError(f"--seeds {seeds!r}: a count of seeds must be at least 1")
+            raise ValueError(f"--seeds {seeds!r}: a count of seeds must be at least 1 (for seed 0 alone: --seed 0)")
         return list(range(values[0]))
     if len(set(values)) != len(values):
         raise ValueError(f"--seeds {seeds!r}: a seed is listed twice")
