@@ -7,6 +7,7 @@ cross-suite claim (``suites/claims/*.yaml``) is judged when every suite it names
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Sequence
 from decimal import Decimal
@@ -14,6 +15,8 @@ from decimal import Decimal
 import pandas as pd
 
 from cabench.claims import ALPHA, LEVEL, VERDICTS, RowRuns, Verdict, judge
+from cabench.data.identity import fills_cells, not_paper_text
+from cabench.recipe import suite_dataset
 from cabench.replicates import replicates, row_runs
 from cabench.store import RunRecord, Store
 from cabench.suite import Claim, ClaimFile, Suite, Term, published_delta
@@ -55,19 +58,31 @@ CLAIM_CSV_COLUMNS = [
 class _Runs:
     """Replicates per (suite, row, metric), read from the store once each."""
 
-    def __init__(self, store: Store, used: list[RunRecord] | None = None) -> None:
+    def __init__(self, store: Store, datasets: dict[str, str | None], used: list[RunRecord] | None = None) -> None:
         self.store = store
+        self.datasets = datasets  # suite id -> its recipe's dataset, for runs whose config does not name theirs
         self.seen: dict[tuple[str, str, str], RowRuns] = {}
         self.used = used
+        self.left_out: dict[tuple[str, str, str], str] = {}  # why a term's runs do not count, where none does
 
     def __call__(self, term: Term) -> RowRuns:
         key = (term.suite or "", term.row, term.metric or "")
         if key not in self.seen:
             found = replicates(self.store, *key)
+            admitted = [r for r in found if fills_cells(r.config, self.datasets.get(key[0]))]
+            if found and not admitted:
+                self.left_out[key] = f"{term.row}: {not_paper_text(found[-1].config)}"
             if self.used is not None:
-                self.used += found
-            self.seen[key] = row_runs(found, key[2])
+                self.used += admitted
+            self.seen[key] = row_runs(admitted, key[2])
         return self.seen[key]
+
+    def why_pending(self, verdict: Verdict) -> str:
+        """The runs a pending verdict left out because their data is not the data the suite is about."""
+        terms = [t for t in verdict.claim.qualified(verdict.scope) if isinstance(t, Term)]
+        keys = [(t.suite or "", r, t.metric or "") for t in terms for r in (t.row, t.minus) if r]
+        reasons = [self.left_out[k] for k in keys if k in self.left_out]
+        return "; ".join(dict.fromkeys(reasons))
 
 
 def judge_claims(
@@ -76,8 +91,8 @@ def judge_claims(
     """Every claim of ``suites``, then every cross-suite claim whose suites are all in ``suites``.
 
     ``used``, if given, receives every run a verdict was judged from (the report commits their records)."""
-    runs = _Runs(store, used)
     by_id = {s.id: s for s in suites}
+    runs = _Runs(store, {s.id: suite_dataset(s) for s in suites}, used)
     out = []
     for suite in suites:
         for claim in suite.claims:
@@ -86,7 +101,13 @@ def judge_claims(
         for claim in f.claims:
             if all(t.suite in by_id for t in claim.terms()):
                 out.append(judge(claim, runs, f.id, published_delta(claim, by_id)))
-    return out
+    return [_with_reason(v, runs.why_pending(v)) if v.verdict == "pending" else v for v in out]
+
+
+def _with_reason(verdict: Verdict, reason: str) -> Verdict:
+    if not reason:
+        return verdict
+    return dataclasses.replace(verdict, note=f"runs on other data do not count ({reason})")
 
 
 def _side(claim: Claim, term: Term | Decimal, scope: str) -> str:

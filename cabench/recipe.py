@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cabench.locate import recipe_files
 from cabench.recipe_protocols import DetectionProtocol, SegmentationProtocol
-from cabench.suite import SUITES_DIR, check_id
+from cabench.suite import SUITES_DIR, Suite, check_id
 from cabench.yamlio import first_validation_error, read_yaml_mapping
 
-__all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "known_recipes", "load_recipe"]
+__all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "known_recipes", "load_recipe", "suite_dataset"]
 
 RECIPES_DIR = SUITES_DIR / "recipes"
 
@@ -237,3 +237,11 @@ def load_recipe(name_or_path: str | Path, directory: Path | None = None) -> Reci
     if recipe.id != path.stem:
         raise RecipeError(f"{where}: id: {recipe.id!r} differs from the file name {path.stem!r}")
     return recipe
+
+
+def suite_dataset(suite: Suite) -> str | None:
+    """The dataset of the suite's recipe (for runs whose config does not name theirs), if it loads."""
+    try:
+        return load_recipe(suite.recipe).dataset if suite.recipe else None
+    except (ValueError, OSError):
+        return None

@@ -33,7 +33,7 @@ from cabench.columns import COLUMNS
 from cabench.data.identity import fills_cells, is_paper_data, not_paper_text
 from cabench.locate import display_path
 from cabench.profiles.base import PROFILES
-from cabench.recipe import load_recipe
+from cabench.recipe import suite_dataset
 from cabench.replicates import counting_profiles, replicate_key, replicates
 from cabench.store import LayeredStore, RunRecord, Store, atomic_write_bytes, atomic_write_text
 from cabench.suite import UNIT_SCALE, Published, Row, Suite, known_claim_files, load_claim_file
@@ -256,14 +256,6 @@ def _row_labels(suite: Suite) -> dict[str, str]:
     return labels
 
 
-def _suite_dataset(suite: Suite) -> str | None:
-    """The dataset of the suite's recipe (for runs whose config does not name theirs), if it loads."""
-    try:
-        return load_recipe(suite.recipe).dataset if suite.recipe else None
-    except (ValueError, OSError):
-        return None
-
-
 def _cell(suite: Suite, row: Row, order: int, label: str, column: str, run: RunRecord | None) -> Cell:
     unit = suite.columns[column].unit
     published = row.published.get(column)
@@ -322,7 +314,7 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
     cells = []
     for suite in suites:
         labels = _row_labels(suite)
-        dataset = _suite_dataset(suite)
+        dataset = suite_dataset(suite)
         row_cells: list[tuple[Row, Cell, RunRecord | None]] = []
         for order, row in enumerate(suite.rows):
             measured = row.model is not None or row.floor is not None  # a floor row is a run too

@@ -164,3 +164,18 @@ def test_smoke_runs_with_two_seeds_leave_every_claim_pending(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     rows = _claims(out)
     assert len(rows) == 5 and {r["verdict"] for r in rows.values()} == {"pending"}
+
+
+def test_a_claim_of_a_paper_suite_is_not_judged_on_fixture_data(tmp_path: Path) -> None:
+    path = tmp_path / "mini.yaml"
+    path.write_text(SUITE)
+    store = Store(tmp_path / "runs")
+    for row, top1 in (("ca", 50.0), ("se", 50.0)):  # what `cabench eval table1 --row ca/se` on a fixture leaves
+        config = {"seed": 0, "model_key": row, "recipe": "imagenet-mbv2-paper", "overrides": {}, "profile": "paper"}
+        config["data_identity"] = {"dataset": "imagenet", "images": 32, "classes": 4, "paper": False}
+        store.write_run("mini", row, "paper", config, {"top1": top1})
+    out = tmp_path / "reports"
+    write_reports([load_suite(path)], store, out, figures=False)
+    claim = _claims(out)["ca-beats-se"]
+    assert claim["verdict"] == "pending" and claim["delta"] == ""
+    assert "runs on other data do not count" in claim["note"] and "not the paper's data (32 images" in claim["note"]
