@@ -88,6 +88,15 @@ STATUS_MARKS = {
     "new": "🆕",
     "inconclusive": "❔",
 }
+# The statuses a cell of each column kind can end in. Every profile fills columns of the kinds it declares
+# (``Profile.fills``), so these are the statuses any profile can produce; a cell outside its kind's set is refused
+# when the report is built, and tests check that every one is rendered (marks here, colours in plots.py).
+_COMMON = frozenset({"match", "noted", "drift", "pending", "cited", "new"})
+STATUSES_BY_KIND: dict[str, frozenset[str]] = {
+    "count": _COMMON,
+    "accuracy": _COMMON,
+    "latency": _COMMON | {"inconclusive"},
+}
 
 
 @dataclass
@@ -343,8 +352,16 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
                 cell.block = _block_note(runs)
                 row_cells.append((row, cell, run))
         _latency_status(suite, row_cells)
-        cells += [c for _, c, _ in row_cells]
+        cells += [_checked_status(c) for _, c, _ in row_cells]
     return cells
+
+
+def _checked_status(cell: Cell) -> Cell:
+    kind = COLUMNS[cell.column].kind
+    if cell.status not in STATUSES_BY_KIND[kind]:
+        where = f"{cell.suite}/{cell.row}/{cell.column}"
+        raise RuntimeError(f"{where}: status {cell.status!r} is not one a {kind} cell takes")
+    return cell
 
 
 def _block_note(runs: dict[str, RunRecord | None]) -> str | None:
