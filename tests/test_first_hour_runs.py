@@ -38,6 +38,25 @@ def test_a_bad_amp_value_leaves_no_run_directory(suite: Path, imagenet: Path, tm
     assert not runs.exists()  # the trap: the run directory was made before the value was checked
 
 
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ([], "training set of 8 images is smaller than one global batch of 256"),
+        (["--batch-size", "4", "--amp", "fp16"], "amp fp16 needs CUDA"),
+    ],
+)
+def test_what_the_engine_refuses_is_refused_before_any_run_directory(
+    suite: Path, imagenet: Path, tmp_path: Path, extra: list[str], words: str
+) -> None:
+    # The trap: both were refused by the engine after `training -> runs/...`, leaving config.json behind, and the
+    # same command without --amp fp16 was then refused as "started with amp='fp16'".
+    runs = tmp_path / "runs"
+    args = ["run", str(suite), "--profile", "paper", "--data", f"imagenet={imagenet}", *extra]
+    result = runner.invoke(app, [*args, "--runs-dir", str(runs)])
+    assert result.exit_code == 2 and words in result.stderr, result.output
+    assert "training ->" not in result.output and not runs.exists()
+
+
 def test_smoke_keeps_no_checkpoint_and_the_run_table_keeps_ids_whole(
     suite: Path, imagenet: Path, tmp_path: Path
 ) -> None:

@@ -44,7 +44,7 @@ from cabench.engine.schedule import build_scheduler, restore_scheduler, total_st
 from cabench.engine.settings import TrainingDiverged, TrainingInterrupted, TrainSettings
 from cabench.engine.task import ProgressFn, Task
 
-__all__ = ["CHECKPOINT_NAME", "LOG_NAME", "train"]
+__all__ = ["CHECKPOINT_NAME", "LOG_NAME", "check_runnable", "train"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
@@ -119,24 +119,33 @@ class _Log:
         self.board.close()
 
 
-def _plan(s: TrainSettings, train_ds: Dataset, run_dir: Path, task: Task) -> _Plan:
-    """Check the settings against the processes and the data; refuse what cannot run."""
+def check_runnable(s: TrainSettings, train_ds: Dataset) -> tuple[torch.device, int]:
+    """Refuse settings that cannot run on these processes, this device and this data (the device and the world
+    size). The profiles call it before they make a run directory, so a refusal leaves nothing behind."""
     s.validate()
-    rank, world, _local, default_device = init_distributed()
+    _rank, world, _local, default_device = init_distributed()
     device = torch.device(s.device) if s.device else default_device
     if s.batch_size % world:
         raise ValueError(f"global batch {s.batch_size} does not divide over {world} processes")
     n_train = dataset_len(train_ds)
-    steps_per_epoch = n_train // s.batch_size
-    if steps_per_epoch == 0:
+    if n_train < s.batch_size:
         raise ValueError(f"training set of {n_train} images is smaller than one global batch of {s.batch_size}")
-    total_steps = total_steps_of(s, steps_per_epoch)
-    if s.max_steps is not None:
-        total_steps = min(total_steps, s.max_steps)
     if s.amp == "fp16" and device.type != "cuda":
         raise ValueError("amp fp16 needs CUDA; use bf16 or off on CPU")
     if s.sync_bn and world > 1 and device.type != "cuda":
         raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm does not run on CPU)")
+    return device, world
+
+
+def _plan(s: TrainSettings, train_ds: Dataset, run_dir: Path, task: Task) -> _Plan:
+    """Check the settings against the processes and the data; refuse what cannot run."""
+    device, world = check_runnable(s, train_ds)
+    rank = init_distributed()[0]
+    n_train = dataset_len(train_ds)
+    steps_per_epoch = n_train // s.batch_size
+    total_steps = total_steps_of(s, steps_per_epoch)
+    if s.max_steps is not None:
+        total_steps = min(total_steps, s.max_steps)
     det = s.deterministic if s.deterministic is not None else device.type == "cpu"
     return _Plan(
         s, task, run_dir, device, rank, world, s.batch_size // world, n_train, steps_per_epoch, total_steps, det

@@ -160,7 +160,7 @@ class TrainProfile(Profile):
         self._sources: dict[tuple[str, str, str], tuple[_Plan, Path, Any]] = {}  # (suite, store, --data) -> plan
 
     def run(self, request: Request) -> Outcome:
-        from cabench.engine import distributed
+        from cabench.engine import check_runnable, distributed
 
         o = request.options
         if o["nproc"] > 1 and not distributed.under_torchrun():
@@ -174,6 +174,7 @@ class TrainProfile(Profile):
         for plan in plans:
             root = roots[plan.recipe.dataset]
             train_ds, val_ds = plan.dataset.build(root, plan.recipe, self.smoke)
+            check_runnable(self._settings(plan, o, seeds[0]), train_ds)  # before any run directory is made
             if distributed.is_main():
                 records += run_floors(plan, request, self.name, (train_ds, val_ds), root, reuse=not self.smoke)
             engine_task = configure_task(plan.task.make(tuple(plan.suite.columns)), plan.recipe, self.smoke)
