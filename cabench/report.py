@@ -337,8 +337,10 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
                     found = [r for r in replicates(store, suite.id, row.key, column) if fills_cells(r.config, dataset)]
                     reps = _usable_replicates(store, found, column)
                     run = max(reps, key=lambda r: r.run_id) if reps else None
-                if column not in row.published and (not measured or (run is None and not _counted(column))):
-                    continue
+                ran = _placeholder_run(runs)
+                shown = run is not None or _counted(column) or (ran is not None and COLUMNS[column].kind == "accuracy")
+                if column not in row.published and (not measured or not shown):
+                    continue  # nothing published, nothing measured: no cell (a smoke run's placeholder is a cell)
                 cell = _cell(suite, row, order, labels[row.key], column, run)
                 other = _other_data_run(column, runs, dataset)
                 if other is not None:
@@ -346,7 +348,6 @@ def build_cells(suites: Sequence[Suite], store: Store) -> list[Cell]:
                     cell.runs += (other,)
                 if reps:
                     _fill_replicates(suite, row, cell, reps)
-                ran = _placeholder_run(runs)
                 if COLUMNS[column].kind == "accuracy" and cell.reproduced is None and ran and not row.cited:
                     cell.display, cell.profile, cell.run_id = PROFILES[ran.profile].placeholder, ran.profile, ran.run_id
                 cell.block = _block_note(runs)

@@ -40,7 +40,9 @@ claims:
 SEEDS = {"ca": [74.3, 74.5, 74.4], "se": [73.5, 73.6, 73.4]}
 
 
-def _run(store: Store, row: str, seed: int, top1: float, profile: str = "paper", correct=None) -> None:  # type: ignore[no-untyped-def]
+def _run(
+    store: Store, row: str, seed: int, top1: float, profile: str = "paper", correct=None, suite: str = "mini"
+) -> None:  # type: ignore[no-untyped-def]
     config = {"seed": seed, "model_key": row, "recipe": "imagenet-mbv2-paper", "overrides": {}, "profile": profile}
     config["data_identity"] = {"dataset": "imagenet", "images": 50_000, "paper": True}  # stand-in: the paper's split
     files = {}
@@ -48,7 +50,7 @@ def _run(store: Store, row: str, seed: int, top1: float, profile: str = "paper",
         files[outcomes.FILE_NAME] = outcomes.Outcomes(
             "classify", np.arange(len(correct)), {"correct1": correct}
         ).to_bytes()
-    store.write_run("mini", row, profile, config, {"top1": top1}, files=files)
+    store.write_run(suite, row, profile, config, {"top1": top1}, files=files)
 
 
 @pytest.fixture
@@ -179,3 +181,16 @@ def test_a_claim_of_a_paper_suite_is_not_judged_on_fixture_data(tmp_path: Path) 
     claim = _claims(out)["ca-beats-se"]
     assert claim["verdict"] == "pending" and claim["delta"] == ""
     assert "runs on other data do not count" in claim["note"] and "not the paper's data (32 images" in claim["note"]
+
+
+def test_a_suite_with_only_smoke_runs_and_nothing_published_reports_pipeline_ok(tmp_path: Path) -> None:
+    # The trap: `cabench run probe-classify --profile smoke` then `cabench report probe-classify` said "no runs",
+    # and a user's block without published values showed "–" beside rows saying "pipeline ok (smoke)".
+    path = tmp_path / "mine.yaml"
+    path.write_text(SUITE.replace("id: mini", "id: mine").replace(", published: {top1: 74.3}", ""))
+    store = Store(tmp_path / "runs")
+    _run(store, "ca", 0, 9.0, profile="smoke", suite="mine")
+    out = tmp_path / "reports"
+    write_reports([load_suite(path)], store, out, figures=False)
+    line = next(x for x in (out / "mine.md").read_text().splitlines() if x.startswith("| + CA"))
+    assert "pipeline ok (smoke)" in line and "9.0" not in line
