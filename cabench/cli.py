@@ -663,7 +663,11 @@ def report(
     with user_errors():
         loaded = _load_suites(suites or [])
         store = reading_store(Store(runs_dir), out_dir)
-        paths = write_reports(loaded, store, out_dir, figures=figures, log=lambda line: out.print(line, markup=False))
+        say = lambda line: out.print(line, markup=False)  # noqa: E731
+        try:
+            paths = write_reports(loaded, store, out_dir, figures=figures, log=say)
+        except OSError as e:  # FileNotFoundError too: a parent that cannot be made (/proc/x), a file in the path
+            fail(f"--out {out_dir}: cannot write the report there ({e.strerror or e}: {e.filename or out_dir})")
     table = Table(title=f"Report -> {out_dir}/README.md", title_justify="left")
     for col in ("suite", "match", "noted", "drift", "pending", "cited"):
         table.add_column(col)

@@ -178,7 +178,11 @@ def read_json_file(path: Path, what: str, error: type[ValueError], max_bytes: in
 
 def first_validation_error(e: ValidationError) -> tuple[tuple[Any, ...], str]:
     """The location and a short message of a pydantic error's first problem."""
-    err = e.errors(include_url=False, include_input=False)[0]
+    errors = e.errors(include_url=False, include_input=False)
+    typo = _misspelt_field(errors)
+    if typo is not None:
+        return typo
+    err = errors[0]
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
@@ -186,3 +190,20 @@ def first_validation_error(e: ValidationError) -> tuple[tuple[Any, ...], str]:
         msg = "missing field"
     msg = " ".join(msg.split())
     return tuple(err["loc"]), msg if len(msg) <= 200 else msg[:199] + "…"
+
+
+def _misspelt_field(errors: list[Any]) -> tuple[tuple[Any, ...], str] | None:
+    """An unknown field next to a missing one it resembles (``colums:`` for ``columns:``): the unknown field,
+    with the suggestion, rather than "missing field" for the one the reader did write."""
+    from cabench.registry import did_you_mean
+
+    missing = [tuple(x["loc"]) for x in errors if x["type"] == "missing"]
+    for x in errors:
+        loc = tuple(x["loc"])
+        if x["type"] != "extra_forbidden" or not loc:
+            continue
+        siblings = [str(m[-1]) for m in missing if m[:-1] == loc[:-1]]
+        hint = did_you_mean(str(loc[-1]), siblings)
+        if hint:
+            return loc, "unknown field" + hint
+    return None

@@ -107,6 +107,17 @@ def test_run_then_report_fills_count_cells_and_leaves_accuracy_pending(tmp_path:
     assert (reports / "figures" / "mini.png").exists()
 
 
+def test_report_into_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path)
+    runs = tmp_path / "runs"
+    assert runner.invoke(app, ["run", str(suite), "--runs-dir", str(runs)]).exit_code == 0
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "reports"  # a file where a folder must be: the report used to crash (exit 3)
+    result = runner.invoke(app, ["report", str(suite), "--runs-dir", str(runs), "--out", str(out)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert f"--out {out}: cannot write the report there (Not a directory" in result.stderr
+
+
 def test_run_rows_selects_rows(tmp_path: Path) -> None:
     suite = write_suite(tmp_path)
     runs = tmp_path / "runs"
@@ -175,6 +186,7 @@ BAD_SUITES = {
         "row 2 (+ Coord. Attention): model.attention",
     ),
     "missing field": (MINI.replace("task: classify\n", ""), "task: missing field"),
+    "misspelt field": (MINI.replace("columns:\n", "colums:\n"), "colums: unknown field (did you mean 'columns'?)"),
     "mistyped field": (
         MINI.replace("reduction: 32", "reduction: thirty-two"),
         "row 2 (+ Coord. Attention): model.reductio",
