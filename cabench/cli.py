@@ -405,10 +405,13 @@ def run(**given: Any) -> None:
         if launcher != "inline" or any(v is not None for v in launch_given.values()):
             _launch(launcher, launch_given, profile, suites, rows, runs_dir, options)
             return
-        loaded = _load_suites(suites)
         from cabench.suite import check_row_selection
 
-        check_row_selection(loaded, rows)
+        # What needs no model and no torch first (a row typo, --seeds abc, an unknown --data key), then the full
+        # check of every selected row's model, which builds each block once.
+        check_row_selection(_load_suites(suites, probe=False), rows)
+        profile.check_options(options)
+        loaded = _load_suites(suites)
         request = Request(
             loaded,
             Store(runs_dir),
@@ -773,8 +776,7 @@ def count(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: params, madds, fvcore_total, ...")] = False,
 ) -> None:
     """Count one model's parameters and multiply-adds (paper convention: conv + linear, via fvcore)."""
-    from cabench.measure.complexity import count_model
-    from cabench.models.registry import ModelSpec
+    from cabench.models.registry import ModelSpec, validate_spec
 
     with user_errors():
         args = _key_values(attention_arg or [], "--attention-arg")
@@ -788,6 +790,9 @@ def count(
             attention_args=args,
             small_input=small_input,
         )
+        validate_spec(spec, probe=False)  # a bad width or reduction before torch is imported
+        from cabench.measure.complexity import count_model
+
         c = count_model(spec, madds=True, input_size=(input_size, input_size) if input_size else None)
     payload = {"arch": arch, "model": spec.as_dict(), "key": spec.key(), **c.as_dict()}
     if as_json:

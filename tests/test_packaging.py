@@ -111,7 +111,7 @@ def test_the_installed_wheel_runs_checks_and_reports_from_an_empty_folder(venv: 
 
 
 def test_the_docker_line_keeps_runs_and_passes_gpus() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "reference.md").read_text()
     line = readme[readme.index("Docker (CUDA") :].split("\n\n", 1)[0]
     assert "--gpus all" in line and '-v "$PWD/runs:/work/runs"' in line
     dockerfile = (ROOT / "Dockerfile").read_text()

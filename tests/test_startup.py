@@ -41,6 +41,24 @@ def test_help_list_and_show_import_no_torch(args: list[str]) -> None:
     assert result == {"code": 0, "heavy": []}, (done.stdout[-500:], done.stderr[-2000:])
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "table1", "--rows", "basline"],
+        ["run", "table1", "--profile", "paper", "--seeds", "abc"],
+        ["run", "table1", "--profile", "paper", "--seeds", "0,,1"],
+        ["run", "table1", "--profile", "paper", "--data", "imagenet"],
+        ["count", "mobilenetv2", "--width", "0"],
+    ],
+)
+def test_input_errors_that_need_no_model_are_found_before_torch(args: list[str]) -> None:
+    # They took 17-22 s under load because every row's model was probed (importing torch) first.
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = json.loads(done.stderr.strip().splitlines()[-1])
+    assert result == {"code": 2, "heavy": []}, done.stderr[-2000:]
+    assert done.stderr.startswith("cabench: error: ") and done.stderr.count("cabench: error") == 1
+
+
 def _builtin(registry) -> set[str]:  # type: ignore[no-untyped-def]
     return {name for name, obj in registry.items() if getattr(obj, "__module__", "").startswith("cabench.models")}
 

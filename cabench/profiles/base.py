@@ -126,6 +126,10 @@ class Profile:
     def run(self, request: Request) -> Outcome:
         raise NotImplementedError
 
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse option values that need no model, data or torch to judge (``--seeds abc``, an unknown ``--data``
+        key), before the command imports torch; :meth:`run` checks everything again. None by default."""
+
     def units(self, request: Request) -> list[RowSeed]:
         """The row-seeds :meth:`run` would train, each one job for a launcher; checked as :meth:`run` checks."""
         raise ValueError(

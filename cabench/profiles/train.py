@@ -215,18 +215,23 @@ class TrainProfile(Profile):
                 records += run_floors(plan, request, self.name, datasets, root, reuse=not self.smoke)
         return records
 
+    def check_options(self, options: dict[str, Any]) -> None:
+        from cabench.data.imagenet import parse_data_option
+
+        parse_seeds(options["seeds"], options["seed"])
+        keep = options["keep_checkpoints"]
+        if keep is not None and keep not in KEEP_CHOICES:
+            raise ValueError(f"--keep-checkpoints {keep!r}: expected one of {', '.join(KEEP_CHOICES)}")
+        parse_data_option(options["data"] or [])  # an unknown dataset key
+        backbone_entries(options["backbone_checkpoint"] or [])
+
     def _prepare(self, request: Request) -> tuple[list[int], list[_Plan], dict[str, Path]]:
         """The seeds, every suite's plan and the dataset roots: everything checked before the first step."""
         o = request.options
+        self.check_options(o)
         seeds = parse_seeds(o["seeds"], o["seed"])
         _check_tensorboard(o)
-        keep = o["keep_checkpoints"] or ("none" if self.smoke else "last")
-        if keep not in KEEP_CHOICES:
-            raise ValueError(f"--keep-checkpoints {keep!r}: expected one of {', '.join(KEEP_CHOICES)}")
-        o["keep_checkpoints"] = keep
-        from cabench.data.imagenet import parse_data_option
-
-        parse_data_option(o["data"] or [])  # an unknown dataset key is refused before any work
+        o["keep_checkpoints"] = o["keep_checkpoints"] or ("none" if self.smoke else "last")
         backbones = backbone_entries(o["backbone_checkpoint"] or [])
         _check_backbone_rows(backbones, request)
         plans = [self._plan(suite, request, backbones) for suite in request.suites]
