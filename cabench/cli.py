@@ -1008,6 +1008,10 @@ def _bench_progress(label: str) -> Iterator[Callable[[str, int, int], None]]:
         if not err.is_terminal and section != last[0]:
             last[0] = section
             err.print(f"cabench bench: {section} ...", markup=False)
+        # The section's estimate, once its first round is timed.
+        if not err.is_terminal and ": round 1/" in what and last[0] != f"{section} timed":
+            last[0] = f"{section} timed"
+            err.print(f"cabench bench: {what}", markup=False)
 
     with progress:
         yield report

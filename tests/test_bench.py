@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,15 @@ def test_rounds_bound_every_model_measurement_and_progress_reaches_its_total() -
     assert calls == {"baseline": 5, "ca": 5}  # warmup + rounds, nothing more
     assert {name: len(t) for name, t in times.items()} == {"baseline": 3, "ca": 3}
     assert seen[-1] == (10, 10) and [d for d, _ in seen] == list(range(1, 11))
+
+
+def test_each_timed_round_says_how_long_the_section_has_left() -> None:
+    from cabench.measure.bench import _interleaved
+
+    steps = {name: (lambda: time.sleep(0.02)) for name in ("baseline", "ca")}  # one round: about 0.04 s
+    seen: list[str] = []
+    opts = BenchOptions(rows=("baseline", "ca"), rounds=3, warmup=1)
+    _interleaved(steps, opts, "training batch 32", lambda what, done, total: seen.append(what))
+    rounds = [w for w in seen if ": round " in w]
+    assert rounds[0].startswith("training batch 32: round 1/3, about ") and rounds[0].endswith(" s left")
+    assert rounds[-1].startswith("training batch 32: round 3/3, about 0 s left")

@@ -163,12 +163,17 @@ def _interleaved(
     sync = torch.cuda.synchronize if opts.device == "cuda" else (lambda: None)
     total = len(names) * (opts.warmup + opts.rounds)
     done = 0
+    round_s = 0.0  # one call of every row: the last warmup's, then the first timed round's
     for name in names:
         for _ in range(opts.warmup):
+            start = time.perf_counter()
             steps[name]()
+            sync()
+            last = time.perf_counter() - start
             done += 1
             if progress:
                 progress(f"{what}: warmup {name}", done, total)
+        round_s += last if opts.warmup else 0.0
     times: dict[str, list[float]] = {name: [] for name in names}
     for k in range(opts.rounds):
         for i in range(len(names)):
@@ -180,8 +185,15 @@ def _interleaved(
             times[name].append((time.perf_counter_ns() - start) / 1e9)
             done += 1
             if progress:
-                progress(f"{what}: round {k + 1}/{opts.rounds}", done, total)
+                left = _estimate(round_s or sum(t[0] for t in times.values() if t), opts.rounds - k)
+                progress(f"{what}: round {k + 1}/{opts.rounds}, {left}", done, total)
     return times
+
+
+def _estimate(round_s: float, rounds_left: int) -> str:
+    """``about 3 min left`` from the time of one round (every row once) and the rounds to go, this one included."""
+    seconds = round_s * rounds_left
+    return f"about {seconds / 60:.0f} min left" if seconds >= 90 else f"about {seconds:.0f} s left"
 
 
 def _summarise(times: dict[str, list[float]], batch: int, kind: str) -> dict[str, dict[str, float]]:
