@@ -588,19 +588,39 @@ def _display(label: str) -> tuple[Progress, Any]:
         disable=not err.is_terminal,
     )
     task = progress.add_task(label, total=None, info="")
+    plain = _PlainProgress(label) if not err.is_terminal else None  # under nohup, a pipe, a CI log
 
     def on_progress(done: int, total: int, what: str) -> None:
         progress.update(task, completed=done, total=total, info=what)
 
     def on_row(suite: str, row: str, what: str) -> None:
         progress.update(task, description=f"{suite}/{row}", completed=0, info="")
+        if plain:
+            plain.label = f"{suite}/{row}"
         err.print(f"{suite}/{row}: {what}", markup=False, highlight=False)
 
     def on_step(event: dict) -> None:
         completed, total, info = step_view(event)
         progress.update(task, completed=completed, total=total, info=info)
+        if plain:
+            plain.show(completed, total, info)
 
     return progress, Hooks(progress=on_progress, row=on_row, step=on_step)
+
+
+class _PlainProgress:
+    """Without a terminal, the progress bar's text as one stderr line at most every ``every_s`` seconds (and at the
+    last step), so that a run under nohup or in a CI log shows it is alive and how far it is."""
+
+    def __init__(self, label: str, every_s: float = 60.0) -> None:
+        self.label, self.every_s, self.last = label, every_s, time.monotonic()
+
+    def show(self, completed: int, total: int | None, info: str) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s and completed != total:
+            return
+        self.last = now
+        err.print(f"{self.label}: {completed:,}/{total or '?'} {info}", markup=False, highlight=False)
 
 
 def step_view(event: dict) -> tuple[int, int | None, str]:

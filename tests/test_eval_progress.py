@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -64,3 +65,16 @@ def test_cabench_eval_drives_its_progress_with_images(tmp_path: Path) -> None:
     )
     n = metrics["val_n"]
     assert calls[0] == (0, n, "images") and calls[-1] == (n, n, "images") and len(calls) == 1 + -(-n // 3)
+
+
+def test_without_a_terminal_progress_is_a_plain_line_now_and_then(capsys: pytest.CaptureFixture[str]) -> None:
+    # Under nohup a run used to log nothing for minutes: the bar is TTY-only.
+    from cabench.cli import _PlainProgress
+
+    plain = _PlainProgress("table1/ca", every_s=3600)
+    plain.show(1, 100, "loss 2.3")  # within the interval: quiet
+    plain.last -= 3600
+    plain.show(50, 100, "loss 1.1 ETA 00:10")
+    plain.show(100, 100, "loss 0.9")  # the last step always
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["table1/ca: 50/100 loss 1.1 ETA 00:10", "table1/ca: 100/100 loss 0.9"]
