@@ -189,7 +189,9 @@ class Registry(Generic[T]):
         if len(text) > 60:
             text = text[:57] + "..."
         message = f"unknown {self.kind} {text!r}"
-        return message + did_you_mean(str(name), available) + f"; available: {', '.join(available) or 'none'}"
+        hint = did_you_mean(str(name), available)
+        plugin = "" if hint else " (a plugin's name: load it with --plugin MODULE or CABENCH_PLUGINS)"
+        return message + hint + f"; available: {', '.join(available) or 'none'}" + plugin
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -34,3 +34,10 @@ def test_every_unknown_name_gets_the_same_case_blind_suggestion(tmp_path: Path) 
         check_row_selection([load_suite(find_suite("table1"))], {"basline"})
     with pytest.raises(SuiteError, match="a folder, not a suite file"):
         find_suite(str(tmp_path))
+
+
+def test_an_unknown_name_with_no_close_match_points_at_plugins() -> None:
+    from cabench.models.blocks import ATTENTIONS
+
+    assert "--plugin MODULE" in ATTENTIONS.unknown("gated-pool")  # a plugin's block, not loaded
+    assert "--plugin" not in ATTENTIONS.unknown("CA")  # a typo gets the did-you-mean instead

@@ -459,7 +459,7 @@ register_dataset(
         name="imagenet",
         task="classify",
         data_key="imagenet",
-        title="ImageNet (train/<class>/*.JPEG, val/<class>/*.JPEG)",
+        title="ImageNet (val/<class>/*.JPEG to evaluate, train/<class>/*.JPEG too to train)",
         validate=lambda root: validate_imagefolder(root, check_images=2) and None,
         build=_build,
         fixture="imagenet",
