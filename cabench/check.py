@@ -42,6 +42,7 @@ class CheckResult:
     lock_checked: int = 0
     unlocked: list[str] = field(default_factory=list)
     counts: dict[str, Complexity] = field(default_factory=dict)
+    lock_path: Path | None = None  # the lock file read (and, with update_lock, written)
 
     @property
     def ok(self) -> bool:
@@ -113,7 +114,7 @@ def check_suites(
     lock_path = lock_path or default_lock()
     lock = read_lock(lock_path, missing_ok=update_lock)
     counts = count_specs(wanted, progress, cache=cache and not update_lock)  # a new lock is recounted
-    result = CheckResult(counts=counts)
+    result = CheckResult(counts=counts, lock_path=lock_path)
     for suite in suites:
         for i, row in enumerate(suite.rows):
             if row.model is None or row.cited:

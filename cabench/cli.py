@@ -744,7 +744,8 @@ def check(
         verdict = "ok" if result.ok else f"{len(result.failures)} failure(s)"
         out.print(
             f"check: {verdict}; {result.cells} count cells: {result.matched} match, {result.noted} drift with a "
-            f"note; {result.lock_checked} models match the lock exactly" + (" (lock updated)" if update_lock else "")
+            f"note; {result.lock_checked} models match the lock exactly"
+            + (f" (lock updated: {result.lock_path})" if update_lock else "")
         )
     if not result.ok:
         raise typer.Exit(EXIT_DRIFT)

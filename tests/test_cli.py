@@ -161,7 +161,8 @@ def test_a_note_turns_a_drift_into_a_documented_one(tmp_path: Path) -> None:
 
 def test_check_fails_when_an_exact_count_differs_from_the_lock(tmp_path: Path) -> None:
     suite, lock = write_suite(tmp_path), tmp_path / "lock.json"
-    assert runner.invoke(app, ["check", str(suite), "--lock", str(lock), "--update-lock"]).exit_code == 0
+    updated = runner.invoke(app, ["check", str(suite), "--lock", str(lock), "--update-lock"])
+    assert updated.exit_code == 0 and f"(lock updated: {lock})" in " ".join(updated.stdout.split())
     data = json.loads(lock.read_text())
     assert data["counts"]["mobilenetv2-w1-ca-r32-c1000"]["params"] == 3_950_648
     data["counts"]["mobilenetv2-w1-ca-r32-c1000"]["params"] += 1  # within the paper's rounding, not the lock's
