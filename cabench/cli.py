@@ -199,7 +199,9 @@ def _progress(label: str) -> tuple[Progress, Callable[[int, int, str], None]]:
 
 @app.command("list")
 def list_suites(
-    as_json: Annotated[bool, typer.Option("--json", help="Print suites and profiles as JSON (for scripts).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print suites and profiles as JSON (for scripts).")
+    ] = False,
 ) -> None:
     """List the suites (one per paper table), their rows, and what each profile fills."""
     from cabench.columns import COLUMNS
@@ -235,7 +237,7 @@ def list_suites(
 @app.command()
 def show(
     suite: Annotated[str, typer.Argument(help="Suite id (table1 ... table9) or path to a suite YAML.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the suite as JSON (for scripts).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the suite as JSON (for scripts).")] = False,
 ) -> None:
     """Show a suite's rows (with the ids `--rows` and `ROW=CKPT` take), models and published values."""
     with user_errors():
@@ -341,7 +343,9 @@ def _run_signature() -> inspect.Signature:
             "as_json",
             kw,
             default=False,
-            annotation=Annotated[bool, typer.Option("--json", help="Print the runs as JSON (for scripts).")],
+            annotation=Annotated[
+                bool, typer.Option("--json", metavar="", help="Print the runs as JSON (for scripts).")
+            ],
         ),
     ]
     params += _launcher_params()
@@ -352,7 +356,8 @@ def _run_signature() -> inspect.Signature:
         options = {}
     for name, (option, owners) in options.items():
         panel = f"Options of {', '.join(owners)}"
-        annotation = Annotated[option.type, typer.Option(help=option.help, rich_help_panel=panel)]
+        flag = {"metavar": ""} if option.type is bool else {}  # typer prints "<bool>" after a flag otherwise
+        annotation = Annotated[option.type, typer.Option(help=option.help, rich_help_panel=panel, **flag)]
         params.append(inspect.Parameter(name, kw, default=option.default, annotation=annotation))
     return inspect.Signature(params)
 
@@ -501,7 +506,9 @@ def status(
         list[str] | None, typer.Argument(help="Suite ids or files (default: every suite a launcher planned).")
     ] = None,
     runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")] = Path("runs"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: one object per row and seed.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print JSON: one object per row and seed.")
+    ] = False,
 ) -> None:
     """Each row x seed a launcher planned (`cabench run ... --launcher local|slurm`): done, running (job id),
     queued, failed (the last line of its log and the log's path) or missing. Submitting again submits only
@@ -674,7 +681,7 @@ def report(
     suites: Annotated[list[str] | None, typer.Argument(help="Suites to report (default: all).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path("reports"),
     runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories are.")] = Path("runs"),
-    figures: Annotated[bool, typer.Option(help="Draw PNG figures under reports/figures/.")] = True,
+    figures: Annotated[bool, typer.Option(metavar="", help="Draw PNG figures under reports/figures/.")] = True,
 ) -> None:
     """Write `reports/SUITE.md`, `reports/README.md`, `reports/results.csv` and figures from the latest runs.
 
@@ -708,10 +715,13 @@ def report(
 def check(
     suites: Annotated[list[str] | None, typer.Argument(help="Suite ids or paths (default: all).")] = None,
     lock: Annotated[Path | None, typer.Option(help="Exact-counts lock file.")] = None,
-    update_lock: Annotated[bool, typer.Option("--update-lock", help="Rewrite the lock from this count.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    update_lock: Annotated[
+        bool, typer.Option("--update-lock", metavar="", help="Rewrite the lock from this count.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the result as JSON.")] = False,
     cache: Annotated[
-        bool, typer.Option("--cache/--no-cache", help="Reuse cached traced counts (key: code, versions, model).")
+        bool,
+        typer.Option("--cache/--no-cache", metavar="", help="Reuse cached traced counts (key: code, versions, model)."),
     ] = True,
 ) -> None:
     """CI gate: recount, then exit 1 if a count cell drifts without a note or differs from the lock.
@@ -794,7 +804,9 @@ def count(
         int | None,
         typer.Option(help="Square input side for M-Adds (default: the paper's for this arch; 32 with --small-input)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: params, madds, fvcore_total, ...")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print JSON: params, madds, fvcore_total, ...")
+    ] = False,
 ) -> None:
     """Count one model's parameters and multiply-adds (paper convention: conv + linear, via fvcore)."""
     from cabench.models.registry import ModelSpec, validate_spec
@@ -840,7 +852,7 @@ def eval_(
         int, typer.Option(help="DataLoader workers (default: the CPUs this process may use, at most 8).")
     ] = default_workers(),
     runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")] = Path("runs"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics and the run as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the metrics and the run as JSON.")] = False,
 ) -> None:
     """A checkpoint's accuracy; with a suite and --row, fills that cell ("eval" profile, footnoted with its sha256).
 
@@ -933,12 +945,17 @@ def bench(
     train_threads: Annotated[int, typer.Option(help="CPU threads for training (0: torch's default).")] = 2,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     amp: Annotated[str, typer.Option(help="Autocast dtype: none, bf16 or fp16 (fp16: CUDA only).")] = "none",
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="Model and inputs in NHWC.")] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", metavar="", help="Model and inputs in NHWC.")
+    ] = False,
     compile_: Annotated[
-        bool, typer.Option("--compile", help="torch.compile every row (compile time untimed).")
+        bool, typer.Option("--compile", metavar="", help="torch.compile every row (compile time untimed).")
     ] = False,
     compiled_ca: Annotated[
-        bool, typer.Option("--compiled-ca", help="Add the row with cabench's batch-1 CA blocks compiled (Inductor).")
+        bool,
+        typer.Option(
+            "--compiled-ca", metavar="", help="Add the row with cabench's batch-1 CA blocks compiled (Inductor)."
+        ),
     ] = False,
     data: Annotated[
         list[str] | None,
@@ -946,13 +963,13 @@ def bench(
     ] = None,
     pipeline_images: Annotated[int, typer.Option(help="Images per pipeline measurement.")] = 200,
     autoaugment: Annotated[
-        bool, typer.Option("--autoaugment", help="Pipeline: add AutoAugment (ImageNet policy).")
+        bool, typer.Option("--autoaugment", metavar="", help="Pipeline: add AutoAugment (ImageNet policy).")
     ] = False,
     gpu_decode: Annotated[
-        bool, typer.Option("--gpu-decode", help="Pipeline: also nvjpeg decode + GPU transforms.")
+        bool, typer.Option("--gpu-decode", metavar="", help="Pipeline: also nvjpeg decode + GPU transforms.")
     ] = False,
-    models_: Annotated[bool, typer.Option("--models/--no-models", help="Measure the model rows.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    models_: Annotated[bool, typer.Option("--models/--no-models", metavar="", help="Measure the model rows.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")] = False,
 ) -> None:
     """Inference latency and training img/s of baseline / SE / CBAM / CA variants as ratios to the baseline
     (one run, rows interleaved, medians and p10-p90); with --data imagenet=PATH, the input pipeline's img/s."""

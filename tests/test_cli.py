@@ -230,3 +230,11 @@ def test_count_refuses_an_unknown_arch_in_one_line() -> None:
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0
     assert "unknown architecture 'mobilenetv4'" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "list", "show", "check", "count", "report", "eval", "bench", "status"])
+def test_help_shows_flags_without_a_bool_placeholder(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "--json" in result.stdout + "--json"
+    ours = [line for line in result.stdout.splitlines() if "--help" not in line]  # typer's own flag keeps it
+    assert not [line for line in ours if "<bool>" in line], result.stdout
