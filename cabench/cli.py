@@ -797,6 +797,7 @@ def count(
         bool,
         typer.Option(
             "--small-input",
+            metavar="",
             help="Stride pattern for 32x32 inputs: stem and first downsampling stage at stride 1 (output stride 8).",
         ),
     ] = False,
