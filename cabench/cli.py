@@ -490,13 +490,15 @@ def _launch(
         fail(f"nothing to run: no row of {', '.join(s.id for s in loaded)} matches for profile {profile.name}")
     counts = {s: sum(u.state == s for u in outcome.before) for s in ("done", "running", "queued")}
     already = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none done, running or queued"
+    where = "" if runs_dir == Path("runs") else f" --runs-dir {runs_dir}"  # the hint must find the same runs
+    status = f"cabench status {' '.join(s.id for s in loaded)}{where}"
     out.print(
         f"{launcher}: {outcome.submitted} job(s) submitted of {len(outcome.before)} row-seed(s) ({already} before); "
-        f"{time.perf_counter() - start:.1f} s. `cabench status {' '.join(s.id for s in loaded)}` shows them.",
+        f"{time.perf_counter() - start:.1f} s. `{status}` shows them.",
         markup=False,
     )
     if outcome.exit_code:
-        err.print("cabench: error: some jobs failed; `cabench status` shows their logs", markup=False)
+        err.print(f"cabench: error: some jobs failed; `{status}` shows their logs", markup=False)
         raise typer.Exit(EXIT_CRASH)
 
 
