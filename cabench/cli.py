@@ -578,7 +578,7 @@ def _run_profile(profile: Any, request: Any) -> Any:
 
         fail(one_line_dataset_error(e))
     except TrainingInterrupted as e:
-        err.print(f"cabench: interrupted; checkpoint saved ({e}). Run the same command again to resume.")
+        err.print(f"cabench: {e}", markup=False)  # it says where the checkpoint is and how to resume
         raise typer.Exit(130) from None
 
 

@@ -174,3 +174,13 @@ def test_torchrun_workers_get_the_plugins(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(distributed.subprocess, "call", lambda cmd, env: seen.update(env) or 0)
     assert distributed.launch_torchrun(2, ["run", "x", "--nproc", "2"]) == 0
     assert "wrapper_columns" in seen["CABENCH_PLUGINS"].split(",")
+
+
+def test_a_resumed_run_says_where_it_resumes(tmp_path: Path) -> None:
+    from cabench.profiles.train import _starting
+
+    assert _starting(tmp_path) == "training"
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert _starting(tmp_path) == "resuming from its checkpoint"  # stopped otherwise (killed, time limit)
+    (tmp_path / "log.jsonl").write_text('{"step": 3}\n{"event": "interrupted", "step": 4, "time": 0}\n')
+    assert _starting(tmp_path) == "resuming at step 4"

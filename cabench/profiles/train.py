@@ -438,7 +438,7 @@ class TrainProfile(Profile):
                 say(suite, row.key, f"seed {seed}: done already, skipped")
                 return store.complete(suite, row.key, self.name, key)
             run_dir = Path(where)
-            say(suite, row.key, f"seed {seed}: training -> {run_dir}")
+            say(suite, row.key, f"seed {seed}: {_starting(run_dir)} -> {run_dir}")
             torch.manual_seed(seed)  # a row's initial weights depend on its seed only, not on earlier rows
             assert row.model is not None
             model = apply_recipe(fit_to_recipe(build_model(row.model.spec()), plan.recipe), plan.recipe)
@@ -586,3 +586,18 @@ register_profile(
     TrainProfile("smoke", "train a few steps and evaluate on generated data, real loaders and evaluators", smoke=True)
 )
 register_profile(TrainProfile("paper", "the suite's recipe on real data (--data); resumable", smoke=False))
+
+
+def _starting(run_dir: Path) -> str:
+    """``training``, or ``resuming at step N`` for a run folder whose checkpoint an interruption left (the step from
+    its log), ``resuming from its checkpoint`` for one that stopped otherwise."""
+    from cabench.engine import CHECKPOINT_NAME, LOG_NAME
+
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        return "training"
+    try:
+        lines = (run_dir / LOG_NAME).read_text().splitlines()
+        steps = [json.loads(line).get("step") for line in lines if '"interrupted"' in line]
+    except (OSError, ValueError):
+        steps = []
+    return f"resuming at step {steps[-1]}" if steps and isinstance(steps[-1], int) else "resuming from its checkpoint"
