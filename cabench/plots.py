@@ -17,6 +17,7 @@ Colors follow the Okabe-Ito colorblind-safe palette.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,8 @@ def _padded_limits(values: Sequence[float], frac: float = 0.12) -> tuple[float, 
 # --------------------------------------------------------------------------- suite figure
 
 
-def _legend_handles(statuses: set[str]) -> list[Any]:
+def _legend_handles(statuses: set[str], published: bool = True) -> list[Any]:
+    """The legend of a suite figure: the statuses drawn, and the published dot only when a value is published."""
     from matplotlib.lines import Line2D
 
     def dot(label: str, face: str, edge: str | None = None) -> Any:
@@ -251,7 +253,7 @@ def _legend_handles(statuses: set[str]) -> list[Any]:
             label=label,
         )
 
-    handles = [dot("published", PUBLISHED_COLOR)]
+    handles = [dot("published", PUBLISHED_COLOR)] if published else []
     if "match" in statuses:
         handles.append(dot("reproduced: match", STATUS_COLORS["match"]))
     if "noted" in statuses:
@@ -394,10 +396,12 @@ def draw_suite_figure(suite_id: str, title: str, cells: pd.DataFrame, out_dir: P
     label_in = 0.3 + 0.062 * max(len(lbl) for lbl in labels)
     panel_w, panel_h = 2.7, 0.6 + 0.32 * len(row_ids)
     fig_w = max(label_in + panel_w * ncols + 0.3, 6.5)
-    handles = _legend_handles(set(drawn["_status"]))
+    handles = _legend_handles(set(drawn["_status"]), published=bool(drawn["_pub"].notna().any()))
     legend_ncol, legend_rows = _legend_layout([h.get_label() for h in handles], fig_w)
     legend_in = 0.15 + 0.25 * legend_rows
-    fig_h = panel_h * nrows + 0.25 * (nrows - 1) + 0.5 + legend_in
+    # The title wrapped to the figure's width (about 10 characters an inch at 12 pt), not cut off at its edge.
+    wrapped = textwrap.fill(title, width=max(40, int(fig_w * 10)))
+    fig_h = panel_h * nrows + 0.25 * (nrows - 1) + 0.3 + 0.2 * (wrapped.count("\n") + 1) + legend_in
 
     plt = _pyplot()
     with plt.rc_context(_RC):
@@ -417,7 +421,7 @@ def draw_suite_figure(suite_id: str, title: str, cells: pd.DataFrame, out_dir: P
             for ax in flat:
                 ax.tick_params(axis="y", labelleft=ax.get_subplotspec().is_first_col())
 
-            fig.suptitle(title, fontsize=12, fontweight="bold", x=0.01, ha="left")
+            fig.suptitle(wrapped, fontsize=12, fontweight="bold", x=0.01, ha="left")
             fig.legend(
                 handles=handles,
                 loc="lower center",
