@@ -788,21 +788,25 @@ def _draw_figures(
     written = []
     for suite in suites:
         p = plots.draw_suite_figure(suite.id, suite.title, frame[frame["suite"] == suite.id], fig_dir)
-        if p is not None:
-            written.append(p)
+        _keep_or_remove(p, fig_dir / f"{suite.id}.png", written)
     # Figure 1 spans three tables: redraw it only when all of them are rebuilt, else keep the earlier one.
     if {panel.suite for panel in plots.FIGURE1_PANELS} <= {s.id for s in suites}:
-        p = plots.draw_figure1(frame, fig_dir)
-        if p is not None:
-            written.append(p)
+        _keep_or_remove(plots.draw_figure1(frame, fig_dir), fig_dir / "figure1.png", written)
     if {panel.suite for panel in plots.PROBE_FIGURE1_PANELS} <= {s.id for s in suites}:  # as Figure 1
-        p = plots.draw_probe_figure1(frame, fig_dir)
-        if p is not None:
-            written.append(p)
+        _keep_or_remove(plots.draw_probe_figure1(frame, fig_dir), fig_dir / "figure1-probe.png", written)
     p = plots.draw_claims_figure(claims_frame(verdicts), fig_dir)
     if p is not None:
         written.append(p)
     return written
+
+
+def _keep_or_remove(drawn: Path | None, path: Path, written: list[Path]) -> None:
+    """A figure redrawn is listed as written; one with nothing left to draw is removed with its table's data, so a
+    page never embeds a picture of runs it no longer shows."""
+    if drawn is not None:
+        written.append(drawn)
+    elif path.is_file() and not path.is_symlink():
+        path.unlink()
 
 
 def _figure_links(out_dir: Path, ids: Sequence[str]) -> dict[str, str]:

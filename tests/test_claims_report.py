@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +195,19 @@ def test_a_suite_with_only_smoke_runs_and_nothing_published_reports_pipeline_ok(
     write_reports([load_suite(path)], store, out, figures=False)
     line = next(x for x in (out / "mine.md").read_text().splitlines() if x.startswith("| + CA"))
     assert "pipeline ok (smoke)" in line and "9.0" not in line
+
+
+def test_a_figure_with_nothing_left_to_draw_is_removed_with_its_table(tmp_path: Path) -> None:
+    # The trap: probe PNGs stayed embedded beside tables that said there were no runs.
+    mini, mine = tmp_path / "mini.yaml", tmp_path / "mine.yaml"
+    mini.write_text(SUITE)
+    mine.write_text(re.sub(r", published: \{top1: [0-9.]+\}", "", SUITE.replace("id: mini", "id: mine")))
+    store = Store(tmp_path / "runs")
+    _run(store, "ca", 0, 74.4)
+    out = tmp_path / "reports"
+    (out / "figures").mkdir(parents=True)
+    stale = out / "figures" / "mine.png"
+    stale.write_bytes(b"an old picture of runs that are gone")
+    write_reports([load_suite(mini), load_suite(mine)], store, out, figures=True)
+    assert (out / "figures" / "mini.png").is_file() and not stale.exists()
+    assert "figures/mine.png" not in (out / "mine.md").read_text()
