@@ -16,6 +16,7 @@ Colors follow the Okabe-Ito colorblind-safe palette.
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from collections.abc import Sequence
@@ -221,8 +222,13 @@ def _status(value: Any) -> str:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    """Render to memory, then write atomically: a kill mid-write leaves the previous PNG whole, and a symlink at
+    ``path`` is replaced by the file rather than written through (its target is never touched)."""
+    from cabench.store import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

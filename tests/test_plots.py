@@ -283,3 +283,15 @@ def test_every_status_a_cell_can_take_is_one_the_report_and_its_figures_render()
             assert statuses <= set(STATUS_MARKS) and statuses <= set(STATUSES), (name, kind)
     assert set(STATUSES) == set(STATUS_MARKS)
     assert all(_status(status) == status for status in STATUS_MARKS)
+
+
+def test_a_figure_is_written_atomically_and_never_through_a_symlink(cells: pd.DataFrame, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"not cabench's")
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "table4.png").symlink_to(outside)
+    path = plots.draw_suite_figure("table4", "Table 4", cells, figures)
+    assert path is not None and not path.is_symlink() and path.read_bytes().startswith(b"\x89PNG")
+    assert outside.read_bytes() == b"not cabench's"  # the trap: report overwrote a link's target
+    assert [p.name for p in figures.iterdir()] == ["table4.png"]  # no temporary file left behind
