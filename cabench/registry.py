@@ -59,14 +59,22 @@ def import_object(path: str) -> Any:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:
         raise RegistryError(f"cannot import {module_name!r} (from {path!r}): {e}") from None
-    except Exception as e:  # a plugin module that fails while importing
-        raise RegistryError(f"importing {module_name!r} (from {path!r}) failed: {type(e).__name__}: {e}") from None
+    except BaseException as e:  # a plugin module that fails while importing, sys.exit() and Ctrl-C included
+        raise RegistryError(f"importing {module_name!r} (from {path!r}) failed: {_failure(e)}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise RegistryError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})") from None
     return obj
+
+
+def _failure(e: BaseException) -> str:
+    """``ValueError: bad`` / ``SystemExit(0)``: what a plugin's code raised, on one line."""
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({e.code!r})"
+    text = " ".join(str(e).split())[:200]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def is_import_path(name: str) -> bool:
@@ -254,8 +262,8 @@ def load_plugins(modules: Iterable[str]) -> list[str]:
             raise RegistryError(f"cannot import plugin {module!r}: {e}") from None
         except RegistryError:
             raise
-        except Exception as e:
-            raise RegistryError(f"plugin {module!r} failed while importing: {type(e).__name__}: {e}") from None
+        except BaseException as e:  # untrusted code run on purpose: SystemExit and KeyboardInterrupt too
+            raise RegistryError(f"plugin {module!r} failed while importing: {_failure(e)}") from None
         _plugins.append(module)
     return loaded_plugins()
 
@@ -274,8 +282,6 @@ def _load_default_plugins() -> None:
             continue
         try:
             ep.load()
-        except Exception as e:
-            raise RegistryError(
-                f"plugin entry point {ep.name!r} ({ep.value}) failed: {type(e).__name__}: {e}"
-            ) from None
+        except BaseException as e:
+            raise RegistryError(f"plugin entry point {ep.name!r} ({ep.value}) failed: {_failure(e)}") from None
         _plugins.append(ep.value.partition(":")[0])

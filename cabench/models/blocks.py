@@ -98,6 +98,9 @@ def resolve_attention(kind: Any) -> Callable[..., Any]:
         obj = import_object(kind) if is_import_path(kind) else ATTENTIONS.get(kind)
     if not callable(obj):
         raise RegistryError(f"attention {attention_label(kind)!r} is a {type(obj).__name__}, not a block class")
+    module = (getattr(obj, "__module__", None) or "builtins").partition(".")[0]
+    if module in sys.stdlib_module_names:  # os:_exit, sys:exit: would end the process, not build a block
+        raise RegistryError(f"attention {attention_label(kind)!r} comes from the standard library, not a block class")
     return obj  # type: ignore[no-any-return]
 
 
@@ -155,7 +158,7 @@ def _build(
         kwargs["reduction"] = reduction
     try:
         module = block(channels, **kwargs)
-    except Exception as e:
+    except BaseException as e:  # a block is a plugin's code: sys.exit() in its constructor is one line too
         given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise ValueError(
             f"attention {label!r}: building it for {channels} channels"
@@ -202,7 +205,7 @@ def _probe(block: Callable[..., Any], reduction: int | None, args: tuple[tuple[s
         x = torch.randn(_PROBE_SHAPE, generator=torch.Generator().manual_seed(0))
         try:
             y = module.eval()(x)
-        except Exception as e:
+        except BaseException as e:
             raise ValueError(
                 f"attention {label!r}: its forward on a {tuple(x.shape)} tensor failed: {type(e).__name__}: {e}"
             ) from None
