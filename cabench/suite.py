@@ -78,6 +78,8 @@ class SuiteError(ValueError):
 # Ids name files and folders (runs/<suite>/<row>/...), so they are names, never paths.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 MAX_PUBLISHED = Decimal(10) ** 15  # no column of any table comes near this
+MAX_CLAIM_NUMBER = Decimal(10) ** 6  # a claim's margin, published difference or constant
+MIN_CLAIM_NUMBER = Decimal("1e-9")
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -227,6 +229,32 @@ class Claim(_Strict):
     margin: Decimal | None = Field(default=None, gt=0)
     published: Decimal | None = None
     note: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_name(cls, value: str) -> str:
+        return check_id(value, "claim id")
+
+    @field_validator("margin", "published", "b")
+    @classmethod
+    def _sane_number(cls, value: Any) -> Any:
+        # 1e400, 1e-400 and 1e30 were accepted: a difference of any metric lies within ±1e6, and a margin is
+        # either 0 < margin or absent (margins below 1e-9 cannot be told from rounding noise).
+        if isinstance(value, Decimal):
+            if not value.is_finite() or abs(value) > MAX_CLAIM_NUMBER:
+                raise ValueError(f"{value} is not a finite number within ±{MAX_CLAIM_NUMBER:,}")
+            if value != 0 and abs(value) < MIN_CLAIM_NUMBER:
+                raise ValueError(f"{value} is too small to tell from rounding (at least {MIN_CLAIM_NUMBER})")
+        return value
+
+    @model_validator(mode="after")
+    def _two_different_sides(self) -> Claim:
+        if isinstance(self.b, Term) and self.a == self.b:
+            raise ValueError("a and b are the same term: a claim compares two different rows (or gains)")
+        for term in self.terms():
+            if term.minus is not None and term.minus == term.row:
+                raise ValueError(f"a gain of {term.row} over itself is always 0")
+        return self
 
     @field_validator("a", "b", mode="before")
     @classmethod

@@ -92,6 +92,15 @@ GOOD = {"id": "ca-beats-se", "metric": "top1", "relation": "greater", "a": "ca",
         ({"source": None}, "claim 1 (ca-beats-se): source:"),
         ({"colour": "red"}, "claim 1 (ca-beats-se): colour: unknown field"),
         ({"a": {"row": "ca", "suite": "table2"}}, "claim 1 (ca-beats-se): a.suite: a suite's claims compare its own"),
+        # issue 22's outside cases: numbers out of any range, ids that are not names, a row against itself
+        ({"relation": "equal", "margin": "1e400"}, "margin: 1E+400 is not a finite number within ±1,000,000"),
+        ({"published": 1e30}, "published: 1.0E+30 is not a finite number within ±1,000,000"),
+        ({"relation": "equal", "margin": "1e-400"}, "margin: 1E-400 is too small to tell from rounding"),
+        ({"b": 1e-12}, "b: 1.0E-12 is too small to tell from rounding"),
+        ({"id": "../../x"}, "claim id '../../x' is not a name"),
+        ({"id": ""}, "claim id '' is not a name"),
+        ({"b": "ca"}, "a and b are the same term"),
+        ({"b": {"row": "se", "minus": "se"}}, "a gain of se over itself is always 0"),
     ],
 )
 def test_a_bad_claim_is_one_line_naming_suite_claim_and_field(tmp_path: Path, change: dict, expected: str) -> None:
