@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -168,3 +169,33 @@ def test_each_timed_round_says_how_long_the_section_has_left() -> None:
     rounds = [w for w in seen if ": round " in w]
     assert rounds[0].startswith("training batch 32: round 1/3, about ") and rounds[0].endswith(" s left")
     assert rounds[-1].startswith("training batch 32: round 3/3, about 0 s left")
+
+
+def test_each_ratio_carries_the_spread_of_its_paired_rounds() -> None:
+    from cabench.measure.bench import _summarise
+
+    # Round by round the CA row takes 1.1x the baseline's time, whatever the machine's load did to both.
+    base = [0.010, 0.020, 0.012, 0.030, 0.011]
+    times = {"baseline": base, "ca": [1.1 * t for t in base]}
+    latency = _summarise(times, 1, "latency")["ca"]
+    assert latency["ratio_p10"] == pytest.approx(1.1) and latency["ratio_p90"] == pytest.approx(1.1)
+    assert latency["p90"] / latency["p10"] > 2  # the absolute times spread; their paired ratio does not
+    train = _summarise(times, 32, "train")["ca"]
+    assert train["ratio_p10"] == pytest.approx(1 / 1.1) and train["ratio"] == pytest.approx(1 / 1.1)
+
+
+def test_the_timm_row_finds_coordattn_where_timm_keeps_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from cabench.measure.bench_rows import _timm_coord_attn
+
+    class CoordAttn(torch.nn.Module):
+        pass
+
+    layers = types.ModuleType("timm.layers")  # timm 1.0.31: not re-exported from timm.layers
+    inner = types.ModuleType("timm.layers.coord_attn")
+    inner.CoordAttn = CoordAttn  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "timm", types.ModuleType("timm"))
+    monkeypatch.setitem(sys.modules, "timm.layers", layers)
+    monkeypatch.setitem(sys.modules, "timm.layers.coord_attn", inner)
+    assert _timm_coord_attn() is CoordAttn

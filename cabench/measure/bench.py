@@ -207,8 +207,13 @@ def _summarise(times: dict[str, list[float]], batch: int, kind: str) -> dict[str
             "p90": _quantile(values, 0.9),
         }
     base = table["baseline"]["median"]
-    for row in table.values():
+    for name, row in table.items():
         row["ratio"] = row["median"] / base
+        # The ratio's own spread: round k's value of this row over round k's baseline (measured side by side).
+        # Latency: seconds over seconds; throughput: img/s over img/s, i.e. the baseline's seconds over the row's.
+        pairs = zip(times[name], times["baseline"], strict=True)
+        paired = [s / b if kind == "latency" else b / s for s, b in pairs]
+        row["ratio_p10"], row["ratio_p90"] = _quantile(paired, 0.1), _quantile(paired, 0.9)
     return table
 
 
@@ -288,11 +293,11 @@ def format_bench(result: dict[str, object]) -> str:
         head = "inference latency" if section["kind"] == "latency" else "training throughput"
         better = "lower is better" if section["kind"] == "latency" else "higher is better"
         lines += ["", f"{head}, batch {section['batch']} ({unit}; ratio to baseline, {better})"]
-        lines.append(f"  {'row':{width}s} {'median':>9s} {'p10':>9s} {'p90':>9s} {'ratio':>7s}")
+        lines.append(f"  {'row':{width}s} {'median':>9s} {'p10':>9s} {'p90':>9s} {'ratio':>7s}  paired p10-p90")
         for name, row in section["rows"].items():
             lines.append(
                 f"  {labels[name]:{width}s} {row['median']:9.2f} {row['p10']:9.2f} {row['p90']:9.2f} "
-                f"{row['ratio']:6.3f}x"
+                f"{row['ratio']:6.3f}x  {row['ratio_p10']:.3f}-{row['ratio_p90']:.3f}"
             )
     for name, why in result["skipped"].items():  # type: ignore[union-attr]
         lines.append(f"skipped {name}: {why}")

@@ -85,11 +85,16 @@ def _authors_ca() -> nn.Module:
 
 
 def _timm_coord_attn() -> type[nn.Module]:
-    try:
-        from timm.layers import CoordAttn
-    except ImportError as e:  # timm missing, or a timm without CoordAttn
-        raise RowUnavailable(f"timm's CoordAttn is not importable ({e})") from None
-    return CoordAttn
+    import importlib
+
+    # timm re-exports it from timm.layers in some releases; 1.0.31 keeps it in timm.layers.coord_attn only.
+    errors = []
+    for module in ("timm.layers", "timm.layers.coord_attn"):
+        try:
+            return importlib.import_module(module).CoordAttn  # type: ignore[no-any-return]
+        except (ImportError, AttributeError) as e:  # timm missing, or a timm without CoordAttn there
+            errors.append(f"{module}: {e}")
+    raise RowUnavailable(f"timm's CoordAttn is not importable ({'; '.join(errors)})")
 
 
 @BENCH_ROWS.register("timm_ca")
