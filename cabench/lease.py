@@ -40,9 +40,13 @@ def host_name() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
 
 
+# Linux's pid_max is at most 2^22; anything beyond cannot be a process (a lease file written by hand, or damaged).
+MAX_PID = 1 << 22
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists on this host."""
-    if pid <= 0:
+    """Whether a process with ``pid`` exists on this host (False for a pid no process can have)."""
+    if not 0 < pid <= MAX_PID:
         return False
     try:
         os.kill(pid, 0)
@@ -120,8 +124,10 @@ def _is_stale(path: Path, stale_after: float) -> tuple[bool, str | None]:
         return age > stale_after, None
     token = info.get("token")
     pid = info.get("pid")
-    if info.get("host") == host_name() and isinstance(pid, int) and not pid_alive(pid):
-        return True, token
+    if info.get("host") == host_name() and isinstance(pid, int):
+        # On this host the pid decides: a holder that is suspended (Ctrl-Z, a paused VM, SLURM suspend) misses
+        # heartbeats but is alive, and breaking its lease would let two processes train one run directory.
+        return not pid_alive(pid), token
     return age > stale_after, token
 
 

@@ -263,7 +263,7 @@ class Store:
         if not isinstance(pid, int) or not isinstance(host, str):
             return "a process that has not recorded itself yet"
         since = ""
-        if isinstance(started, (int, float)) and math.isfinite(started):
+        if isinstance(started, (int, float)) and math.isfinite(started) and 0 <= started < 1e11:  # before year 5138
             since = time.strftime(", since %Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
         return f"pid {pid} on host {host[:64]}{since}"
 

@@ -88,6 +88,43 @@ def test_a_lease_of_a_killed_process_is_recovered(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_a_suspended_holder_on_this_host_keeps_its_lease(tmp_path: Path) -> None:
+    # Issue 22: suspend a training past stale_after (Ctrl-Z, a paused VM, SLURM suspend), start the same command:
+    # the lease was broken on its old heartbeat and two processes trained one run directory.
+    path = tmp_path / ".seed-3.lease"
+    holder_script = "import sys, time; from pathlib import Path; from cabench.lease import acquire\n"
+    holder_script += "lease = acquire(Path(sys.argv[1]), 0.6); print('held', flush=True); time.sleep(60)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", holder_script, str(path)], env=env, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"held"
+        proc.send_signal(signal.SIGSTOP)
+        old = time.time() - 120
+        os.utime(path, (old, old))  # its heartbeat is long stopped
+        assert acquire(path, stale_after=0.6) is None  # but its pid lives on this host: still held
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert acquire(path, stale_after=0.6) is not None  # gone: stale at once
+
+
+@pytest.mark.parametrize("fields", [{"pid": 2**62}, {"pid": -5}, {"pid": 1 << 23}])
+def test_a_lease_with_a_pid_no_process_can_have_is_stale(tmp_path: Path, fields: dict[str, int]) -> None:
+    path = tmp_path / ".seed-4.lease"
+    path.write_text(json.dumps({"host": host_name(), "token": "x", "started": 1e300, **fields}))
+    lease = acquire(path, stale_after=60)  # used to exit 3 (OverflowError in os.kill)
+    assert lease is not None
+    lease.release()
+
+
+def test_a_lease_holder_with_an_absurd_start_time_is_still_named(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs")
+    cell = store.cell_dir("t", "row", "smoke")
+    cell.mkdir(parents=True)
+    (cell / ".seed-0.lease").write_text(json.dumps({"host": "h", "pid": 7, "started": 1e300}))
+    assert store.lease_holder("t", "row", "smoke", 0) == "pid 7 on host h"
+
+
 def test_a_lease_from_another_host_is_broken_only_once_its_heartbeat_stops(tmp_path: Path) -> None:
     path = tmp_path / ".seed-1.lease"
     path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "token": "x"}))
