@@ -102,3 +102,12 @@ def test_eval_json_prints_the_metrics_and_the_run(suite: Path, imagenet: Path, t
     data = json.loads(result.stdout)  # for scripts: nothing but the JSON on stdout
     assert data["model"].startswith("mobilenetv2-w0.5-ca") and 0 <= data["metrics"]["top1"] <= 100
     assert data["run"]["row"] == "ca" and Path(data["run"]["path"]).is_dir()
+
+
+def test_a_data_root_no_selected_row_reads_is_refused(suite: Path, imagenet: Path, tmp_path: Path) -> None:
+    # The trap: a smoke run of a suite whose recipe reads ImageNet ignored the --data digits=... it was given.
+    runs = tmp_path / "runs"
+    args = ["run", str(suite), "--profile", "smoke", "--data", f"imagenet={imagenet}", "--data", f"digits={tmp_path}"]
+    result = runner.invoke(app, [*args, "--runs-dir", str(runs)])
+    assert result.exit_code == 2 and f"--data digits={tmp_path}: no selected row reads it" in result.stderr
+    assert "(their recipes read imagenet)" in result.stderr and not (runs / "tiny").exists()

@@ -286,6 +286,11 @@ class TrainProfile(Profile):
         from cabench.data.roots import data_root
 
         given = parse_data_option(request.options["data"] or [])
+        read = {p.dataset.data_key for p in plans}
+        for key in sorted(set(given) - read):  # every option is consumed or refused: a root no row reads is a slip
+            raise ValueError(
+                f"--data {key}={given[key]}: no selected row reads it (their recipes read {', '.join(sorted(read))})"
+            )
         fixtures = request.store.root / "_fixtures" if self.smoke else None
         who = f"the {self.name} profile"
         return {p.recipe.dataset: data_root(p.dataset, given, fixtures, who) for p in plans}
