@@ -77,7 +77,8 @@ def read_text_file(path: Path, what: str, error: type[ValueError], max_bytes: in
     where = str(path)
     try:
         if not path.is_file():
-            raise error(f"{where}: not a {what} file" + (" (a directory)" if path.is_dir() else " (no such file)"))
+            kind = "a directory" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+            raise error(f"{where}: not a {what} file ({kind})")
         size = path.stat().st_size
         if size > max_bytes:
             raise error(f"{where}: {what} file too large ({size:,} bytes; the limit is {max_bytes:,})")

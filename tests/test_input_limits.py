@@ -162,3 +162,21 @@ def test_a_deeply_nested_coco_annotation_file_is_one_line(tmp_path: Path) -> Non
     ann.write_text(json.dumps({"images": 1}) + "garbage")
     with pytest.raises(DatasetError, match="not valid JSON"):
         validate_coco(root)
+
+
+def test_a_lock_or_config_that_is_a_directory_or_fifo_says_what_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from cabench.data.imagenet import config_path
+
+    fifo = tmp_path / "lock.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"lock\.fifo: not a counts lock file \(not a regular file\)"):
+        read_lock(fifo)  # it used to say "no such file"
+    with pytest.raises(ValueError, match=r": not a counts lock file \(a directory\)"):
+        read_lock(tmp_path)
+    monkeypatch.setenv("CABENCH_CONFIG", str(tmp_path))
+    with pytest.raises(ValueError, match="the config file named by CABENCH_CONFIG is a directory"):
+        config_path()

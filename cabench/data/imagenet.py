@@ -368,7 +368,8 @@ def config_path() -> Path | None:
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise ValueError(f"{path}: config file named by CABENCH_CONFIG does not exist")
+            kind = "is a directory" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+            raise ValueError(f"{path}: the config file named by CABENCH_CONFIG {kind}")
         return path
     default = Path.home() / ".config" / "cabench" / "config.toml"
     return default if default.is_file() else None
