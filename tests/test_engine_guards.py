@@ -62,6 +62,22 @@ def test_a_nan_loss_stops_training_with_its_step(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3  # the last finite step's, never the NaN one
 
 
+def test_a_nan_loss_never_reaches_a_checkpoint_between_logged_steps(tmp_path: Path) -> None:
+    # Issue 22: the paper profile logs every 10 steps; with --ckpt-every 1 the checkpoint of a diverged model was
+    # saved before the logged loss showed NaN, and the same command was then refused until the folder was deleted.
+    model = tiny_cnn()
+    calls = {"n": 0}
+
+    def poison(module: nn.Module, args: Any, output: Any) -> Any:
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] >= 4 else output
+
+    model.register_forward_hook(poison)
+    with pytest.raises(TrainingDiverged, match=r"the loss is nan at step 4"):
+        train_classifier(model, synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(log_every=10), tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3  # the last finite step's
+
+
 def test_resuming_with_a_run_changing_option_is_refused(tmp_path: Path) -> None:
     from cabench.profiles.train import RESUME_FREE, TrainProfile, _Plan
     from cabench.store import Store

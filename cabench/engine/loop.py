@@ -314,6 +314,9 @@ def _after_step(
         if epoch_done:
             st.loss_acc.zero_()
     if epoch_done or stop or (s.ckpt_every_steps and step % s.ckpt_every_steps == 0):
+        if not (epoch_done or stop):  # the loss since the epoch began, checked before this mid-epoch checkpoint:
+            # with --ckpt-every 1 the logged loss (every log_every steps) came too late to keep a diverged model out
+            _finite_loss(all_reduce_sum(st.loss_acc.clone()).item(), step, p)
         _save(st, p)
     return stop
 
