@@ -107,9 +107,33 @@ def check_state_dict(state: object, where: str | Path) -> dict[str, torch.Tensor
             raise CheckpointError(f"{where}: key {key!r} is not a parameter name")
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{where}: {key}: a {type(value).__name__}, not a tensor")
-        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+        problem = _tensor_problem(key, value)  # before anything reads the values: no allocation from a bomb
+        if problem:
+            raise CheckpointError(f"{where}: {key}: {problem}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{where}: {key}: holds NaN or infinite values")
     return state
+
+
+# Integer tensors a model's state holds (BatchNorm's step counter); every other entry is floating point.
+_INTEGER_BUFFERS = ("num_batches_tracked",)
+
+
+def _tensor_problem(key: str, value: torch.Tensor) -> str | None:
+    """What makes ``value`` no weight tensor, judged from its metadata alone (layout, device, dtype, strides)."""
+    if value.layout != torch.strided:
+        return f"a {str(value.layout).removeprefix('torch.')} tensor; weights are dense (strided) tensors"
+    if value.device.type == "meta":
+        return "a meta tensor (no data)"
+    if value.is_complex() or value.dtype == torch.bool:
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor; weights are real floating point"
+    if not value.is_floating_point() and not key.endswith(_INTEGER_BUFFERS):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor; weights are floating point"
+    if any(stride == 0 and size > 1 for stride, size in zip(value.stride(), value.shape, strict=True)):
+        return "a tensor that repeats one stored value along a dimension (stride 0), not saved weights"
+    if value.numel() > value.untyped_storage().nbytes() // max(value.element_size(), 1):
+        return "a tensor larger than the storage it was saved with"
+    return None
 
 
 # --- RNG states as tensors/primitives ---------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,25 @@ def test_check_state_dict_accepts_integer_buffers_and_refuses_non_finite() -> No
     assert check_state_dict(ok, "f.pt") is ok
     with pytest.raises(CheckpointError, match=r"f\.pt: w: holds NaN"):
         check_state_dict({"w": torch.tensor([1.0, float("-inf")])}, "f.pt")
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (torch.zeros(3, 3).to_sparse(), "a sparse_coo tensor; weights are dense (strided) tensors"),
+        (torch.empty(3, device="meta"), "a meta tensor (no data)"),
+        (torch.ones(3, dtype=torch.bool), "a bool tensor; weights are real floating point"),
+        (torch.ones(3, dtype=torch.complex64), "a complex64 tensor; weights are real floating point"),
+        (torch.ones(3, dtype=torch.int64), "a int64 tensor; weights are floating point"),
+        (torch.zeros(1).expand(10**6), "a tensor that repeats one stored value along a dimension (stride 0)"),
+    ],
+)
+def test_a_tensor_that_is_no_weight_is_refused_from_its_metadata(value: torch.Tensor, words: str) -> None:
+    # Issue 22: these exited 3 (MemoryError reading a stride-0 bomb) or were accepted and cast.
+    with pytest.raises(CheckpointError, match=re.escape(f"w.pt: layer.weight: {words}")):
+        check_state_dict({"layer.weight": value}, "w.pt")
+
+
+def test_batchnorm_step_counters_stay_integer() -> None:
+    state = {"bn.weight": torch.ones(2), "bn.num_batches_tracked": torch.tensor(7)}
+    assert check_state_dict(state, "w.pt") is state
