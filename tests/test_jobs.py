@@ -133,6 +133,18 @@ def test_a_checkpoint_that_does_not_fit_names_the_first_mismatching_key(tmp_path
     assert not (tmp_path / "runs").exists()
 
 
+def test_finite_but_huge_weights_write_no_metric(tmp_path: Path, imagenet: Path) -> None:
+    # Issue 22: weights scaled by 1e30 are finite, so they load; their logits overflow, and val_loss NaN was
+    # written to metrics.json with exit 0.
+    state = MobileNetV2(width=0.5).state_dict()
+    ckpt = tmp_path / "huge.pth"
+    torch.save({k: v * 1e30 if v.is_floating_point() and k.endswith("weight") else v for k, v in state.items()}, ckpt)
+    args = ["eval", "mobilenetv2", "--width", "0.5", "--checkpoint", str(ckpt), "--data", f"imagenet={imagenet}"]
+    result = runner.invoke(app, [*args, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "the validation loss is nan" in result.stderr, result.output
+    assert not list((tmp_path / "runs").rglob("metrics.json"))
+
+
 @pytest.mark.parametrize(
     ("make", "expected"),
     [

@@ -10,6 +10,7 @@ the task declares the statistics that recompute top-1/top-5 from them on a resam
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,11 @@ class ClassificationTask:
             channels_last=settings.channels_last,
             per_image=True,
         )
+        if not math.isfinite(ev["loss"]):  # finite-but-huge weights: logits overflow; no metric of such a model
+            raise ValueError(
+                f"the validation loss is {ev['loss']} on {ev['n']:,} images: the model's outputs overflow; "
+                "no metric is written"
+            )
         metrics = {"top1": ev["top1"], "top5": ev["top5"], "val_loss": ev["loss"], "val_n": ev["n"]}
         return {**metrics, outcomes.KEY: ev[outcomes.KEY]}
 
