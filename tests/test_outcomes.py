@@ -111,6 +111,33 @@ def test_split_takes_the_outcomes_out_of_the_metrics() -> None:
     assert outcomes.split({"top1": 1.0}) == ({"top1": 1.0}, None)
 
 
+def test_coco_outcomes_evaluate_again_to_what_compute_gives_past_100_detections_an_image() -> None:
+    # Issue 22: 150 confident detections of one category and one right detection of another in one image; the
+    # outcomes kept each image's top 100 over all categories, dropping the right one: 0.0 where compute() gave 100.
+    from cabench.metrics.coco_eval import CocoEvaluator
+
+    gt = {
+        "images": [{"id": 3, "width": 100, "height": 100}],
+        "annotations": [
+            {"id": 1, "image_id": 3, "category_id": 5, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0}
+        ],
+        "categories": [{"id": 1, "name": "a"}, {"id": 5, "name": "b"}],
+    }
+    boxes = torch.cat([torch.tensor([[50.0, 50.0, 90.0, 90.0]]).repeat(150, 1), torch.tensor([[10.0, 10, 40, 40]])])
+    scores = torch.cat([torch.linspace(0.5, 0.99, 150), torch.tensor([0.2])])
+    labels = torch.cat([torch.ones(150, dtype=torch.int64), torch.tensor([2])])
+    ev = CocoEvaluator(gt)
+    ev.update([{"image_id": 3}], [{"boxes": boxes, "scores": scores, "labels": labels}])
+    ids, arrays = ev.per_image_outcomes()
+    again = CocoEvaluator(gt)
+    for i, image_id in enumerate(ids):
+        mine = arrays["det_image"] == i
+        box, score = arrays["det_box"][mine].astype(np.float64), arrays["det_score"][mine].astype(np.float64)
+        again._detections[int(image_id)] = (box, score, arrays["det_label"][mine].astype(np.int64))
+    assert ev.compute()["ap"] == pytest.approx(100.0)
+    assert again.compute() == pytest.approx(ev.compute())
+
+
 def test_coco_outcomes_keep_each_images_top_100_detections() -> None:
     from cabench.metrics.coco_eval import CocoEvaluator
 

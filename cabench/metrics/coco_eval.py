@@ -51,11 +51,14 @@ class CocoEvaluator(DetectionAccumulator):
     max_dets = 100  # COCOeval's largest maxDets: the six stats never look further down an image's list
 
     def per_image_outcomes(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The recorded detections (xywh, score, category id), each image's top :attr:`max_dets` by score: all
-        COCOeval reads for the six stats, so a subset of the images can be evaluated again from them."""
+        """The recorded detections (xywh, score, category id), each image's top :attr:`max_dets` by score in each
+        category (COCOeval's cap is per image and category): all it reads for the six stats, so a subset of the
+        images can be evaluated again from them."""
         kept = {}
         for image_id, (xywh, scores, categories) in self._detections.items():
-            top = np.argsort(-scores, kind="stable")[: self.max_dets]
+            order = np.argsort(-scores, kind="stable")
+            tops = [order[categories[order] == c][: self.max_dets] for c in np.unique(categories)]
+            top = np.sort(np.concatenate(tops)) if tops else order  # in recorded order, as COCOeval sorts stably
             kept[image_id] = (xywh[top], scores[top], categories[top])
         full, self._detections = self._detections, kept
         try:
