@@ -33,6 +33,7 @@ __all__ = [
 MAX_FILE_BYTES = 1 << 20  # a suite or recipe is a few kB
 MAX_DEPTH = 32  # the real files nest 5 levels
 MAX_NODES = 100_000  # after alias expansion
+MAX_EXPANDED_CHARS = 4 * MAX_FILE_BYTES  # characters of scalar text once aliases are expanded
 
 # A YAML constructor may raise nearly anything on a value that does not fit its tag
 # (``!!timestamp no`` raises AttributeError inside PyYAML), so every Exception counts.
@@ -105,30 +106,37 @@ def _events(text: str, where: str, error: type[ValueError], loader: type[yaml.Sa
 
 def _check_shape(text: str, where: str, error: type[ValueError], loader: type[yaml.SafeLoader]) -> None:
     """Refuse documents nested deeper than MAX_DEPTH or expanding to more than MAX_NODES nodes."""
-    frames: list[list[Any]] = [[None, 0]]  # [anchor, expanded nodes] per open collection
-    sizes: dict[str, int] = {}
+    # Per open collection: [anchor, expanded nodes, expanded characters]; an alias counts what its anchor holds.
+    frames: list[list[Any]] = [[None, 0, 0]]
+    sizes: dict[str, tuple[int, int]] = {}
     for event in _events(text, where, error, loader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            frames.append([event.anchor, 1])
+            frames.append([event.anchor, 1, 0])
             if len(frames) - 1 > MAX_DEPTH:
                 line = event.start_mark.line + 1 if event.start_mark else 0
                 raise error(f"{where}: nested deeper than {MAX_DEPTH} levels at line {line}")
             continue
         if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            anchor, n = frames.pop()
+            anchor, n, chars = frames.pop()
             if anchor is not None:
-                sizes[anchor] = n
+                sizes[anchor] = (n, chars)
             frames[-1][1] += n
+            frames[-1][2] += chars
         elif isinstance(event, yaml.ScalarEvent):
             if event.anchor is not None:
-                sizes[event.anchor] = 1
+                sizes[event.anchor] = (1, len(event.value))
             frames[-1][1] += 1
+            frames[-1][2] += len(event.value)
         elif isinstance(event, yaml.AliasEvent):
-            frames[-1][1] += sizes.get(event.anchor, 1)
+            n, chars = sizes.get(event.anchor, (1, 0))
+            frames[-1][1] += n
+            frames[-1][2] += chars
         else:
             continue
         if sum(f[1] for f in frames) > MAX_NODES:
             raise error(f"{where}: too many values (over {MAX_NODES:,} once aliases are expanded)")
+        if sum(f[2] for f in frames) > MAX_EXPANDED_CHARS:  # a long scalar aliased many times: no nesting needed
+            raise error(f"{where}: too much text (over {MAX_EXPANDED_CHARS:,} characters once aliases are expanded)")
 
 
 def _yaml_problem(e: BaseException) -> str:

@@ -180,3 +180,11 @@ def test_a_lock_or_config_that_is_a_directory_or_fifo_says_what_it_is(
     monkeypatch.setenv("CABENCH_CONFIG", str(tmp_path))
     with pytest.raises(ValueError, match="the config file named by CABENCH_CONFIG is a directory"):
         config_path()
+
+
+def test_a_long_scalar_aliased_many_times_is_refused_at_once(tmp_path: Path) -> None:
+    # Issue 22: a 404 KB suite of scalar aliases (no nesting) grew to 4.7 GB of RSS and ended in MemoryError.
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(["id: t", "title: &t " + "x" * 10_000, "source: s", "notes:"] + ["  - *t"] * 40_000))
+    with pytest.raises(SuiteError, match=r"too much text .* once aliases are expanded"):
+        load_suite(path)  # refused while reading the parse events, before any value is built
