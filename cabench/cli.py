@@ -8,6 +8,7 @@ naming the log file that holds its traceback (:mod:`cabench.crash`).
 
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import sys
@@ -52,6 +53,10 @@ class _PluginGroup(TyperGroup):
         try:
             return super().main(argv, *rest, **kwargs)
         except Exception as e:  # a bug or the environment (disk full, ...): one line, the traceback to a log
+            if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # bad input, wherever the path was given
+                name = str(e.filename or "")
+                err.print(f"cabench: error: a path is too long for this system: {name[:80]}…", markup=False)
+                sys.exit(EXIT_USAGE)
             from cabench.crash import crash_line
 
             err.print(f"cabench: error: {crash_line(e)}", markup=False)

@@ -134,3 +134,10 @@ def test_two_runs_on_one_store_train_each_row_seed_once(tmp_path: Path) -> None:
     assert not list(runs.glob("pair/*/paper/.seed-*.lease"))
     started = [d for d in runs.glob("pair/*/paper/*") if d.is_dir()]
     assert len(started) == 4, started  # no second run directory for any row-seed
+
+
+@pytest.mark.parametrize("make", [lambda long: ["run", f"{long}.yaml"], lambda long: ["show", f"/tmp/{long}"]])
+def test_a_path_too_long_for_the_filesystem_is_bad_input(make) -> None:  # type: ignore[no-untyped-def]
+    # Issue 22: a file name over 255 bytes exited 3 (ENAMETOOLONG) as if cabench had crashed.
+    result = CliRunner().invoke(app, make("b" * 300))
+    assert result.exit_code == 2 and "a path is too long for this system" in result.stderr, result.output
