@@ -180,3 +180,14 @@ def test_fixtures_command_writes_an_imagefolder(tmp_path: Path) -> None:
     assert len(list((tmp_path / "fx" / "val").rglob("*.JPEG"))) > 0
     again = runner.invoke(app, ["fixtures", "imagenet", str(tmp_path / "fx")])
     assert again.exit_code == 2 and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_a_row_seed_whose_submission_got_no_job_id_is_missing_not_failed(tmp_path: Path) -> None:
+    # Issue 22: status said "failed" with no log for a row-seed that never ran (its submission got no job id).
+    from cabench.launch.status import statuses
+    from cabench.profiles.base import RowSeed
+    from cabench.store import Store
+
+    unit = RowSeed("table1", "table1", "ca", "paper", 0, "key")
+    (status,) = statuses(Store(tmp_path / "runs"), [(unit, {"launcher": "none-such", "id": ""})])
+    assert status.state == "missing" and status.log is None

@@ -84,7 +84,7 @@ def _status(store: Store, unit: RowSeed, job: dict[str, Any] | None, scheduled: 
     holder = store.live_holder(unit.suite, unit.row, unit.profile, unit.seed)
     if holder is not None:
         return UnitStatus(unit, "running", job=holder.get("job") or f"pid {holder.get('pid')} on {holder.get('host')}")
-    if job is None:
+    if job is None or job_id is None:  # never submitted, or a submission that got no job id (sbatch refused it)
         return UnitStatus(unit, "missing")
     if scheduled in (QUEUED, RUNNING):
         return UnitStatus(unit, scheduled, job=job_id)
