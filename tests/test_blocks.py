@@ -226,3 +226,31 @@ def test_importing_cabench_does_not_import_torch() -> None:
     code = "import sys, cabench; assert 'torch' not in sys.modules; cabench.register_attention; print('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_a_block_is_probed_on_two_shapes_and_must_keep_the_dtype() -> None:
+    # Issue 22: a block returning float64, or keeping only the probe's (6, 10), passed the check and failed in
+    # training with a traceback (exit 3).
+    from torch import nn
+
+    from cabench.models.blocks import check_attention
+
+    class Doubles(nn.Module):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.double()
+
+    class FixedSize(nn.Module):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(1, channels, 6, 10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.scale
+
+    with pytest.raises(ValueError, match=r"returns torch\.float64 for torch\.float32 input"):
+        check_attention(Doubles, None, (), label="doubles")
+    with pytest.raises(ValueError, match=r"its forward on a \(3, 64, 7, 5\) tensor failed"):
+        check_attention(FixedSize, None, (), label="fixed")

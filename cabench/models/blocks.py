@@ -173,6 +173,9 @@ def _build(
 # Probe: channels and a non-square map, batch 2 (so BatchNorm in training mode would also work).
 _PROBE_CHANNELS = 64
 _PROBE_SHAPE = (2, _PROBE_CHANNELS, 6, 10)
+# A second shape (batch, height and width all different, odd sizes): a block that keeps only the first shape's
+# sizes (a fixed pooling size, a hard-coded H or W) is found here rather than in the middle of a training.
+_PROBE_SHAPES = (_PROBE_SHAPE, (3, _PROBE_CHANNELS, 7, 5))
 
 
 def check_attention(
@@ -201,20 +204,28 @@ def _probe(block: Callable[..., Any], reduction: int | None, args: tuple[tuple[s
     # Building draws random weights: keep the caller's random stream as it was, so a model's initial weights do
     # not depend on whether its blocks were probed.
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        module = _build(block, _PROBE_CHANNELS, reduction, args, label)
-        x = torch.randn(_PROBE_SHAPE, generator=torch.Generator().manual_seed(0))
-        try:
-            y = module.eval()(x)
-        except BaseException as e:
-            raise ValueError(
-                f"attention {label!r}: its forward on a {tuple(x.shape)} tensor failed: {type(e).__name__}: {e}"
-            ) from None
+        module = _build(block, _PROBE_CHANNELS, reduction, args, label).eval()
+        for probe_shape in _PROBE_SHAPES:
+            x = torch.randn(probe_shape, generator=torch.Generator().manual_seed(0))
+            try:
+                y = module(x)
+            except BaseException as e:
+                raise ValueError(
+                    f"attention {label!r}: its forward on a {tuple(x.shape)} tensor failed: {type(e).__name__}: {e}"
+                ) from None
+            _check_output(label, x, y)
+
+
+def _check_output(label: str, x: Any, y: Any) -> None:
+    """A block returns a tensor of its input's shape and dtype."""
     shape = tuple(getattr(y, "shape", ()))
     if shape != tuple(x.shape):
         raise ValueError(
             f"attention {label!r} changes the tensor shape: {tuple(x.shape)} in, {shape or type(y).__name__} out "
             "(a block must return a tensor of its input's shape)"
         )
+    if y.dtype != x.dtype:
+        raise ValueError(f"attention {label!r} returns {y.dtype} for {x.dtype} input (a block keeps its input's dtype)")
 
 
 def attention_provenance(kind: AttentionLike | None) -> dict[str, Any] | None:
