@@ -101,3 +101,12 @@ def test_scan_lists_every_bad_file_and_fingerprints_the_set(imagenet: Path) -> N
     assert [p for p, _ in result.bad] == [files[0], files[-1]]
     assert result.fingerprint != clean.fingerprint  # the truncated file changed size
     assert result.images_per_s > 0
+
+
+def test_a_fifo_named_like_an_image_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    # Issue 22: opening a FIFO waits for a writer forever, so `data check` and training hung on one.
+    fifo = tmp_path / "x.JPEG"
+    os.mkfifo(fifo)
+    assert image_problem(fifo) == "ValueError: not a regular file (a FIFO, socket or device named like an image)"
+    with pytest.raises(BadImageError, match=r"x\.JPEG: unreadable image .*not a regular file"):
+        load_rgb(fifo)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -42,7 +43,11 @@ MAX_IMAGE_PIXELS = 100_000_000  # 10k x 10k; ImageNet's largest image has ~ 6 Mp
 
 
 def _open_checked(path: Path) -> Image.Image:
-    """Open ``path``, refuse it above the pixel limit from its header, then decode it fully as RGB."""
+    """Open ``path``, refuse it above the pixel limit from its header, then decode it fully as RGB.
+
+    A FIFO, socket or device named like an image is refused before it is opened (opening a FIFO waits forever)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file (a FIFO, socket or device named like an image)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
         with Image.open(path) as image:
