@@ -110,3 +110,17 @@ def test_a_fifo_named_like_an_image_is_refused_before_it_is_opened(tmp_path: Pat
     assert image_problem(fifo) == "ValueError: not a regular file (a FIFO, socket or device named like an image)"
     with pytest.raises(BadImageError, match=r"x\.JPEG: unreadable image .*not a regular file"):
         load_rgb(fifo)
+
+
+@pytest.mark.parametrize("how", ["truncated", "text", "bomb"])
+def test_detection_images_follow_the_same_policy(tmp_path: Path, how: str) -> None:
+    # Issue 22: a decompression bomb in a COCO or VOC detection set exited 3; their images now open through
+    # load_rgb like every other dataset's.
+    from cabench.data.detection_dataset import open_annotated_image
+
+    path = tmp_path / "000001.jpg"
+    Image.new("RGB", (64, 48)).save(path, format="JPEG")
+    words = _damage(path, how)
+    with pytest.raises(BadImageError, match=words) as info:
+        open_annotated_image(path, (64, 48), "the annotation")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

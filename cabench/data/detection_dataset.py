@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cabench.data.errors import BadImageError, DatasetError
+from cabench.data.errors import DatasetError
+from cabench.data.images import load_rgb
 
 __all__ = ["DetectionTransform", "checked_index", "dataset_rows", "open_annotated_image"]
 
@@ -38,12 +39,7 @@ def checked_index(i: int, length: int) -> int:
 def open_annotated_image(path: Path, expected: tuple[int, int], source: str, note: str = "") -> Image.Image:
     """Open ``path`` as an RGB PIL image whose size must be ``expected`` (width, height), as ``source`` says;
     ``DatasetError`` naming the file if unreadable or of another size (``note`` ends that message)."""
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-    except OSError as exc:
-        reason = " ".join(str(exc).split())
-        raise BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {reason})") from exc
+    image = load_rgb(path)  # the one image policy: pixel limit from the header, regular files only, one line
     if image.size != expected:
         raise DatasetError(
             f"{path}: image is {image.size[0]}x{image.size[1]} but {source} says {expected[0]}x{expected[1]}{note}"
