@@ -572,7 +572,7 @@ def _profile_option_values(profile: Any, given: dict[str, Any], known: dict[str,
 def _run_profile(profile: Any, request: Any) -> Any:
     """Run ``profile`` with progress shown on stderr; an interrupted training says how to resume."""
     from cabench.data.errors import DatasetError
-    from cabench.engine import TrainingInterrupted
+    from cabench.engine import LeaseLost, TrainingInterrupted
 
     display, request.hooks = _display(profile.name)
     try:
@@ -585,6 +585,9 @@ def _run_profile(profile: Any, request: Any) -> Any:
     except TrainingInterrupted as e:
         err.print(f"cabench: {e}", markup=False)  # it says where the checkpoint is and how to resume
         raise typer.Exit(130) from None
+    except LeaseLost as e:
+        err.print(f"cabench: {e}", markup=False)
+        raise typer.Exit(EXIT_BUSY) from None
 
 
 def _display(label: str) -> tuple[Progress, Any]:

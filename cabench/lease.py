@@ -81,6 +81,12 @@ class Lease:
         self._thread.start()
         return self
 
+    def held(self) -> bool:
+        """Whether the lease file still holds this lease's token (False once another process broke and took it)."""
+        if (holder(self.path) or {}).get("token") != self.token:
+            self.lost = True
+        return not self.lost
+
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:

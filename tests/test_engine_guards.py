@@ -78,6 +78,25 @@ def test_a_nan_loss_never_reaches_a_checkpoint_between_logged_steps(tmp_path: Pa
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3  # the last finite step's
 
 
+def test_a_holder_whose_lease_was_taken_stops_without_writing(tmp_path: Path) -> None:
+    # Issue 22: a training suspended past its lease, then resumed, kept writing into the run the second process
+    # had taken over; both printed "training -> <same run>" and the first one's lines were lost.
+    from cabench.engine import LeaseLost, train
+    from cabench.tasks._impl.classification import ClassificationTask
+
+    task = ClassificationTask()
+    asked = {"n": 0}
+
+    def still_held() -> bool:  # the lease is taken while this process is suspended, after its 3rd checkpoint
+        asked["n"] += 1
+        return asked["n"] <= 3
+
+    with pytest.raises(LeaseLost, match="another process has taken this run over") as info:
+        train(tiny_cnn(), synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(), tmp_path, task, still_held=still_held)
+    assert info.value.step == 4 and load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3  # nothing after
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def test_resuming_with_a_run_changing_option_is_refused(tmp_path: Path) -> None:
     from cabench.profiles.train import RESUME_FREE, TrainProfile, _Plan
     from cabench.store import Store

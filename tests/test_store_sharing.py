@@ -297,3 +297,13 @@ def test_run_on_rows_another_process_is_training_says_so_and_exits_busy(tmp_path
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_lease_knows_when_another_process_has_taken_it(tmp_path: Path) -> None:
+    path = tmp_path / ".seed-5.lease"
+    lease = acquire(path, stale_after=60)
+    assert lease is not None and lease.held()
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "token": "theirs"}))  # broken and taken meanwhile
+    assert not lease.held() and lease.lost
+    lease.release()
+    assert holder(path)["token"] == "theirs"  # releasing a lost lease leaves the new holder's file alone

@@ -65,22 +65,24 @@ evaluator returns them under :data:`cabench.outcomes.KEY`) are written to
 ``run_dir/per_image.npz`` by rank 0; they never enter the logged metrics.
 """
 
-from cabench.engine.loop import CHECKPOINT_NAME, LOG_NAME, check_runnable, train
+from cabench.engine.loop import CHECKPOINT_NAME, LOG_NAME, check_held, check_runnable, train
 from cabench.engine.runtime import autocast, eval_mode, gather_objects, interleave_ranks, unwrap
 from cabench.engine.sampling import eval_loader
 from cabench.engine.schedule import lr_at, total_steps_of
-from cabench.engine.settings import TrainingDiverged, TrainingInterrupted, TrainSettings
+from cabench.engine.settings import LeaseLost, TrainingDiverged, TrainingInterrupted, TrainSettings
 from cabench.engine.task import ProgressFn, Task
 
 __all__ = [
     "CHECKPOINT_NAME",
     "LOG_NAME",
+    "LeaseLost",
     "ProgressFn",
     "Task",
     "TrainSettings",
     "TrainingDiverged",
     "TrainingInterrupted",
     "autocast",
+    "check_held",
     "check_runnable",
     "eval_loader",
     "eval_mode",

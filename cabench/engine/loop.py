@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,10 @@ from cabench.engine.runtime import (
 )
 from cabench.engine.sampling import EpochSampler, dataset_len, eval_progress, make_loader, mix_seed
 from cabench.engine.schedule import build_scheduler, restore_scheduler, total_steps_of
-from cabench.engine.settings import TrainingDiverged, TrainingInterrupted, TrainSettings
+from cabench.engine.settings import LeaseLost, TrainingDiverged, TrainingInterrupted, TrainSettings
 from cabench.engine.task import ProgressFn, Task
 
-__all__ = ["CHECKPOINT_NAME", "LOG_NAME", "check_runnable", "train"]
+__all__ = ["CHECKPOINT_NAME", "LOG_NAME", "check_held", "check_runnable", "train"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
@@ -65,6 +67,7 @@ class _Plan:
     steps_per_epoch: int
     total_steps: int
     deterministic: bool
+    still_held: Callable[[], bool] | None = None  # whether this process still holds the run (its lease)
 
     @property
     def main(self) -> bool:
@@ -256,7 +259,14 @@ def _save(st: _State, p: _Plan) -> None:
     """Collective in a process group (gathers every rank's RNG); rank 0 writes the checkpoint."""
     ranks = gather_objects({"rng": rng_state(), "loss_sum": st.loss_acc.item()})
     if p.main:
+        check_held(p.still_held, p.run_dir, st.step)
         save_checkpoint(p.ckpt_path, _checkpoint(st, p, ranks))
+
+
+def check_held(still_held: Callable[[], bool] | None, run_dir: Path, step: int) -> None:
+    """Before a write: stop at once, writing nothing, when another process has taken the run over."""
+    if still_held is not None and not still_held():
+        raise LeaseLost(run_dir, step)
 
 
 def _step(st: _State, p: _Plan, net: nn.Module, batch: Any) -> tuple[torch.Tensor, float]:
@@ -360,15 +370,19 @@ def train(
     run_dir: Path | str,
     task: Task,
     progress: ProgressFn | None = None,
+    still_held: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``train_ds`` following ``settings``, evaluate on ``val_ds``; resume if possible.
+
+    ``still_held``, asked before every checkpoint, says whether this process still holds the run (its lease):
+    when it does not, :class:`LeaseLost` is raised and nothing more is written.
 
     Returns the task's metrics (:meth:`Task.evaluate`) plus ``{"epochs", "steps", "train_loss",
     "img_per_s", "wall_s"}``, and ``<headline>_raw`` for the non-EMA weights when ``ema`` is on.
     Every rank returns the same metrics; only rank 0 writes files. Raises :class:`TrainingInterrupted`
     on Ctrl-C after saving a checkpoint.
     """
-    p = _plan(settings, train_ds, Path(run_dir), task)
+    p = dataclasses.replace(_plan(settings, train_ds, Path(run_dir), task), still_held=still_held)
     s = p.s
     if p.main:
         p.run_dir.mkdir(parents=True, exist_ok=True)
@@ -416,6 +430,7 @@ def train(
                 # A step never stops half-way (SIGINT is deferred), so the live state is a step boundary.
                 # Other ranks may be gone: rank 0 saves with its own RNG state only.
                 if p.main:
+                    check_held(p.still_held, p.run_dir, st.step)
                     save_checkpoint(
                         p.ckpt_path, _checkpoint(st, p, [{"rng": rng_state(), "loss_sum": st.loss_acc.item()}])
                     )

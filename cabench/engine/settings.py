@@ -49,6 +49,17 @@ class TrainingInterrupted(Exception):
         super().__init__(f"training interrupted at step {step}; {where}; run the same command again to resume")
 
 
+class LeaseLost(RuntimeError):
+    """Another process took this run over (this one was suspended past its lease): stop without writing."""
+
+    def __init__(self, run_dir: Path, step: int) -> None:
+        self.run_dir, self.step = run_dir, step
+        super().__init__(
+            f"{run_dir}: another process has taken this run over (this one was suspended longer than its lease); "
+            f"stopped at step {step} without writing, the other process's checkpoints and results stand"
+        )
+
+
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; training stopped at that step (the last checkpoint is from before it)."""
 

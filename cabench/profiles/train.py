@@ -410,7 +410,7 @@ class TrainProfile(Profile):
         When another process holds this row-seed's lease (it is training it now): who holds it, as a string."""
         import torch
 
-        from cabench.engine import distributed, train
+        from cabench.engine import check_held, distributed, train
         from cabench.models.detection import fit_to_recipe
         from cabench.models.registry import build_model
         from cabench.models.weights import load_backbone
@@ -449,8 +449,10 @@ class TrainProfile(Profile):
             model = apply_recipe(fit_to_recipe(build_model(row.model.spec()), plan.recipe), plan.recipe)
             if config["backbone_checkpoint"] is not None:
                 load_backbone(model, Path(config["backbone_checkpoint"]["path"]), row=row.key)
-            metrics = train(model, *data, settings, run_dir, task, progress=request.hooks.step)
+            held = lease.held if lease is not None else None  # a suspended holder whose lease was taken stops
+            metrics = train(model, *data, settings, run_dir, task, progress=request.hooks.step, still_held=held)
             if distributed.is_main():
+                check_held(held, run_dir, int(metrics.get("steps") or 0))
                 store.finish_run(run_dir, {**metrics, "pipeline": "ok"})
                 _retain(run_dir, config["keep_checkpoints"])
             return RunRecord(suite, row.key, self.name, run_dir.name, run_dir, metrics, config)
