@@ -38,6 +38,32 @@ def test_sigterm_saves_a_checkpoint_at_a_step_boundary_and_resumes_exactly(unint
     assert_same_weights(resumed.state_dict(), uninterrupted[0])
 
 
+def test_sigterm_during_a_checkpoint_write_waits_for_it_and_resumes_exactly(
+    uninterrupted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 22: SIGTERM landing inside a checkpoint write exited 3 with no SIGTERM checkpoint (2 of 9 trials).
+    import cabench.engine.loop as loop
+
+    real, writes, completed = loop.save_checkpoint, {"n": 0}, []
+
+    def write_signalled_midway(path: Path, payload: Any) -> None:
+        writes["n"] += 1
+        if writes["n"] == 5:  # the 5th step's checkpoint: the signal arrives while it is being written
+            os.kill(os.getpid(), signal.SIGTERM)
+        real(path, payload)
+        completed.append(writes["n"])
+
+    monkeypatch.setattr(loop, "save_checkpoint", write_signalled_midway)
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 5"):
+        train_classifier(tiny_cnn(), synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(), tmp_path)
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    assert 5 in completed  # the write in progress finished before the signal was acted on
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 5
+    resumed = tiny_cnn(seed=5)
+    train_classifier(resumed, synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(), tmp_path)
+    assert_same_weights(resumed.state_dict(), uninterrupted[0])
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Any:
     model = tiny_cnn()

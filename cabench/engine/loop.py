@@ -7,6 +7,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,11 +257,13 @@ def _checkpoint(st: _State, p: _Plan, ranks: list[dict[str, Any]]) -> dict[str, 
 
 
 def _save(st: _State, p: _Plan) -> None:
-    """Collective in a process group (gathers every rank's RNG); rank 0 writes the checkpoint."""
-    ranks = gather_objects({"rng": rng_state(), "loss_sum": st.loss_acc.item()})
-    if p.main:
-        check_held(p.still_held, p.run_dir, st.step)
-        save_checkpoint(p.ckpt_path, _checkpoint(st, p, ranks))
+    """Collective in a process group (gathers every rank's RNG); rank 0 writes the checkpoint. Ctrl-C or SIGTERM
+    arriving meanwhile is held until the file is complete, then stops the run at this step boundary."""
+    with DeferSigint():
+        ranks = gather_objects({"rng": rng_state(), "loss_sum": st.loss_acc.item()})
+        if p.main:
+            check_held(p.still_held, p.run_dir, st.step)
+            save_checkpoint(p.ckpt_path, _checkpoint(st, p, ranks))
 
 
 def check_held(still_held: Callable[[], bool] | None, run_dir: Path, step: int) -> None:
@@ -431,9 +434,10 @@ def train(
                 # Other ranks may be gone: rank 0 saves with its own RNG state only.
                 if p.main:
                     check_held(p.still_held, p.run_dir, st.step)
-                    save_checkpoint(
-                        p.ckpt_path, _checkpoint(st, p, [{"rng": rng_state(), "loss_sum": st.loss_acc.item()}])
-                    )
+                    with suppress(KeyboardInterrupt), DeferSigint():  # a second signal waits for this write too
+                        save_checkpoint(
+                            p.ckpt_path, _checkpoint(st, p, [{"rng": rng_state(), "loss_sum": st.loss_acc.item()}])
+                        )
                     log({"event": "interrupted", "step": st.step, "time": time.time()})
                 raise TrainingInterrupted(st.step, p.ckpt_path if p.main else None) from None
             return _finish(st, p, evaluate, images_seen, train_time, log, progress)
