@@ -141,3 +141,52 @@ def test_resuming_with_a_run_changing_option_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"started with amp='off', this command asks amp='bf16'") as info:
         profile._run_dir(store, plan, row, changed)
     assert str(started) in str(info.value) and "\n" not in str(info.value)
+
+
+HOLD_AND_TRAIN = """
+import sys, time
+from pathlib import Path
+from test_training import N_TRAIN, N_VAL, settings, synthetic, tiny_cnn
+from cabench.tasks import TrainingInterrupted, train_classifier
+
+held, run = Path(sys.argv[1]), Path(sys.argv[2])
+model, calls = tiny_cnn(), {"n": 0}
+
+def hold(module, args):
+    calls["n"] += 1
+    if calls["n"] == 6:
+        held.touch()
+        time.sleep(1.0)  # the process group gets SIGTERM now
+
+model.register_forward_pre_hook(hold)
+try:
+    train_classifier(model, synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(workers=2), run)
+except TrainingInterrupted as e:
+    print("stopped:", e)
+"""
+
+
+def test_sigterm_to_the_process_group_with_workers_stops_with_a_checkpoint(tmp_path: Path) -> None:
+    # Issue 22: SIGTERM sent to the process group with --workers 2 killed the DataLoader workers first, and the
+    # run crashed (exit 3) instead of saving a checkpoint. A session of its own keeps pytest out of the group.
+    import subprocess
+    import sys
+    import time
+
+    held, run = tmp_path / "held", tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AND_TRAIN, str(held), str(run)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not held.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, errs = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped: training interrupted at step" in out, errs[-2000:]
+    assert load_checkpoint(run / "checkpoint.pt")["step"] >= 6

@@ -7,6 +7,7 @@ element of each global batch; each sample's augmentation RNGs are seeded from ``
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Callable, Iterator, Sized
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -145,6 +146,10 @@ class EpochSampler(Sampler):
 
 
 def seed_worker(worker_id: int) -> None:
+    """Seed a DataLoader worker's python and numpy RNGs from torch's, and leave SIGTERM to the main process: sent
+    to the process group (``kill -TERM -PGID``, a scheduler), it would kill the worker and turn a clean stop with a
+    checkpoint into a "worker killed" crash; the main process stops at its step boundary and ends the workers."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     s = torch.initial_seed() % (1 << 32)
     random.seed(s)
     np.random.seed(s)
