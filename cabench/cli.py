@@ -104,6 +104,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_DRIFT = 1  # count drift from `cabench check`, and nothing else
 EXIT_USAGE = 2  # bad input: one line naming it
 EXIT_CRASH = 3  # unexpected error: one line naming the log with the traceback (cabench.crash)
+EXIT_JOBS_FAILED = 4  # --launcher local: a job failed (each named above with its log's last line and path)
 EXIT_BUSY = 75  # every selected row is being trained by another process now (EX_TEMPFAIL: run again later)
 
 
@@ -503,8 +504,10 @@ def _launch(
         markup=False,
     )
     if outcome.exit_code:
-        err.print(f"cabench: error: some jobs failed; `{status}` shows their logs", markup=False)
-        raise typer.Exit(EXIT_CRASH)
+        err.print(
+            f"cabench: error: some jobs failed (named above with their logs); `{status}` shows them", markup=False
+        )
+        raise typer.Exit(EXIT_JOBS_FAILED)
 
 
 @app.command()

@@ -133,7 +133,7 @@ def test_a_job_preempted_then_killed_resumes_each_time_to_the_weights_of_an_unin
     os.kill(_wait_held(hold / "held-1", launcher), signal.SIGUSR2)  # submitit's preemption / time-limit signal
     os.kill(_wait_held(hold / "held-2", launcher), signal.SIGKILL)  # the requeued job, one step later
     _, stderr = launcher.communicate(timeout=300)
-    assert launcher.returncode == 3 and "FAILED" in stderr, stderr
+    assert launcher.returncode == 4 and "FAILED" in stderr, stderr
     failed = _status(work, "tiny.yaml")[("ca", 0)]
     assert failed["state"] == "failed" and failed["job"]
     assert Path(failed["log"]).is_file() and '"step": 2' in failed["last_line"]
