@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cabench.columns import count_columns
 from cabench.locate import default_lock
-from cabench.measure.complexity import Complexity
+from cabench.measure.counted import Complexity
 from cabench.profiles.count import MADDS, PARAMS, ProgressFn, count_specs
 from cabench.store import atomic_write_text
 from cabench.suite import SUITES_DIR, UNIT_SCALE, Suite

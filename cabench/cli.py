@@ -418,11 +418,12 @@ def run(**given: Any) -> None:
             return
         from cabench.suite import check_row_selection
 
-        # What needs no model and no torch first (a row typo, --seeds abc, an unknown --data key), then the full
-        # check of every selected row's model, which builds each block once.
-        check_row_selection(_load_suites(suites, probe=False), rows)
+        # Rows are checked against the catalogue (a model off it, a plugin's block or an import path, is built and
+        # checked in full), so a row typo, --seeds abc or an unknown --data key is found before torch is imported,
+        # and counting with every count cached needs no torch at all.
+        loaded = _load_suites(suites, probe=False)
+        check_row_selection(loaded, rows)
         profile.check_options(options)
-        loaded = _load_suites(suites)
         request = Request(
             loaded,
             Store(runs_dir),
@@ -575,7 +576,6 @@ def _profile_option_values(profile: Any, given: dict[str, Any], known: dict[str,
 def _run_profile(profile: Any, request: Any) -> Any:
     """Run ``profile`` with progress shown on stderr; an interrupted training says how to resume."""
     from cabench.data.errors import DatasetError
-    from cabench.engine import LeaseLost, TrainingInterrupted
 
     display, request.hooks = _display(profile.name)
     try:
@@ -585,12 +585,18 @@ def _run_profile(profile: Any, request: Any) -> Any:
         from cabench.data.images import one_line_dataset_error
 
         fail(one_line_dataset_error(e))
-    except TrainingInterrupted as e:
-        err.print(f"cabench: {e}", markup=False)  # it says where the checkpoint is and how to resume
-        raise typer.Exit(130) from None
-    except LeaseLost as e:
-        err.print(f"cabench: {e}", markup=False)
-        raise typer.Exit(EXIT_BUSY) from None
+    except Exception as e:
+        if "cabench.engine" not in sys.modules:  # nothing trained: not a stop of the engine's (and no torch import)
+            raise
+        from cabench.engine import LeaseLost, TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):
+            err.print(f"cabench: {e}", markup=False)  # it says where the checkpoint is and how to resume
+            raise typer.Exit(130) from None
+        if isinstance(e, LeaseLost):
+            err.print(f"cabench: {e}", markup=False)
+            raise typer.Exit(EXIT_BUSY) from None
+        raise
 
 
 def _display(label: str) -> tuple[Progress, Any]:
@@ -744,7 +750,8 @@ def check(
     from cabench.check import check_suites
 
     with user_errors():
-        loaded = _load_suites(suites or [])
+        # Catalogue-checked (a model off the catalogue is checked in full): with every count cached, no torch.
+        loaded = _load_suites(suites or [], probe=False)
         progress, update = _progress("check")
         with progress:
             result = check_suites(loaded, lock, update_lock, update, cache=cache)

@@ -685,7 +685,8 @@ def render_index(
         "a `smoke` run never fills them.",
         "",
         f"Environment of the latest runs: torch {env.get('torch')}, torchvision {env.get('torchvision')}, "
-        f"fvcore {env.get('fvcore')}, {env.get('device')}{_cpu_text(env)}, cabench {env.get('cabench')} "
+        f"fvcore {env.get('fvcore')}, {env.get('device') or 'counts from the cache'}{_cpu_text(env)}, "
+        f"cabench {env.get('cabench')} "
         f"(commit {env.get('git_commit') or 'unknown'}).",
     ]
     if verdicts:

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +146,36 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-@cache
 def environment() -> dict[str, Any]:
-    """Versions, host and device a result was produced with."""
+    """Versions, host and device a result was produced with. Without torch loaded (counts read from the cache,
+    a floor): the versions as installed, and nothing about a device nothing ran on."""
+    return _full_environment() if "torch" in sys.modules else _versions_environment()
+
+
+@cache
+def _versions_environment() -> dict[str, Any]:
+    import cabench
+
+    env: dict[str, Any] = {
+        "cabench": cabench.__version__,
+        "git_commit": _git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "device": None,  # no tensor was computed here
+    }
+    for pkg in ("torch", "torchvision", "fvcore"):
+        try:
+            env[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            env[pkg] = None
+    return env
+
+
+@cache
+def _full_environment() -> dict[str, Any]:
     import torch
 
     import cabench

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,8 @@ def test_the_catalogue_lists_every_builtin_arch_as_registered() -> None:
             info.widths,
             info.default_attention,
         ), name
+        assert (entry.num_classes, entry.default_output_stride) == (info.num_classes, info.default_output_stride)
+        assert entry.input_size == info.input_size, name
 
 
 def test_the_catalogue_lists_every_builtin_block_with_its_signature() -> None:
@@ -84,6 +87,9 @@ def test_the_catalogue_lists_every_builtin_block_with_its_signature() -> None:
         params = inspect.signature(resolve_attention(name)).parameters
         assert entry.reduction == ("reduction" in params), name
         assert set(entry.args) <= set(params), name
+        assert entry.default_reduction == getattr(resolve_attention(name), "default_reduction", None), name
+        defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+        assert dict(entry.defaults) == {k: v for k, v in defaults.items() if k != "reduction"}, name
 
 
 def _outcome(spec: ModelSpec, probe: bool) -> str:
@@ -118,3 +124,17 @@ def test_listing_and_building_judge_every_spec_alike() -> None:
 def test_every_packaged_suite_loads_alike_with_and_without_probing() -> None:
     for path in all_suite_files().values():
         assert load_suite(path, probe=False) == load_suite(path)
+
+
+def test_check_and_run_with_every_count_cached_import_no_torch(tmp_path: Path) -> None:
+    # Issue 24's gate: with the counts cached, `check` and `run` (count) are a few file reads, not a torch import.
+    env = {**os.environ, "CABENCH_CACHE_DIR": str(tmp_path / "cache"), "CABENCH_RUNS": str(tmp_path / "runs")}
+    warm = subprocess.run(
+        [sys.executable, "-c", PROBE, "check", "table1"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert json.loads(warm.stderr.strip().splitlines()[-1])["code"] == 0, warm.stderr[-2000:]
+    for args in (["check", "table1"], ["run", "table1"]):
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert json.loads(done.stderr.strip().splitlines()[-1]) == {"code": 0, "heavy": []}, done.stderr[-2000:]

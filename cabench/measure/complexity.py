@@ -23,37 +23,17 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from cabench.measure.counted import Complexity
 from cabench.models.registry import ModelSpec, arch_info, build_model, counting_input_size
 
 __all__ = ["PAPER_MADD_OPS", "Complexity", "count_madds", "count_model", "count_params"]
 
 # fvcore operator keys whose flops are multiply-adds of conv / FC layers.
 PAPER_MADD_OPS: frozenset[str] = frozenset({"conv", "linear", "addmm", "matmul", "bmm", "einsum"})
-
-
-@dataclass(frozen=True)
-class Complexity:
-    params: int
-    madds: int | None = None  # paper convention (conv + linear)
-    fvcore_total: int | None = None  # fvcore's own total (adds BN, pooling, ...)
-    input_size: tuple[int, int] | None = None
-    by_operator: dict[str, int] = field(default_factory=dict)
-    skipped_ops: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "params": self.params,
-            "madds": self.madds,
-            "fvcore_total": self.fvcore_total,
-            "input_size": list(self.input_size) if self.input_size else None,
-            "by_operator": self.by_operator,
-            "skipped_ops": self.skipped_ops,
-        }
 
 
 def count_params(model: nn.Module) -> int:

@@ -28,7 +28,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from cabench.measure.complexity import Complexity
+from cabench.measure.counted import Complexity
 
 __all__ = ["CACHE_FORMAT", "cache_dir", "cache_key", "code_fingerprint", "load_counts", "store_counts"]
 

@@ -112,17 +112,24 @@ def default_reduction(kind: AttentionLike) -> int | None:
 
 def canonical_args(kind: AttentionLike, args: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     """``args`` sorted, without those equal to the block's own defaults (``se`` with ``act: relu`` is ``se``)."""
+    defaults = _keyword_defaults(kind)
+    return tuple(
+        (name, args[name]) for name in sorted(args) if not (name in defaults and _same(defaults[name], args[name]))
+    )
+
+
+def _keyword_defaults(kind: AttentionLike) -> dict[str, Any]:
+    """A block's keyword defaults: a built-in block's from the catalogue (no torch), any other's signature."""
+    from cabench.models.catalogue import BUILTIN_BLOCKS
+
+    entry = BUILTIN_BLOCKS.get(kind) if isinstance(kind, str) else None
+    if entry is not None:
+        return dict(entry.defaults)
     try:
         params = inspect.signature(resolve_attention(kind)).parameters
     except (TypeError, ValueError):  # no introspectable signature: keep every argument
-        params = {}  # type: ignore[assignment]
-    out = []
-    for name in sorted(args):
-        p = params.get(name)
-        if p is not None and p.default is not inspect.Parameter.empty and _same(p.default, args[name]):
-            continue
-        out.append((name, args[name]))
-    return tuple(out)
+        return {}
+    return {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -239,6 +246,10 @@ def attention_provenance(kind: AttentionLike | None) -> dict[str, Any] | None:
         return None
     if isinstance(kind, ConfiguredAttention):
         kind = kind.kind
+    from cabench.models.catalogue import BUILTIN_BLOCKS
+
+    if isinstance(kind, str) and kind in BUILTIN_BLOCKS:  # built in, by its registered name: nothing to import
+        return None
     obj = resolve_attention(kind)
     module = getattr(obj, "__module__", None) or ""
     if module == "cabench" or module.startswith("cabench."):

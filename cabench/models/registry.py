@@ -86,12 +86,17 @@ class ModelSpec:
 
         A ``small_input`` model's key ends in ``-small``; without it the key is what it was before the option.
         """
-        info = arch_info(self.arch)
+        from cabench.models.catalogue import BUILTIN_ARCHS, BUILTIN_BLOCKS
+
+        # A built-in arch's and block's facts come from the catalogue: naming a model imports no torch.
+        info: Any = BUILTIN_ARCHS.get(self.arch) or arch_info(self.arch)
         attention = self.attention or info.default_attention
         parts = [self.arch, f"w{self.width:g}", attention]
         reduction = self.reduction
         if reduction is None and attention not in ("none", info.default_attention):
-            reduction = default_reduction(attention)  # "se" and "se, r=24" are one model
+            block = BUILTIN_BLOCKS.get(attention) if isinstance(attention, str) else None
+            # "se" and "se, r=24" are one model
+            reduction = block.default_reduction if block is not None else default_reduction(attention)
         if reduction is not None:
             parts.append(f"r{reduction}")
         if self.attention_args:  # arguments equal to the block's defaults are left out: they are one model
@@ -189,7 +194,11 @@ def arch_info(name: str) -> ArchInfo:
 def counting_input_size(spec: ModelSpec) -> tuple[int, int]:
     """The (H, W) a spec's multiply-adds are counted at when none is given: the arch's paper size, or
     :data:`SMALL_INPUT_SIZE` for a ``small_input`` model (its stride pattern is the one for 32x32 inputs)."""
-    return SMALL_INPUT_SIZE if spec.small_input else arch_info(spec.arch).input_size
+    from cabench.models.catalogue import BUILTIN_ARCHS
+
+    if spec.small_input:
+        return SMALL_INPUT_SIZE
+    return (BUILTIN_ARCHS.get(spec.arch) or arch_info(spec.arch)).input_size  # a built-in arch's: no torch
 
 
 def validate_spec(spec: ModelSpec, *, probe: bool = True) -> None:

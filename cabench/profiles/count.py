@@ -15,7 +15,7 @@ from cabench.columns import ColumnInfo, register_column
 from cabench.profiles.base import Option, Outcome, Profile, Request, register_profile
 
 if TYPE_CHECKING:
-    from cabench.measure.complexity import Complexity
+    from cabench.measure.counted import Complexity
     from cabench.models.registry import ModelSpec
     from cabench.store import RunRecord
     from cabench.suite import Suite
@@ -37,7 +37,6 @@ def count_specs(
     """Count each distinct spec once. ``wanted`` yields (spec, needs multiply-adds). ``cache``: reuse and fill
     the cache of traced counts (:mod:`cabench.measure.count_cache`, keyed by the counting code, the library
     versions and the spec)."""
-    from cabench.measure.complexity import count_model
     from cabench.models.blocks import attention_provenance
 
     need: dict[str, tuple[ModelSpec, bool]] = {}
@@ -53,6 +52,8 @@ def count_specs(
         cacheable = cache and attention_provenance(spec.attention) is None
         found = _cached(key, madds) if cacheable else None
         if found is None:
+            from cabench.measure.complexity import count_model  # torch and fvcore: only for a count not cached
+
             found = count_model(spec, madds=madds)
             if cacheable:
                 from cabench.measure.count_cache import store_counts
@@ -89,7 +90,7 @@ class CountProfile(Profile):
 
     def run(self, request: Request) -> Outcome:
         from cabench.models.blocks import attention_provenance
-        from cabench.models.registry import arch_info
+        from cabench.models.registry import counting_input_size
 
         jobs: list[tuple[Suite, str, ModelSpec]] = [
             (suite, row.key, row.model.spec())  # type: ignore[union-attr]
@@ -108,7 +109,7 @@ class CountProfile(Profile):
                 "profile": self.name,
                 "model": spec.as_dict(),
                 "model_key": spec.key(),
-                "input_size": list(c.input_size or arch_info(spec.arch).input_size),
+                "input_size": list(c.input_size or counting_input_size(spec)),
                 "madds_convention": MADDS_CONVENTION,
                 "attention_block": attention_provenance(spec.attention),
                 "seed": 0,
