@@ -90,7 +90,9 @@ def skip_reason(command: DocumentedCommand) -> str | None:
 def _environment(work: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CABENCH_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["CABENCH_CONFIG"] = str(work / "no-config.toml")  # the reader's own config file must not leak in
+    config = work / "empty-config.toml"  # the reader's own config file (~/.config/cabench) must not leak in
+    config.write_text("")
+    env["CABENCH_CONFIG"] = str(config)
     env["CABENCH_LOG_DIR"] = str(work / "logs")
     return env
 
