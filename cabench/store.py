@@ -152,20 +152,23 @@ def environment() -> dict[str, Any]:
     return _full_environment() if "torch" in sys.modules else _versions_environment()
 
 
-@cache
-def _versions_environment() -> dict[str, Any]:
+def _host_environment() -> dict[str, Any]:
+    """What every env.json records: cabench, the commit, Python and the host."""
     import cabench
 
-    env: dict[str, Any] = {
+    return {
         "cabench": cabench.__version__,
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "device": None,  # no tensor was computed here
     }
+
+
+@cache
+def _versions_environment() -> dict[str, Any]:
+    env: dict[str, Any] = {**_host_environment(), "cpu_model": _cpu_model(), "device": None}  # nothing ran here
     for pkg in ("torch", "torchvision", "fvcore"):
         try:
             env[pkg] = metadata.version(pkg)
@@ -178,15 +181,8 @@ def _versions_environment() -> dict[str, Any]:
 def _full_environment() -> dict[str, Any]:
     import torch
 
-    import cabench
-
     env: dict[str, Any] = {
-        "cabench": cabench.__version__,
-        "git_commit": _git_commit(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
+        **_host_environment(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
