@@ -72,15 +72,20 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return {k: v.clone() for k, v in model.state_dict().items()}, metrics
 
 
-def test_a_nan_loss_stops_training_with_its_step(tmp_path: Path) -> None:
-    model = tiny_cnn()
-    calls = {"n": 0}
+def _nan_from_step_4() -> nn.Module:
+    """A tiny model whose outputs turn NaN from the 4th forward (training step 4) on."""
+    model, calls = tiny_cnn(), {"n": 0}
 
     def poison(module: nn.Module, args: Any, output: Any) -> Any:
         calls["n"] += 1
         return output * float("nan") if calls["n"] >= 4 else output
 
     model.register_forward_hook(poison)
+    return model
+
+
+def test_a_nan_loss_stops_training_with_its_step(tmp_path: Path) -> None:
+    model = _nan_from_step_4()
     with pytest.raises(TrainingDiverged, match=r"the loss is nan at step 4") as info:
         train_classifier(model, synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(), tmp_path)
     assert "\n" not in str(info.value)
@@ -91,14 +96,7 @@ def test_a_nan_loss_stops_training_with_its_step(tmp_path: Path) -> None:
 def test_a_nan_loss_never_reaches_a_checkpoint_between_logged_steps(tmp_path: Path) -> None:
     # Issue 22: the paper profile logs every 10 steps; with --ckpt-every 1 the checkpoint of a diverged model was
     # saved before the logged loss showed NaN, and the same command was then refused until the folder was deleted.
-    model = tiny_cnn()
-    calls = {"n": 0}
-
-    def poison(module: nn.Module, args: Any, output: Any) -> Any:
-        calls["n"] += 1
-        return output * float("nan") if calls["n"] >= 4 else output
-
-    model.register_forward_hook(poison)
+    model = _nan_from_step_4()
     with pytest.raises(TrainingDiverged, match=r"the loss is nan at step 4"):
         train_classifier(model, synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(log_every=10), tmp_path)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3  # the last finite step's
