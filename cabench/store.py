@@ -52,6 +52,8 @@ __all__ = [
 
 DEFAULT_RUNS_DIR = Path(os.environ.get("CABENCH_RUNS", "runs"))
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
+#: What a twin record (:meth:`Store.record_twin`) copies from the run it repeats; never weights.
+TWIN_FILES = ("env.json", "log.jsonl", "per_image.npz")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 _TEMP = re.compile(r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[0-9a-f]+\.tmp")
 TEMP_MAX_AGE_S = 86_400  # a temp whose writer we cannot see (another host) is removed after a day
@@ -405,6 +407,27 @@ class Store:
             if record.config.get("resume_key") == resume_key:
                 return record
         return None
+
+    def same_run(self, profile: str, resume_key: str, besides: tuple[str, str]) -> RunRecord | None:
+        """A complete run of another suite's row (not ``besides``, a ``(suite, row)``) with the same ``resume_key``:
+        the same model, recipe, data and seed, trained already. Twins recorded from another run are not sources."""
+        for cell in sorted(self.root.glob(f"*/*/{profile}")):
+            suite, row = cell.parent.parent.name, cell.parent.name
+            if (suite, row) == besides or suite.startswith("_") or not cell.is_dir():
+                continue
+            record = self.complete(suite, row, profile, resume_key)
+            if record is not None and "same_run_as" not in record.config:
+                return record
+        return None
+
+    def record_twin(self, config: dict[str, Any], source: RunRecord) -> RunRecord:
+        """Record ``source`` as this config's run without training again: its metrics, env.json and per-image
+        outcomes under this config's suite and row, with ``same_run_as`` naming the run they come from."""
+        origin = f"{source.suite}/{source.row}/{source.profile}/{source.run_id}"
+        files = {n: (source.path / n).read_bytes() for n in TWIN_FILES if (source.path / n).is_file()}
+        config = {**config, "same_run_as": origin}
+        metrics = {**source.metrics, "same_run_as": origin}
+        return self.write_run(config["suite"], config["row"], config["profile"], config, metrics, files=files)
 
     def environment_of(self, suite: str, row: str, profile: str, run_id: str) -> dict[str, Any]:
         """The env.json of one run ({} if it cannot be read)."""

@@ -89,6 +89,35 @@ def test_each_seed_is_its_own_run_and_a_done_seed_is_skipped(tmp_path: Path, sui
     assert all(c["settings"]["seed"] == c["seed"] for c in configs)
 
 
+def test_a_row_seed_another_suite_trained_already_is_recorded_not_retrained(
+    tmp_path: Path, suite: Path, imagenet: Path
+) -> None:
+    twin = tmp_path / "twin.yaml"  # another suite, another row id, the same model (its defaults spelled out)
+    twin.write_text(
+        SUITE.replace("id: tiny", "id: twin")
+        .replace("id: ca", "id: ca-hswish")
+        .replace("attention: ca}", "attention: ca, reduction: 32, attention_args: {act: hswish}}")
+    )
+    runs = tmp_path / "runs"
+    options = ["--profile", "paper", "--data", f"imagenet={imagenet}", "--runs-dir", str(runs)]
+    options += ["--epochs", "1", "--batch-size", "8", "--workers", "0"]
+    assert runner.invoke(app, ["run", str(suite), *options]).exit_code == 0
+    again = runner.invoke(app, ["run", str(twin), *options, "--seeds", "0,1"])
+    assert again.exit_code == 0, again.output
+    (source,) = (runs / "tiny" / "ca" / "paper").iterdir()
+    assert f"seed 0: the same run as tiny/ca/paper/{source.name} (recorded, not retrained)" in again.stderr
+    assert "seed 1: training" in again.stderr
+    by_seed = {}
+    for run in (runs / "twin" / "ca-hswish" / "paper").iterdir():
+        by_seed[json.loads((run / "config.json").read_text())["seed"]] = run
+    recorded, source_metrics = by_seed[0], json.loads((source / "metrics.json").read_text())
+    metrics = json.loads((recorded / "metrics.json").read_text())
+    assert metrics["top1"] == source_metrics["top1"] and metrics["same_run_as"] == f"tiny/ca/paper/{source.name}"
+    assert (recorded / "env.json").read_bytes() == (source / "env.json").read_bytes()
+    assert not list(recorded.glob("*.pt"))  # a record, not a copy of the weights
+    assert "same_run_as" not in json.loads((by_seed[1] / "config.json").read_text())
+
+
 def test_a_plugin_profile_brings_its_own_option(tmp_path: Path, suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "myprofiles.py").write_text(
         textwrap.dedent(

@@ -405,7 +405,8 @@ class TrainProfile(Profile):
         task: Any,
         request: Request,
     ) -> RunRecord | str | None:
-        """Train one row with one seed, unless a complete run with the same key exists; resume an unfinished one.
+        """Train one row with one seed, unless a complete run with the same key exists (in this cell, or in
+        another suite's cell: then it is recorded here as that run's twin); resume an unfinished one.
 
         When another process holds this row-seed's lease (it is training it now): who holds it, as a string."""
         import torch
@@ -432,6 +433,8 @@ class TrainProfile(Profile):
                 choice = ("busy", f"being trained by {store.lease_holder(suite, row.key, self.name, seed)}")
             elif check_done and (done := store.complete(suite, row.key, self.name, key)) is not None:
                 choice = ("done", str(done.path))
+            elif check_done and (twin := store.same_run(self.name, key, (suite, row.key))) is not None:
+                choice = ("twin", str(store.record_twin(config, twin).config["same_run_as"]))
             else:
                 choice = ("train", str(self._run_dir(store, plan, row, config)))
         try:
@@ -439,8 +442,9 @@ class TrainProfile(Profile):
             if what == "busy":
                 say(suite, row.key, f"seed {seed}: {where}; skipped (run again to collect it)")
                 return where
-            if what == "done":
-                say(suite, row.key, f"seed {seed}: done already, skipped")
+            if what in ("done", "twin"):
+                why = "done already" if what == "done" else f"the same run as {where} (recorded, not retrained)"
+                say(suite, row.key, f"seed {seed}: {why}, skipped")
                 return store.complete(suite, row.key, self.name, key)
             run_dir = Path(where)
             say(suite, row.key, f"seed {seed}: {_starting(run_dir)} -> {run_dir}")
