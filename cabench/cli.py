@@ -57,8 +57,11 @@ class _PluginGroup(TyperGroup):
                 name = str(e.filename or "")
                 err.print(f"cabench: error: a path is too long for this system: {name[:80]}…", markup=False)
                 sys.exit(EXIT_USAGE)
-            from cabench.crash import crash_line
+            from cabench.crash import crash_line, user_code_line
 
+            if (line := user_code_line(e)) is not None:  # a plugin's or a block's own error: bad input, not a bug
+                err.print(f"cabench: error: {line}", markup=False)
+                sys.exit(EXIT_USAGE)
             err.print(f"cabench: error: {crash_line(e)}", markup=False)
             sys.exit(EXIT_CRASH)
 

@@ -9,12 +9,13 @@ is training every selected row now (run again later); 130 interrupted. CI can th
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
-__all__ = ["EXIT_BUSY", "EXIT_CRASH", "EXIT_DRIFT", "EXIT_USAGE", "crash_line", "log_dir"]
+__all__ = ["EXIT_BUSY", "EXIT_CRASH", "EXIT_DRIFT", "EXIT_USAGE", "crash_line", "log_dir", "user_code_line"]
 
 EXIT_DRIFT = 1
 EXIT_USAGE = 2
@@ -39,3 +40,29 @@ def crash_line(exc: BaseException) -> str:
     except OSError as e:
         return f"unexpected error ({what}); the traceback could not be saved ({e.strerror})"
     return f"unexpected error ({what}); traceback in {path}"
+
+
+def _extension_files() -> set[str]:
+    """The files of the user's extensions loaded in this process: plugin modules, every module outside cabench
+    that registered a block, arch, dataset, task or profile (installed ones too), and modules named by import
+    path (``attention: mymodule:MyBlock``)."""
+    from cabench.registry import imported_by_path, plugin_modules
+
+    modules = [*plugin_modules(), *imported_by_path()]
+    files = (getattr(sys.modules.get(m), "__file__", None) for m in modules)
+    return {str(Path(f).resolve()) for f in files if f}
+
+
+def user_code_line(exc: BaseException) -> str | None:
+    """When ``exc`` was raised inside the user's own code (a plugin or a block named by import path, met only on
+    real batches, say): one line naming the exception and the innermost frame of that code, the traceback
+    saved to a log; else None (a cabench bug or the environment: :func:`crash_line`)."""
+    extensions = _extension_files()
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith("<") or str(Path(frame.filename).resolve()) not in extensions:
+            continue
+        detail = " ".join(str(exc).split())[:200]
+        where = f"{frame.filename}:{frame.lineno} (in {frame.name})"
+        saved = crash_line(exc).rpartition("; ")[2]  # "traceback in PATH", or why it could not be saved
+        return f"your code raised {type(exc).__name__}" + (f": {detail}" if detail else "") + f" at {where}; {saved}"
+    return None

@@ -50,6 +50,9 @@ class RegistryError(ValueError):
     """A name that is unknown, taken twice, or an import path that does not resolve."""
 
 
+_imported_by_path: dict[str, None] = {}
+
+
 def import_object(path: str) -> Any:
     """Import ``"package.module:attr"`` (``attr`` may be dotted) and return the object."""
     module_name, sep, attr = path.partition(":")
@@ -66,7 +69,13 @@ def import_object(path: str) -> Any:
             obj = getattr(obj, part)
         except AttributeError:
             raise RegistryError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})") from None
+    _imported_by_path[module_name] = None
     return obj
+
+
+def imported_by_path() -> list[str]:
+    """The modules this process imported for a ``"package.module:Name"`` (a user's block, say), in order."""
+    return list(_imported_by_path)
 
 
 def _failure(e: BaseException) -> str:

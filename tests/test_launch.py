@@ -153,6 +153,51 @@ def test_a_job_preempted_then_killed_resumes_each_time_to_the_weights_of_an_unin
     _assert_same_weights(_weights(run), _weights(reference))
 
 
+def test_ctrl_c_on_the_local_launcher_is_one_line_and_the_job_checkpoints_and_resumes(work: Path) -> None:
+    hold = work / "hold"
+    hold.mkdir()
+    args = (*SMOKE, "--rows", "ca", "--ckpt-every", "1", *KEEP)
+    env = {"CABENCH_PLUGINS": "launch_hold_plugin", "CABENCH_TEST_HOLD": str(hold)}
+    cmd = [sys.executable, "-m", "cabench.cli", *args]
+    launcher = subprocess.Popen(
+        cmd,
+        cwd=work,
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    job = _wait_held(hold / "held-1", launcher)
+    os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C at the terminal: every process of the foreground group
+    _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.splitlines()[-1] == (
+        "cabench: interrupted: 1 running job(s) told to checkpoint and stop, 0 not started; the same command "
+        "resumes them"
+    )
+    (hold / "release-1").touch()  # the held job goes on to its step boundary, where the SIGTERM stops it
+    deadline = time.monotonic() + 60
+    while _alive(job):  # the job checkpoints at its step boundary and ends
+        assert time.monotonic() < deadline, "the job did not stop"
+        time.sleep(0.05)
+    (run,) = _runs(work, "ca")
+    assert not (run / "metrics.json").exists()
+    again = _cabench(work, *args)
+    assert again.returncode == 0, again.stderr
+    events = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events if "event" in e] == ["interrupted", "resume", "final"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _wait_held(marker: Path, launcher: subprocess.Popen[str]) -> int:
     deadline = time.monotonic() + 300
     while not marker.exists() or not marker.read_text():

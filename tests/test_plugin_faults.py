@@ -49,3 +49,45 @@ def test_a_block_whose_constructor_exits_is_one_line(tmp_path: Path) -> None:
 def test_a_standard_library_function_is_not_a_block(tmp_path: Path, path: str) -> None:
     done = _cabench(tmp_path, "count", "mobilenetv2", "--attention", path)  # os:_exit(64) used to end the process
     assert done.returncode == 2 and f"attention {path!r} comes from the standard library" in done.stderr
+
+
+FUSSY_BLOCK = """\
+from torch import nn
+
+
+class Fussy(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+
+    def forward(self, x):
+        if x.shape[0] > 3:  # the construction probe's batches have 2 and 3 images, training's more
+            raise RuntimeError("Fussy wants small batches")
+        return x
+"""
+
+FUSSY_SUITE = """\
+id: fussy
+title: "A user's block in Table 1's backbone"
+source: "test"
+task: classify
+recipe: imagenet-mbv2-paper
+columns:
+  top1: {unit: "%"}
+rows:
+  - name: "+ Fussy"
+    id: fussy
+    model: {arch: mobilenetv2, width: 0.5, attention: "fussy_block:Fussy"}
+"""
+
+
+def test_a_block_that_raises_only_on_real_batches_is_one_line_naming_its_line(tmp_path: Path) -> None:
+    # Issue 22: it passed the construction probe, then failed in training with exit 3 ("unexpected error").
+    (tmp_path / "fussy_block.py").write_text(FUSSY_BLOCK)
+    (tmp_path / "fussy.yaml").write_text(FUSSY_SUITE)
+    done = _cabench(tmp_path, "run", "fussy.yaml", "--profile", "smoke", "--runs-dir", str(tmp_path / "runs"))
+    assert done.returncode == 2, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("cabench: error:")]
+    where = f"{tmp_path / 'fussy_block.py'}:10 (in forward)"
+    assert line.startswith(f"cabench: error: your code raised RuntimeError: Fussy wants small batches at {where}")
+    log = Path(line.rpartition("traceback in ")[2])
+    assert "Fussy wants small batches" in log.read_text() and "Traceback" not in done.stderr

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -53,7 +55,7 @@ class LocalLauncher(Launcher):
             while pending or running:
                 while pending and len(running) < limit:
                     unit = pending.pop(0)
-                    job = executor.submit(RowSeedJob(spec, unit))
+                    job = _submit_deaf_to_ctrl_c(executor, RowSeedJob(spec, unit))
                     write_record(store, unit, self._record(job))
                     say(f"{unit.label}: job {job.job_id} started")
                     running[unit] = job
@@ -67,9 +69,13 @@ class LocalLauncher(Launcher):
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             for job in running.values():
-                job.cancel()  # the job's training checkpoints (SIGINT) and stops
+                _stop(job)
             for unit in pending:
                 write_record(store, unit, None)
+            say(
+                f"cabench: interrupted: {len(running)} running job(s) told to checkpoint and stop, {len(pending)} "
+                "not started; the same command resumes them"
+            )
             raise
         return 1 if failed else 0
 
@@ -92,6 +98,23 @@ class LocalLauncher(Launcher):
             alive = not here or (isinstance(pid, int) and pid_alive(pid))  # another host's: cannot tell
             out.append((QUEUED if job.get("state") == "queued" else RUNNING) if alive else ENDED)
         return out
+
+
+def _submit_deaf_to_ctrl_c(executor: Any, job: Any) -> Any:
+    """Submit with SIGINT ignored while submitit starts the job's controller, which inherits that: Ctrl-C at the
+    terminal reaches this process only (one line), not the controllers (whose tracebacks went to the terminal).
+    The training inside still takes SIGINT (it installs its own handler); :func:`_stop` ends a job."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return executor.submit(job)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop(job: Any) -> None:
+    """SIGTERM to a job's controller, which forwards it to the training: it checkpoints and stops."""
+    with contextlib.suppress(ProcessLookupError, ValueError):  # ended already
+        os.kill(int(job.job_id), signal.SIGTERM)
 
 
 def machine_slots(gpus_per_job: int) -> int:
