@@ -99,10 +99,12 @@ class Registry(Generic[T]):
     an error. ``get`` names what is available and the closest match.
     """
 
-    def __init__(self, kind: str, *, builtin_modules: Iterable[str] = ()) -> None:
+    def __init__(self, kind: str, *, builtin_modules: Iterable[str] = (), builtin_names: Iterable[str] = ()) -> None:
         """``builtin_modules``: modules (or ``"pkg.*"``, every module of a package) whose import registers
-        the built-in entries; imported on first lookup."""
+        the built-in entries; imported on first lookup. ``builtin_names``: the names they register, so that a
+        plugin cannot take one before they are imported."""
         self.kind = kind
+        self._builtin_names = frozenset(builtin_names)
         self._entries: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
         self._where: dict[str, str] = {}
@@ -137,6 +139,9 @@ class Registry(Generic[T]):
         return obj
 
     def _check_free(self, name: str, where: str) -> None:
+        by = _registering_module()
+        if not self._builtins_loaded and name in self._builtin_names and not by.startswith("cabench."):
+            raise RegistryError(f"{self.kind} {name!r} is built in; {where} cannot register it again")
         if name in self._entries or name in self._lazy:
             raise RegistryError(
                 f"{self.kind} {name!r} is registered twice: by {self._where.get(name, '?')} and by {where}"

@@ -3,8 +3,9 @@
 Every case ends in exit 0, or one line on stderr and exit 2 with nothing written (``check`` may also
 exit 1 with its DRIFT lines) — never a traceback. Mutations: a value replaced by another type, NaN/inf,
 a huge or negative number, a unicode or rich-markup string, a path; a key dropped; a row duplicated;
-a YAML tag; an anchor/alias bomb; deep nesting; binary garbage; a truncated or empty file; a directory
-instead of a file. ``--hypothesis-profile=long`` runs thousands of cases (see tests/conftest.py).
+a YAML tag; an anchor/alias bomb; one long scalar aliased thousands of times; deep nesting; binary garbage; a
+truncated or empty file; a directory instead of a file. Plugins: modules that raise, exit or register odd things.
+``--hypothesis-profile=long`` runs thousands of cases (see tests/conftest.py).
 
 Counting real models is not what is fuzzed here (the count tests pin it exactly), so ``run`` and
 ``check`` count with a stand-in that validates the spec like the real one and returns fixed numbers.
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -118,7 +119,9 @@ def mutated(draw: st.DrawFn, texts: list[str]) -> bytes | None:
     """A mutated file's bytes (None: a directory instead of a file)."""
     text = draw(st.sampled_from(texts))
     kind = draw(
-        st.sampled_from(["value"] * 6 + ["drop", "duplicate", "tag", "bomb", "deep", "garbage", "cut", "empty", "dir"])
+        st.sampled_from(
+            ["value"] * 6 + ["drop", "duplicate", "tag", "bomb", "aliases", "deep", "garbage", "cut", "empty", "dir"]
+        )
     )
     if kind in ("value", "drop", "duplicate"):
         doc = yaml.safe_load(text)
@@ -137,6 +140,10 @@ def mutated(draw: st.DrawFn, texts: list[str]) -> bytes | None:
         if where == "zz":
             return (BOMB + text + "\nzz: *b7\n").encode()
         return (BOMB + re.sub(rf"{where}: .*", f"{where}: *b7", text, count=1)).encode()
+    if kind == "aliases":  # no nesting: one long scalar, referenced many times (404 KB grew to 4.7 GB RSS)
+        size, refs = draw(st.sampled_from([(1_000, 50), (20_000, 2_000), (200_000, 20_000)]))
+        anchor = f"zz_text: &s {'x' * size}\n"
+        return (anchor + text + "\nzz_notes: [" + ", ".join(["*s"] * refs) + "]\n").encode()
     if kind == "deep":
         n = draw(st.sampled_from([5, 40, 3000]))
         return (text + "\nnotes: " + "[" * n + "]" * n + "\n").encode()
@@ -288,3 +295,59 @@ def test_fuzz_outcomes_cover_both_sides() -> None:
         codes = OUTCOMES.get(command, {})
         assert codes.get(2, 0) > 0, (command, codes)
     print("fuzz outcomes:", OUTCOMES)
+
+
+# Plugins are untrusted code run on purpose: whatever a plugin module does at import (raise anything, exit,
+# register odd names or objects), `list` ends in exit 0 or one line and exit 2, never a traceback or silence.
+PLUGIN_FAULTS = st.one_of(
+    st.sampled_from(
+        [
+            "raise ValueError('bad plugin')",
+            "raise KeyError('k')",
+            "raise ImportError('needs a package')",
+            "raise MemoryError",
+            "raise RecursionError('deep')",
+            "raise KeyboardInterrupt",
+            "raise GeneratorExit",
+            "raise SystemExit",
+            "raise SystemExit(0)",
+            "raise SystemExit(64)",
+            "raise SystemExit('a message')",
+            "import sys\nsys.exit(0)",
+            "class Odd(BaseException):\n    pass\n\n\nraise Odd('odd')",
+            "import a_module_that_does_not_exist_anywhere",
+            "def (:",
+            "x = 1 / 0",
+            "def f():\n    return f()\n\n\nf()",
+        ]
+    ),
+    st.builds(
+        "from cabench.models.blocks import register_attention\n\nregister_attention({!r})({})".format,
+        st.one_of(
+            st.sampled_from(["se", "ca", "", "a b", "../x", "名前", "x" * 300, "[bold]b[/]"]), st.text(max_size=8)
+        ),
+        st.sampled_from(["object", "None", "len", "lambda c, r=None: None", "42", "'text'", "print"]),
+    ),
+)
+
+
+@settings(max_examples=12)
+@given(source=PLUGIN_FAULTS)
+def test_fuzz_plugin(source: str) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "fuzzed_plugin.py").write_text(source + "\n")
+        env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{root}"}
+        cmd = [sys.executable, "-c", "import sys; from cabench.cli import main; sys.exit(main())", "list"]
+        done = subprocess.run([*cmd, "--plugin", "fuzzed_plugin"], cwd=tmp, env=env, capture_output=True, text=True)
+    _count("plugin", "traceback" if "Traceback" in done.stderr else done.returncode)
+    assert "Traceback" not in done.stderr, done.stderr
+    if done.returncode == 0:
+        assert done.stdout.strip(), "exit 0 with nothing listed"
+        return
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cabench: error: "), done.stderr

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cabench.models.catalogue import BUILTIN_BLOCKS
 from cabench.registry import Registry, RegistryError, import_object, is_import_path
 
 __all__ = [
@@ -54,7 +55,9 @@ __all__ = [
 MODEL_MODULES: tuple[str, ...] = ("cabench.models.*",)
 
 #: Attention blocks by name. Values are block classes (or factories) called as ``Block(channels, reduction=R)``.
-ATTENTIONS: Registry[Callable[..., Any]] = Registry("attention", builtin_modules=MODEL_MODULES)
+ATTENTIONS: Registry[Callable[..., Any]] = Registry(
+    "attention", builtin_modules=MODEL_MODULES, builtin_names=BUILTIN_BLOCKS
+)
 
 
 def register_attention(name: str, obj: Any = None) -> Any:

@@ -27,6 +27,7 @@ from cabench.models.blocks import (
     default_reduction,
     resolve_attention,
 )
+from cabench.models.catalogue import BUILTIN_ARCHS
 from cabench.registry import Registry
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class ArchInfo:
 
 
 #: Architectures by name; the built-in ones are registered by the modules of :mod:`cabench.models`.
-ARCHS: Registry[ArchInfo] = Registry("architecture", builtin_modules=MODEL_MODULES)
+ARCHS: Registry[ArchInfo] = Registry("architecture", builtin_modules=MODEL_MODULES, builtin_names=BUILTIN_ARCHS)
 
 
 def register_arch(
