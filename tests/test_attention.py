@@ -188,6 +188,7 @@ def test_ca_bottleneck_has_a_floor_of_eight_and_se_has_none() -> None:
 @pytest.mark.skipif(
     shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler for TorchInductor"
 )
+@pytest.mark.slow
 def test_compiled_ca_matches_the_eager_block_and_only_for_marked_blocks() -> None:
     from cabench.models import ca_compiled
 

@@ -23,6 +23,7 @@ from cabench.measure.pipeline import PipelineError, find_images, run_pipeline_be
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_the_three_ca_rows_compute_the_same_function() -> None:
     x = torch.randn(2, 3, 64, 48)
     torch.manual_seed(0)
@@ -33,6 +34,7 @@ def test_the_three_ca_rows_compute_the_same_function() -> None:
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_run_bench_reports_ratios_to_the_baseline_of_the_same_run() -> None:
     opts = BenchOptions(
         rows=("baseline", "ca", "authors_ca"), latency_batches=(1,), train_batches=(2,), rounds=2, input_size=32

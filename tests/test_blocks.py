@@ -199,6 +199,7 @@ def test_suite_rows_take_import_paths_and_attention_args(user_blocks: Path, tmp_
         load_suite(suite("{arch: mobilenetv2, attention: ca, attention_args: {act: [1]}}"))
 
 
+@pytest.mark.slow
 def test_cli_count_takes_an_import_path_and_block_arguments(user_blocks: Path) -> None:
     from typer.testing import CliRunner
 

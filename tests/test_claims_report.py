@@ -149,6 +149,7 @@ def test_figures_show_cis_seeds_and_the_claims(tmp_path: Path) -> None:
     assert "![Claims: reproduced Δ with 95% CI beside the published Δ](figures/claims.png)" in readme
 
 
+@pytest.mark.slow
 def test_smoke_runs_with_two_seeds_leave_every_claim_pending(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

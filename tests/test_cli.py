@@ -44,6 +44,7 @@ def write_suite(tmp_path: Path, text: str = MINI, name: str = "mini.yaml") -> Pa
     return path
 
 
+@pytest.mark.slow
 def test_count_json_gives_exact_integers() -> None:
     result = runner.invoke(app, ["count", "mobilenetv2", "--attention", "ca", "--json"])
     assert result.exit_code == 0, result.output
@@ -54,6 +55,7 @@ def test_count_json_gives_exact_integers() -> None:
     assert "aten::sigmoid" in data["skipped_ops"]  # CA's gates are element-wise: fvcore skips them
 
 
+@pytest.mark.slow
 def test_mobilenetv2_counts_the_papers_300m() -> None:
     data = json.loads(runner.invoke(app, ["count", "mobilenetv2", "--json"]).stdout)
     assert data["params"] == 3_504_872
@@ -70,6 +72,7 @@ def test_list_and_show() -> None:
     assert "4.37" in result.stdout
 
 
+@pytest.mark.slow
 def test_run_then_report_fills_count_cells_and_leaves_accuracy_pending(tmp_path: Path) -> None:
     suite = write_suite(tmp_path)
     runs, reports = tmp_path / "runs", tmp_path / "reports"
@@ -133,6 +136,7 @@ def locked(suite: Path, lock: Path) -> Path:
     return lock
 
 
+@pytest.mark.slow
 def test_check_passes_on_counts_that_match(tmp_path: Path) -> None:
     suite = write_suite(tmp_path)
     locked(suite, tmp_path / "lock.json")
@@ -140,6 +144,7 @@ def test_check_passes_on_counts_that_match(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_check_fails_on_a_planted_drift(tmp_path: Path) -> None:
     suite = write_suite(tmp_path, MINI.replace("params: 3.95,", "params: 3.99,"))
     locked(suite, tmp_path / "lock.json")
@@ -148,6 +153,7 @@ def test_check_fails_on_a_planted_drift(tmp_path: Path) -> None:
     assert "row 2 (+ Coord. Attention): params" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_note_turns_a_drift_into_a_documented_one(tmp_path: Path) -> None:
     text = MINI.replace(
         "published: {params: 3.95, madds: 310, top1: 74.3}",
@@ -159,6 +165,7 @@ def test_a_note_turns_a_drift_into_a_documented_one(tmp_path: Path) -> None:
     assert "1 drift with a note" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_fails_when_an_exact_count_differs_from_the_lock(tmp_path: Path) -> None:
     suite, lock = write_suite(tmp_path), tmp_path / "lock.json"
     updated = runner.invoke(app, ["check", str(suite), "--lock", str(lock), "--update-lock"])
@@ -172,6 +179,7 @@ def test_check_fails_when_an_exact_count_differs_from_the_lock(tmp_path: Path) -
     assert "params counted 3,950,648, locked 3,950,649" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_json_is_parseable(tmp_path: Path) -> None:
     suite = write_suite(tmp_path)
     result = runner.invoke(app, ["check", str(suite), "--json", "--lock", str(locked(suite, tmp_path / "l.json"))])

@@ -78,6 +78,7 @@ def test_count_specs_uses_the_cache_only_when_asked(monkeypatch: pytest.MonkeyPa
     assert calls == [spec.key()] * 2  # --no-cache recounts
 
 
+@pytest.mark.slow
 def test_cached_counts_equal_a_fresh_count() -> None:
     from cabench.measure.complexity import count_model
 

@@ -236,6 +236,7 @@ def test_eval_transform_is_to_tensor_only(coco_root: Path) -> None:
     assert torch.equal(tensor, expected)
 
 
+@pytest.mark.slow
 def test_train_transform_keeps_boxes_inside_and_consistent(voc_root: Path) -> None:
     torch.manual_seed(0)
     transform = ssdlite_train_transform()

@@ -188,6 +188,7 @@ def test_evaluation_needs_only_the_evaluation_split(tmp_path: Path, imagenet: Pa
     assert config["data_identity"]["images"] == identity.data_identity("imagenet", imagenet).images
 
 
+@pytest.mark.slow
 def test_the_papers_split_fills_the_cell(tmp_path: Path, imagenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     n = identity.data_identity("imagenet", imagenet)
     _paper_split(monkeypatch, n.images, n.classes)

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from cabench.cli import app
 
+pytestmark = pytest.mark.slow  # end-to-end runs in subprocesses: the full tier only
+
 runner = CliRunner()
 
 # table, fixture kind / --data key, rows (the baseline and CA keep the test short; `cabench run` does every row),

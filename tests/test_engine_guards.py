@@ -164,6 +164,7 @@ except TrainingInterrupted as e:
 """
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_with_workers_stops_with_a_checkpoint(tmp_path: Path) -> None:
     # Issue 22: SIGTERM sent to the process group with --workers 2 killed the DataLoader workers first, and the
     # run crashed (exit 3) instead of saving a checkpoint. A session of its own keeps pytest out of the group.

@@ -49,6 +49,7 @@ def test_the_final_evaluation_of_a_training_run_shows_images_not_loss_and_lr(tmp
     assert "loss" in train[2] and "nan" not in train[2]
 
 
+@pytest.mark.slow
 def test_cabench_eval_drives_its_progress_with_images(tmp_path: Path) -> None:
     from cabench.data.fixtures.imagenet import write_imagenet_fixture
     from cabench.models.mobilenetv2 import MobileNetV2

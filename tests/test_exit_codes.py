@@ -110,6 +110,7 @@ rows:
 """
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_store_train_each_row_seed_once(tmp_path: Path) -> None:
     """Two real `cabench run --profile paper` processes, started together on the same rows and seeds."""
     root = write_imagenet_fixture(tmp_path / "imagenet", train_per_class=4, val_per_class=2)

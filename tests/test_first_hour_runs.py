@@ -70,6 +70,7 @@ def test_smoke_keeps_no_checkpoint_and_the_run_table_keeps_ids_whole(
     assert run_dir.name in result.stdout and "…" not in result.stdout  # rich used to cut ids at 80 columns
 
 
+@pytest.mark.slow
 def test_a_paper_run_on_a_fixture_never_fills_the_paper_cell(suite: Path, imagenet: Path, tmp_path: Path) -> None:
     runs, reports = tmp_path / "runs", tmp_path / "reports"
     args = ["run", str(suite), "--profile", "paper", "--data", f"imagenet={imagenet}", "--epochs", "1"]
@@ -89,6 +90,7 @@ def test_a_paper_run_on_a_fixture_never_fills_the_paper_cell(suite: Path, imagen
     assert f"({ident['images']} images in {ident['classes']} classes)" in line and run_dir.name in line
 
 
+@pytest.mark.slow
 def test_eval_json_prints_the_metrics_and_the_run(suite: Path, imagenet: Path, tmp_path: Path) -> None:
     import torch
 

@@ -331,6 +331,7 @@ PLUGIN_FAULTS = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=12)
 @given(source=PLUGIN_FAULTS)
 def test_fuzz_plugin(source: str) -> None:

@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKED = ("fvcore", "iopath", "pycocotools", "scipy", "sklearn", "timm")
 
 
+@pytest.mark.slow
 def test_gpu_check_stages_run_without_the_optional_packages(tmp_path: Path) -> None:
     out = tmp_path / "out"
     block = "; ".join(f"sys.modules[{name!r}] = None" for name in BLOCKED)  # importing them raises ImportError

@@ -71,6 +71,7 @@ def _cells(report_dir: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(c["row"], c["column"]): c for c in csv.DictReader(fh)}
 
 
+@pytest.mark.slow
 def test_smoke_runs_end_to_end_and_never_fills_an_accuracy_cell(tmp_path: Path, suite: Path, imagenet: Path) -> None:
     runs, reports = tmp_path / "runs", tmp_path / "reports"
     result = runner.invoke(
@@ -97,6 +98,7 @@ def test_latency_profile_fills_the_ratio_to_the_baseline(tmp_path: Path, suite: 
     assert "1.00× (" in (reports / "tiny.md").read_text()  # the baseline's own ratio
 
 
+@pytest.mark.slow
 def test_eval_fills_a_cell_from_a_checkpoint_and_says_so(
     tmp_path: Path, suite: Path, imagenet: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,6 +25,8 @@ from typer.testing import CliRunner
 from cabench.checkpoint import load_checkpoint
 from cabench.cli import app
 
+pytestmark = pytest.mark.slow  # end-to-end runs in subprocesses: the full tier only
+
 pytest.importorskip("submitit")
 
 ROOT = Path(__file__).resolve().parent.parent

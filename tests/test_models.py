@@ -111,6 +111,7 @@ class _AuthorsLayoutMBV2CA(nn.Module):
         return self.classifier(self.avgpool(self.conv(self.features(x))).flatten(1))
 
 
+@pytest.mark.slow
 def test_authors_released_mbv2_ca_state_dict_loads_and_gives_the_same_logits() -> None:
     torch.manual_seed(0)
     authors = _AuthorsLayoutMBV2CA()
@@ -147,6 +148,7 @@ def test_authors_released_mbv2_ca_state_dict_loads_and_gives_the_same_logits() -
     ],
     ids=lambda s: s.key(),
 )
+@pytest.mark.slow
 def test_every_architecture_runs_at_its_paper_input_size(spec: ModelSpec) -> None:
     info = architectures()[spec.arch]
     model = build_model(spec).eval()

@@ -80,6 +80,7 @@ def _lock() -> dict[str, dict[str, int]]:
     return json.loads((ROOT / "suites" / "counts.lock.json").read_text())["counts"]
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_runs_checks_and_reports_from_an_empty_folder(venv: Path, tmp_path: Path) -> None:
     cabench = str(venv / "bin" / "cabench")
     work = tmp_path / "empty"

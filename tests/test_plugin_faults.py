@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end runs in subprocesses: the full tier only
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PLUGINS = {

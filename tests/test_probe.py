@@ -120,6 +120,7 @@ def test_unknown_floor_is_a_suite_error(tmp_path: Path) -> None:
         load_suite(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suite_id", SUITES)
 def test_reduced_probe_trains_evaluates_and_reports_floor(tiny: Path, tmp_path: Path, suite_id: str) -> None:
     runs = tmp_path / "runs"

@@ -51,6 +51,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_digits(tmp_path_factory.mktemp("digits") / "d", seed=0, params=TINY)
 
 
+@pytest.mark.slow
 def test_a_dense_probe_row_starts_from_the_classification_checkpoint_of_its_row_and_seed(
     tiny: Path, tmp_path: Path
 ) -> None:

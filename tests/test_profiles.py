@@ -73,6 +73,7 @@ def test_an_option_of_another_profile_is_refused_not_ignored(tmp_path: Path, sui
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_each_seed_is_its_own_run_and_a_done_seed_is_skipped(tmp_path: Path, suite: Path, imagenet: Path) -> None:
     runs = tmp_path / "runs"
     base = ["run", str(suite), "--profile", "paper", "--data", f"imagenet={imagenet}", "--runs-dir", str(runs)]
@@ -89,6 +90,7 @@ def test_each_seed_is_its_own_run_and_a_done_seed_is_skipped(tmp_path: Path, sui
     assert all(c["settings"]["seed"] == c["seed"] for c in configs)
 
 
+@pytest.mark.slow
 def test_a_row_seed_another_suite_trained_already_is_recorded_not_retrained(
     tmp_path: Path, suite: Path, imagenet: Path
 ) -> None:

@@ -181,6 +181,7 @@ def test_tables_1_to_4_train_every_row_with_the_authors_dropout() -> None:
         assert rates == [0.1], (arch, rates)
 
 
+@pytest.mark.slow
 def test_efficientnet_smoke_run_records_autoaugment(tmp_path: Path) -> None:
     import json
 

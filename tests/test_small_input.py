@@ -58,6 +58,7 @@ def test_the_keys_of_rows_without_small_input_are_the_locked_ones() -> None:
         assert spec.key() in locked, spec
 
 
+@pytest.mark.slow
 def test_small_input_deeplabv3_os8_runs_at_64() -> None:
     model = build_model(
         ModelSpec("deeplabv3_mobilenetv2", 0.5, num_classes=11, output_stride=8, small_input=True)
@@ -79,6 +80,7 @@ def test_small_input_deeplabv3_needs_output_stride_8() -> None:
         build_model(ModelSpec("deeplabv3_mobilenetv2", output_stride=16, small_input=True))
 
 
+@pytest.mark.slow
 def test_small_input_ssdlite_runs_at_64() -> None:
     spec = ModelSpec("ssdlite320_mobilenetv2", 0.5, num_classes=11, small_input=True)
     model = build_model(spec).eval()

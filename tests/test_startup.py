@@ -126,6 +126,7 @@ def test_every_packaged_suite_loads_alike_with_and_without_probing() -> None:
         assert load_suite(path, probe=False) == load_suite(path)
 
 
+@pytest.mark.slow
 def test_check_and_run_with_every_count_cached_import_no_torch(tmp_path: Path) -> None:
     # Issue 24's gate: with the counts cached, `check` and `run` (count) are a few file reads, not a torch import.
     env = {**os.environ, "CABENCH_CACHE_DIR": str(tmp_path / "cache"), "CABENCH_RUNS": str(tmp_path / "runs")}

@@ -139,6 +139,7 @@ def test_a_lease_from_another_host_is_broken_only_once_its_heartbeat_stops(tmp_p
     assert acquire(path, stale_after=60) is not None
 
 
+@pytest.mark.slow
 def test_the_heartbeat_keeps_a_long_lease_alive(tmp_path: Path) -> None:
     path = tmp_path / ".seed-2.lease"
     lease = acquire(path, stale_after=0.6)
@@ -168,6 +169,7 @@ def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path: P
     assert live.exists() and other.exists()  # a live writer's, and another file's, stay
 
 
+@pytest.mark.slow
 def test_a_writer_killed_mid_report_leaves_nothing_a_reader_takes_for_a_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -102,6 +102,7 @@ train_classifier(tiny_cnn(), synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), setting
 """
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise_identical(uninterrupted, tmp_path: Path) -> None:
     run = tmp_path / "run_b"
     code = CHILD.format(tests=str(TESTS), threads=torch.get_num_threads(), run=str(run))
@@ -223,6 +224,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_writes_never_corrupts(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
     torn = 0
@@ -298,6 +300,7 @@ def _ddp_worker(rank: int, world: int, port: int, run: str, out: str, threads: i
         cleanup()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_equals_one_process(tmp_path: Path) -> None:
     s = settings(epochs=1, ckpt_every_steps=0, log_every=2, momentum=0.9, nesterov=True)
     single = tiny_cnn(bn=False)
