@@ -274,6 +274,18 @@ def show(
         table.add_row(str(i), Text(row.key), Text(row.name), Text(model), *(Text(v) for v in values))
     out.print(table)
     out.print(f"Source: {s.source}. * = the cell carries a note. File: {s.path}", markup=False)
+    if s.cost is not None:
+        from cabench.data.subsets import estimate
+
+        with user_errors():
+            found = estimate(s)
+        if found is not None:
+            images, hours = found
+            out.print(
+                f"Cost: about {hours:.1f} GPU-hours per row-seed ({images:,} training images at "
+                f"{s.cost.img_per_s:,} img/s: {s.cost.basis}); {len(s.rows)} rows.",
+                markup=False,
+            )
 
 
 def _suite_json(s: Suite) -> dict[str, Any]:

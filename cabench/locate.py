@@ -125,6 +125,11 @@ def recipe_files() -> dict[str, Path]:
     return _files("recipes")
 
 
+def subset_files() -> dict[str, Path]:
+    """Class-selection id -> file over the search path (``<folder>/subsets/*.yaml``, :mod:`cabench.data.subsets`)."""
+    return _files("subsets")
+
+
 def default_lock() -> Path:
     """The counts lock of the first search folder that has one (else the packaged one's path)."""
     for d in search_path():

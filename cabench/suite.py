@@ -287,6 +287,15 @@ class ClaimFile(_Strict):
     path: Path | None = None
 
 
+class Cost(_Strict):
+    """What a row-seed of a suite costs on a GPU, for ``cabench show``: the training images one run reads (its
+    dataset's per-epoch count times the recipe's epochs) at ``img_per_s``, an assumed training speed whose
+    ``basis`` says where it comes from (replace it with what ``cabench bench`` measures on your card)."""
+
+    img_per_s: Annotated[int, Field(ge=1, le=10**7)]
+    basis: str = Field(max_length=400)
+
+
 class Suite(_Strict):
     id: str
     title: str
@@ -303,6 +312,7 @@ class Suite(_Strict):
     rows: list[Row]
     notes: list[str] = Field(default_factory=list)
     claims: list[Claim] = Field(default_factory=list)
+    cost: Cost | None = None
 
     # Set by the loader, not the YAML.
     path: Path | None = None
@@ -404,6 +414,8 @@ def load_suite(path: str | Path, *, probe: bool = True) -> Suite:
     path = Path(path)
     where = str(path)
     data = read_yaml_mapping(path, "suite", SuiteError, _DecimalLoader)
+    if "budget_of" in data:
+        data = _budget_suite(data, where)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
@@ -411,6 +423,54 @@ def load_suite(path: str | Path, *, probe: bool = True) -> Suite:
         raise SuiteError(f"{where}: {_location(path, data, loc)}: {msg}") from None
     _check_semantics(suite, where, probe)
     return suite.model_copy(update={"path": path})
+
+
+#: What a budget suite takes from its paper suite, and what it must say itself.
+_INHERITED = ("task", "baseline", "settings", "columns", "rows", "claims")
+_OWN = ("id", "title", "source", "recipe", "budget_of", "cost")
+
+
+def _budget_suite(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """A budget suite (``budget_of: {suite: table1, rows: [...]}``): the paper suite's task, baseline, settings,
+    columns, rows (all, or those listed) and the claims among them, under this file's id, title, source, recipe,
+    notes and cost. Rows lose their published values and notes: a budget number is never set against a paper one."""
+    spec = data["budget_of"]
+    if not isinstance(spec, dict) or not isinstance(spec.get("suite"), str) or set(spec) - {"suite", "rows"}:
+        raise SuiteError(f"{where}: budget_of: expected {{suite: PAPER_SUITE, rows: [ROW, ...]}} (rows optional)")
+    missing = [k for k in _OWN if k not in data]
+    taken = [k for k in _INHERITED if k in data]
+    if missing or taken:
+        what = f"needs {missing[0]!r}" if missing else f"{taken[0]!r} comes from its paper suite"
+        raise SuiteError(f"{where}: a budget suite {what}")
+    base = read_yaml_mapping(find_suite(spec["suite"]), "suite", SuiteError, _DecimalLoader)
+    if "budget_of" in base:
+        raise SuiteError(f"{where}: budget_of: {spec['suite']} is a budget suite itself; name a paper suite")
+    wanted = spec.get("rows")
+    rows = [dict(r) for r in base.get("rows") or [] if isinstance(r, dict) and not r.get("cited")]
+    keys = [r.get("id") or r.get("name") for r in rows]
+    if wanted is not None:
+        unknown = [w for w in wanted if w not in keys] if isinstance(wanted, list) else [wanted]
+        if unknown:
+            raise SuiteError(f"{where}: budget_of.rows: {unknown[0]!r} is not a row of {spec['suite']}")
+        rows = [r for r, k in zip(rows, keys, strict=True) if k in wanted]
+    for row in rows:
+        row.pop("published", None), row.pop("notes", None)
+    kept = {r.get("id") or r.get("name") for r in rows}
+    claims = [c for c in base.get("claims") or [] if isinstance(c, dict) and _claim_rows(c) <= kept]
+    inherited = {k: base[k] for k in _INHERITED if k in base}
+    own = {k: v for k, v in data.items() if k != "budget_of"}
+    return {**inherited, "rows": rows, "claims": claims, **own}
+
+
+def _claim_rows(claim: dict[str, Any]) -> set[str]:
+    """The row ids a claim of a suite file names (``a: ca``, ``a: {row: ca, minus: baseline}``)."""
+    found = set()
+    for side in (claim.get("a"), claim.get("b")):
+        if isinstance(side, str):
+            found.add(side)
+        elif isinstance(side, dict):
+            found |= {str(side[k]) for k in ("row", "minus") if side.get(k) is not None}
+    return found
 
 
 def _check_semantics(suite: Suite, where: str, probe: bool = True) -> None:

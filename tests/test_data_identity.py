@@ -37,11 +37,16 @@ def _paper_split(monkeypatch: pytest.MonkeyPatch, images: int, classes: int | No
     monkeypatch.setattr(check, "classes", classes)
 
 
+BUDGET = {"imagenet-100": (5_000, 100), "imagewoof": (500, 10)}  # 50 ImageNet val images per selected class
+
+
 def test_every_dataset_declares_its_identity_check_and_the_paper_splits_are_the_papers() -> None:
     for name in DATASETS.names():
         check = DATASETS.get(name).identity
         if name.startswith("digits-"):  # generated probe data: no paper split, the manifest is the identity
             assert isinstance(check, identity.GeneratorManifest)
+        elif name in BUDGET:  # a class selection of the user's ImageNet: its declared size, never the paper's
+            assert isinstance(check, identity.BudgetSubset) and (check.images, check.classes) == BUDGET[name]
         else:
             assert isinstance(check, identity.PaperSplit) and (check.images, check.classes) == PAPER[name]
     assert set(PAPER) <= set(DATASETS.names())

@@ -19,6 +19,9 @@ comparison of dataset names:
 
   A number fills the suite's cell only on that split; anything else (a fixture, a subset, another class count)
   is kept and reported on its own line, "not the paper's data (N images)", never marked against the paper.
+* :class:`BudgetSubset`, a declared class selection of a paper dataset (ImageNet-100, Imagewoof: budget suites).
+  Its check is the selection's size (50 ImageNet val images per selected class); a number on it fills its budget
+  suite's own cells and is never the paper's data.
 * :class:`GeneratorManifest`, data the paper never used (the handwritten-digits probe, ``cabench fixtures digits
   DIR``). No published number exists for it, so nothing on it is marked against the paper; its identity is the
   generator's manifest (a sha256 of every file). A number fills its own suite's cells (it is the probe's result)
@@ -42,6 +45,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 from cabench.data.errors import DatasetError
 
 __all__ = [
+    "BudgetSubset",
     "DataIdentity",
     "GeneratorManifest",
     "IdentityCheck",
@@ -167,6 +171,41 @@ class GeneratorManifest:
         return isinstance(recorded, dict) and isinstance(recorded.get("fingerprint"), str)
 
 
+@dataclass
+class BudgetSubset:
+    """A declared subset of a paper dataset (a class selection of the user's ImageNet, :mod:`cabench.data.subsets`):
+    a number fills its budget suite's own cells when the evaluation split is the selection at its declared size;
+    it is never the paper's data, so it is never marked against a published number."""
+
+    name: str
+    images: int
+    classes: int
+    files: Callable[[Path], SplitFiles]
+    kind: ClassVar[str] = "budget-subset"
+
+    def identify(self, dataset: str, root: Path) -> DataIdentity:
+        found = self.files(Path(root).expanduser())
+        n = len(found.images)
+        fills = n == self.images and found.classes == self.classes
+        return DataIdentity(
+            dataset=dataset,
+            check=self.kind,
+            split=found.split,
+            images=n,
+            classes=found.classes,
+            fingerprint=_fingerprint(Path(root).expanduser(), found.images, found.extra),
+            paper=False,
+            fills=fills,
+            expected_images=self.images,
+            expected_classes=self.classes,
+            detail=self.name if fills else f"not the {self.name} split ({n:,} images in {found.classes} classes)",
+        )
+
+    def fills(self, config: dict[str, Any]) -> bool:
+        ident = config.get("data_identity")
+        return isinstance(ident, dict) and ident.get("check") == self.kind and ident.get("fills") is True
+
+
 def _first_unlisted(root: Path, files: Iterable[Path], listed: dict[str, str]) -> str | None:
     """The first file that the manifest does not list with these bytes (its relative path), else None."""
     for path in files:
@@ -247,7 +286,7 @@ def not_paper_text(config: dict[str, Any]) -> str:
     ident = config.get("data_identity")
     if not isinstance(ident, dict):
         return "not the paper's data (no data identity recorded)"
-    if ident.get("check") == "manifest":
+    if ident.get("check") in ("manifest", BudgetSubset.kind):
         return str(ident.get("detail") or "not the data its manifest lists")
     n, classes = ident.get("images"), ident.get("classes")
     if not isinstance(n, int):

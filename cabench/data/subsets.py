@@ -1,0 +1,203 @@
+"""Budget subsets of the user's own ImageNet: a committed class selection, read in place from the ImageNet tree.
+
+A selection is data (``suites/subsets/<id>.yaml``, found on the suites search path like recipes): its WordNet ids,
+where the list comes from, the validation images per class (ImageNet's own val split: 50) and how many training
+images one epoch reads. Each shipped selection is a registered dataset of its own (``imagenet-100``,
+``imagewoof``) that reads the ``imagenet`` data key: no image is copied or written, the loaders walk only the
+selected class folders of ``train/`` and ``val/``, and class ``k`` is the ``k``-th selected id in sorted order.
+A tree that lacks a selected class is one line naming it. The identity check (:class:`BudgetSubset`) is the
+selection's size; numbers on it fill their budget suite's cells and never a paper cell.
+
+Resolution is the recipe's (``train_size``, ``eval_resize``): a budget recipe at 128 px down-samples on load.
+A plugin adds a selection with :func:`register_subset` after writing its YAML beside its suites.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cabench.data.base import DatasetInfo, Fixture, register_dataset, register_fixture
+from cabench.data.errors import DatasetError
+from cabench.data.identity import BudgetSubset, SplitFiles
+
+__all__ = ["Selection", "estimate", "load_selection", "register_subset", "selected_split", "subset_datasets"]
+
+_WNID = re.compile(r"n\d{8}")
+_FIELDS = {"id", "title", "source", "val_per_class", "train_images", "classes"}
+_SUITE_SUFFIX = {"imagenet-100": "in100", "imagewoof": "woof"}  # the budget suites' ids: table1-in100, ...
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A declared class selection of ImageNet (``suites/subsets/<id>.yaml``)."""
+
+    id: str
+    title: str
+    source: str
+    classes: tuple[str, ...]  # WordNet ids, sorted: class k is classes[k]
+    val_per_class: int
+    train_images: int
+
+    @property
+    def val_images(self) -> int:
+        return self.val_per_class * len(self.classes)
+
+
+def load_selection(name: str) -> Selection:
+    """The selection ``name`` from the suites search path; one-line ``DatasetError`` when it is malformed."""
+    from cabench.locate import subset_files
+    from cabench.yamlio import read_yaml_mapping
+
+    path = subset_files().get(name)
+    if path is None:
+        raise DatasetError(f"no class selection {name!r} (expected suites/subsets/{name}.yaml)")
+    data = read_yaml_mapping(path, "class selection", DatasetError)
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown or set(data) != _FIELDS:
+        what = f"unknown field {unknown[0]!r}" if unknown else f"missing {sorted(_FIELDS - set(data))[0]!r}"
+        raise DatasetError(f"{path}: {what} (a selection has {', '.join(sorted(_FIELDS))})")
+    classes = data["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DatasetError(f"{path}: classes must be a non-empty list of WordNet ids")
+    bad = next((c for c in classes if not _WNID.fullmatch(c)), None)
+    if bad is not None or len(set(classes)) != len(classes):
+        why = f"{bad!r} is not a WordNet id (n + 8 digits)" if bad else "a class is listed twice"
+        raise DatasetError(f"{path}: classes: {why}")
+    for key in ("val_per_class", "train_images"):
+        if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1:
+            raise DatasetError(f"{path}: {key} must be a positive integer")
+    if data["id"] != name:
+        raise DatasetError(f"{path}: id is {data['id']!r}, not the file's name {name!r}")
+    return Selection(
+        name,
+        str(data["title"]),
+        str(data["source"]),
+        tuple(sorted(classes)),
+        data["val_per_class"],
+        data["train_images"],
+    )
+
+
+def estimate(suite: Any) -> tuple[int, float] | None:
+    """``(training images one row-seed reads, GPU-hours at the suite's declared speed)`` for a suite that declares
+    a ``cost`` and trains on a class selection; None otherwise. Reads YAML only (``cabench show`` imports no torch)."""
+    from cabench.locate import recipe_files, subset_files
+    from cabench.recipe import RecipeError
+    from cabench.yamlio import read_yaml_mapping
+
+    path = recipe_files().get(suite.recipe or "")
+    if suite.cost is None or path is None:
+        return None
+    recipe = read_yaml_mapping(path, "recipe", RecipeError)  # the fields alone: validating builds the registries
+    dataset, epochs = recipe.get("dataset"), recipe.get("epochs")
+    if dataset not in subset_files() or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        return None
+    images = load_selection(dataset).train_images * epochs
+    return images, images / suite.cost.img_per_s / 3600
+
+
+def _class_folders(root: Path, split: str, selection: Selection) -> list[Path]:
+    """The selected class folders of ``root/split``; the first missing one is one line naming it."""
+    root = Path(root).expanduser()
+    if not (root / split).is_dir():
+        raise DatasetError(f"{root}: no '{split}' folder (expected {split}/<wnid>/*.JPEG of the user's ImageNet)")
+    folders = [root / split / wnid for wnid in selection.classes]
+    missing = [f.name for f in folders if not f.is_dir()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DatasetError(
+            f"{root / split}: no folder for class {missing[0]}{more} of the {selection.title} selection "
+            f"({len(selection.classes)} classes, suites/subsets/{selection.id}.yaml)"
+        )
+    return folders
+
+
+def selected_split(selection: Selection, split: str = "val") -> Any:
+    """``root -> SplitFiles``: the images of the selected classes in ``root/split`` (the identity check's view)."""
+
+    def files(root: Path) -> SplitFiles:
+        from cabench.data.imagenet import IMAGE_EXTENSIONS
+        from cabench.data.images import walk_files
+
+        folders = _class_folders(root, split, selection)
+        images = [p for f in folders for p in walk_files(f, lambda n: n.lower().endswith(IMAGE_EXTENSIONS))]
+        return SplitFiles(split, images, [], len(folders))
+
+    return files
+
+
+def subset_datasets(
+    root: Path, recipe: Any, smoke: bool, selection: Selection, splits: tuple[str, ...] = ("train", "val")
+) -> tuple[Any, ...]:
+    """ImageFolders of ``splits`` over the selected classes only, with the recipe's transforms and size."""
+    from cabench.data.imagenet import _fixed_classes_image_folder, _is_image, recipe_transforms
+
+    for split in splits:
+        _class_folders(root, split, selection)
+    mapping = {wnid: k for k, wnid in enumerate(selection.classes)}
+    transforms = dict(zip(("train", "val"), recipe_transforms(recipe, smoke), strict=True))
+    folder = _fixed_classes_image_folder()
+    root = Path(root).expanduser()
+    out = []
+    for split in splits:
+        dataset = folder(str(root / split), mapping, transform=transforms[split], is_valid_file=_is_image)
+        if len(dataset) == 0:
+            raise DatasetError(f"{root / split}: no images in the {len(mapping)} selected class folders")
+        out.append(dataset)
+    return tuple(out)
+
+
+def register_subset(name: str) -> DatasetInfo:
+    """Register the selection ``suites/subsets/<name>.yaml`` as the dataset ``name`` (read from the imagenet key)."""
+    from cabench.data.base import SMOKE_SIZES
+
+    def build(root: Path, recipe: Any, smoke: bool) -> tuple[Any, Any]:
+        return subset_datasets(root, recipe, smoke, load_selection(name))
+
+    def validate(root: Path) -> None:
+        selection = load_selection(name)
+        for split in ("train", "val"):
+            _class_folders(root, split, selection)
+
+    def evaluation_only(root: Path, recipe: Any) -> Any:
+        return subset_datasets(root, recipe, False, load_selection(name), splits=("val",))[-1]
+
+    def write(root: Path, seed: int = 0) -> Path:
+        from cabench.data.fixtures.imagenet import write_imagenet_fixture
+
+        names = load_selection(name).classes
+        return write_imagenet_fixture(root, train_per_class=2, val_per_class=2, size=32, seed=seed, class_names=names)
+
+    selection = load_selection(name)
+    register_fixture(
+        Fixture(
+            kind=name,
+            write=write,
+            layout=f"ImageFolder train/<wnid>/*.JPEG and val/<wnid>/*.JPEG for the {len(selection.classes)} "
+            f"classes of {selection.title}, 2 images each",
+            hint=f"cabench run table1-{_SUITE_SUFFIX.get(name, name)} --profile smoke --data imagenet={{root}}",
+        )
+    )
+    return register_dataset(
+        DatasetInfo(
+            name=name,
+            task="classify",
+            data_key="imagenet",
+            title=f"{selection.title}: {len(selection.classes)} classes of the user's ImageNet (train/ and val/)",
+            validate=validate,
+            build=build,
+            fixture=name,
+            input_size=lambda recipe, smoke: SMOKE_SIZES["image_size"] if smoke else recipe.train_size,
+            eval_only=evaluation_only,
+            identity=BudgetSubset(
+                f"{selection.title} val", selection.val_images, len(selection.classes), selected_split(selection)
+            ),
+        )
+    )
+
+
+for _name in ("imagenet-100", "imagewoof"):
+    register_subset(_name)
