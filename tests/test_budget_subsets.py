@@ -124,7 +124,7 @@ def test_the_budget_recipe_runs_end_to_end_with_smoke_on_its_own_fixture(tmp_pat
         app, ["run", "table1-woof", "--profile", "smoke", "--rows", "ca", "--runs-dir", str(tmp_path / "runs")]
     )
     assert result.exit_code == 0, result.output
-    fixture = tmp_path / "runs" / "_fixtures" / "imagewoof"
+    fixture = tmp_path / "runs" / "_fixtures" / "imagewoof"  # written by cabench.data.fixtures.subsets
     assert sorted(p.name for p in (fixture / "val").iterdir()) == list(load_selection("imagewoof").classes)
 
 

@@ -9,7 +9,9 @@ A tree that lacks a selected class is one line naming it. The identity check (:c
 selection's size; numbers on it fill their budget suite's cells and never a paper cell.
 
 Resolution is the recipe's (``train_size``, ``eval_resize``): a budget recipe at 128 px down-samples on load.
-A plugin adds a selection with :func:`register_subset` after writing its YAML beside its suites.
+A plugin adds a selection with :func:`register_subset` after writing its YAML beside its suites; ``cabench
+fixtures imagewoof DIR`` writes a tiny ImageNet-shaped tree of a selection's classes
+(:mod:`cabench.data.fixtures.subsets`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cabench.data.base import DatasetInfo, Fixture, register_dataset, register_fixture
+from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
 from cabench.data.identity import BudgetSubset, SplitFiles
 
@@ -27,7 +29,6 @@ __all__ = ["Selection", "estimate", "load_selection", "register_subset", "select
 
 _WNID = re.compile(r"n\d{8}")
 _FIELDS = {"id", "title", "source", "val_per_class", "train_images", "classes"}
-_SUITE_SUFFIX = {"imagenet-100": "in100", "imagewoof": "woof"}  # the budget suites' ids: table1-in100, ...
 
 
 @dataclass(frozen=True)
@@ -165,22 +166,7 @@ def register_subset(name: str) -> DatasetInfo:
     def evaluation_only(root: Path, recipe: Any) -> Any:
         return subset_datasets(root, recipe, False, load_selection(name), splits=("val",))[-1]
 
-    def write(root: Path, seed: int = 0) -> Path:
-        from cabench.data.fixtures.imagenet import write_imagenet_fixture
-
-        names = load_selection(name).classes
-        return write_imagenet_fixture(root, train_per_class=2, val_per_class=2, size=32, seed=seed, class_names=names)
-
     selection = load_selection(name)
-    register_fixture(
-        Fixture(
-            kind=name,
-            write=write,
-            layout=f"ImageFolder train/<wnid>/*.JPEG and val/<wnid>/*.JPEG for the {len(selection.classes)} "
-            f"classes of {selection.title}, 2 images each",
-            hint=f"cabench run table1-{_SUITE_SUFFIX.get(name, name)} --profile smoke --data imagenet={{root}}",
-        )
-    )
     return register_dataset(
         DatasetInfo(
             name=name,
@@ -199,5 +185,8 @@ def register_subset(name: str) -> DatasetInfo:
     )
 
 
-for _name in ("imagenet-100", "imagewoof"):
+#: The selections shipped in suites/subsets/, each a dataset (and a fixture) of its own.
+SHIPPED = ("imagenet-100", "imagewoof")
+
+for _name in SHIPPED:
     register_subset(_name)
