@@ -214,7 +214,11 @@ n=$(ls "$FAKE_SLURM" | grep -c '^submitted-')
 cp "$1" "$FAKE_SLURM/submitted-$n.sh"
 echo "Submitted batch job $((4242 + n))"
 """
+FAKE_SINFO = """#!/bin/sh
+echo "gpu* 64"
+"""
 FAKE_SACCT = """#!/bin/sh
+[ -f "$FAKE_SLURM/sacct.fail" ] && { echo "sacct: fatal: Could not establish a configuration source" >&2; exit 1; }
 echo "$@" >> "$FAKE_SLURM/sacct.calls"
 cat "$FAKE_SLURM/sacct.txt"
 """
@@ -236,7 +240,12 @@ def fake_slurm(work: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir, fake = work / "bin", work / "slurm"
     bin_dir.mkdir()
     fake.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("srun", "#!/bin/sh\nexit 1\n")):
+    for name, text in (
+        ("sbatch", FAKE_SBATCH),
+        ("sacct", FAKE_SACCT),
+        ("srun", "#!/bin/sh\nexit 1\n"),
+        ("sinfo", FAKE_SINFO),
+    ):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -296,6 +305,21 @@ def test_slurm_submits_one_array_of_the_missing_row_seeds_and_resubmits_only_the
     assert "#SBATCH --array=0-1%2" in _sbatch_lines(fake_slurm / "submitted-1.sh")
     with open(folder / "4243_0_submitted.pkl", "rb") as fh:
         assert pickle.load(fh).function.unit.row == "ca"
+
+
+def test_status_says_once_in_one_line_that_sacct_failed(work: Path, fake_slurm: Path) -> None:
+    # Met on a real cluster: with SLURM_CONF unset, sacct fails and submitit printed its warning per query plus
+    # sacct's own lines between cabench's output.
+    args = ["run", str(work / "tiny.yaml"), "--profile", "smoke", "--runs-dir", str(work / "runs")]
+    assert runner.invoke(app, [*args, "--launcher", "slurm"]).exit_code == 0
+    (fake_slurm / "sacct.fail").touch()
+    result = runner.invoke(app, ["status", str(work / "tiny.yaml"), "--runs-dir", str(work / "runs")])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "sacct" in line]
+    assert notes == [
+        "cabench: note: sacct failed (sacct: fatal: Could not establish a configuration source); jobs it could not "
+        "report are shown as queued"
+    ], result.stderr
 
 
 @pytest.mark.parametrize(

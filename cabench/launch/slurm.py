@@ -3,8 +3,13 @@ returns once they are submitted. ``cabench status`` asks ``sacct`` what became o
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cabench.launch.base import ENDED, LAUNCHERS, QUEUED, RUNNING, Launcher, require_submitit
@@ -46,6 +51,39 @@ def slurm_parameters(settings: LaunchSettings, job_name: str) -> dict[str, Any]:
     return params
 
 
+def _partition_cpus(partition: str | None) -> int | None:
+    """The most CPUs one node of ``partition`` (default: the default partition) has, from ``sinfo``; None when
+    sinfo cannot say (then SLURM judges the request alone)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P %c"], capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    cpus = []
+    for line in out.stdout.splitlines():
+        name, _, count = line.strip().partition(" ")
+        wanted = name.rstrip("*") == partition if partition else name.endswith("*")
+        digits = count.strip().rstrip("+")
+        if wanted and digits.isdigit():
+            cpus.append(int(digits))
+    return max(cpus) if cpus else None
+
+
+def _check_fits(settings: LaunchSettings) -> None:
+    """Refuse, in one line, a job no node of the partition can run: SLURM accepts it and leaves it pending for
+    ever (reason PartitionConfig), which a user reading `cabench status` sees only as "queued"."""
+    asked = settings.cpus_per_gpu * max(settings.gpus_per_job, 1)
+    most = _partition_cpus(settings.partition)
+    if most is not None and asked > most:
+        where = f"partition {settings.partition}" if settings.partition else "the default partition"
+        raise ValueError(
+            f"each job asks for {asked} CPUs (--cpus-per-gpu {settings.cpus_per_gpu}) and no node of {where} has "
+            f"more than {most}: pass --cpus-per-gpu {most // max(settings.gpus_per_job, 1) or 1} or set "
+            "[launcher] cpus_per_gpu in the config file"
+        )
+
+
 class SlurmLauncher(Launcher):
     name = "slurm"
     description = "one SLURM job array through submitit; returns once submitted"
@@ -66,6 +104,7 @@ class SlurmLauncher(Launcher):
 
         from cabench.launch.job import RowSeedJob
 
+        _check_fits(settings)
         folder = submitit_folder(store)
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES_ON_TIMEOUT)
         suites = sorted({u.suite for u in units})
@@ -92,10 +131,49 @@ class SlurmLauncher(Launcher):
             return [QUEUED] * len(jobs)
         handles = [submitit.SlurmJob(folder=j.get("folder") or ".", job_id=str(j.get("id"))) for j in jobs]
         out = []
-        for handle in handles:  # the first query asks sacct about every registered job at once
-            state = (handle.state or "UNKNOWN").split()[0].upper()
-            out.append(QUEUED if state in _QUEUED else RUNNING if state in _RUNNING else ENDED)
+        quiet, logger = _SacctFailures(), logging.getLogger("submitit")
+        logger.addFilter(quiet)  # its warnings, one per query, would interleave with the table: one line instead
+        with tempfile.TemporaryFile() as said, _stderr_to(said):  # and what sacct itself prints when it fails
+            try:
+                for handle in handles:  # the first query asks sacct about every registered job at once
+                    state = (handle.state or "UNKNOWN").split()[0].upper()
+                    out.append(QUEUED if state in _QUEUED else RUNNING if state in _RUNNING else ENDED)
+            finally:
+                logger.removeFilter(quiet)
+            said.seek(0)
+            sacct_lines = said.read().decode(errors="replace").splitlines()
+        if quiet.seen:
+            why = (sacct_lines[-1] if sacct_lines else quiet.seen[0]).strip()[:160]
+            print(f"cabench: note: sacct failed ({why}); jobs it could not report are shown as queued", file=sys.stderr)
         return out
+
+
+@contextlib.contextmanager
+def _stderr_to(file: Any) -> Iterator[None]:
+    """File descriptor 2 (what child processes such as sacct write) into ``file`` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _SacctFailures(logging.Filter):
+    """Collects submitit's "Bypassing sacct error" warnings instead of letting them print."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def filter(self, record: Any) -> bool:
+        text = record.getMessage()
+        if "sacct" in text:
+            self.seen.append(" ".join(text.split())[:160])
+            return False
+        return True
 
 
 LAUNCHERS.register("slurm", SlurmLauncher())
