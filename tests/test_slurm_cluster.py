@@ -84,6 +84,13 @@ def _job_field(env: dict[str, str], job: str, field: str) -> str:
     raise AssertionError(f"{field} not in scontrol show job {job}: {shown.stdout}")
 
 
+def _wait_for(path: Path, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline, f"no {what} in {WAIT_S} s"
+        time.sleep(0.2)
+
+
 def _cells(reports: Path) -> dict[tuple[str, str], tuple[str, str]]:
     with open(reports / "results.csv") as fh:
         return {(c["row"], c["column"]): (c["reproduced"], c["status"]) for c in csv.DictReader(fh)}
@@ -128,9 +135,27 @@ def work(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_an_array_fills_the_cells_an_inline_run_fills_and_status_reads_sacct(
+def _requeue_a_held_job(work: Path, slurm_env: dict[str, str], imagenet: Path) -> Path:
+    """Submit one row-seed of hold.yaml that waits after its first checkpoint, `scontrol requeue` it, release it;
+    SLURM starts the requeued job about two minutes later (its BeginTime), so the caller goes on meanwhile."""
+    (work / "hold.yaml").write_text(SUITE.replace("id: tiny", "id: hold"))  # same models: smoke never twins them
+    hold = work / "hold"
+    hold.mkdir()
+    env = {**slurm_env, "CABENCH_PLUGINS": "launch_hold_plugin", "CABENCH_TEST_HOLD": str(hold)}
+    args = ["run", "hold.yaml", "--profile", "smoke", "--data", f"imagenet={imagenet}", "--rows", "ca"]
+    submitted = _cabench(work, env, *args, "--ckpt-every", "1", "--keep-checkpoints", "last", "--launcher", "slurm")
+    assert submitted.returncode == 0, submitted.stderr
+    (job,) = re.findall(r"hold/ca seed 0: job (\S+)", submitted.stderr)
+    _wait_for(hold / "held-1", "held job")  # step 1 trained and checkpointed; the job waits there
+    subprocess.run(["scontrol", "requeue", job], env=slurm_env, check=True, capture_output=True)
+    (hold / "release-1").touch()
+    return work / "runs" / "hold" / "ca" / "smoke"
+
+
+def test_an_array_fills_the_cells_an_inline_run_fills_status_reads_sacct_and_requeue_resumes(
     work: Path, slurm_env: dict[str, str], imagenet: Path
 ) -> None:
+    requeued = _requeue_a_held_job(work, slurm_env, imagenet)
     smoke = ["run", "tiny.yaml", "--profile", "smoke", "--data", f"imagenet={imagenet}"]
     submitted = _cabench(work, slurm_env, *smoke, "--seeds", "0,1", "--rows", "baseline", "--launcher", "slurm")
     assert submitted.returncode == 0 and "2 job(s) submitted of 2" in submitted.stdout, submitted.stderr
@@ -163,6 +188,11 @@ def test_an_array_fills_the_cells_an_inline_run_fills_and_status_reads_sacct(
     slurm_cells, inline_cells = _cells(work / "from-slurm"), _cells(work / "from-inline")
     for key in (("baseline", "top1"), ("ca", "top1"), ("baseline", "params"), ("ca", "params")):
         assert slurm_cells[key] == inline_cells[key], key
+
+    assert _settle(work, slurm_env, "hold.yaml")[("ca", 0)]["state"] == "done"
+    (run,) = [p for p in requeued.iterdir() if not p.name.startswith(".")]  # one run, resumed
+    events = [json.loads(x)["event"] for x in (run / "log.jsonl").read_text().splitlines() if '"event"' in x]
+    assert "resume" in events and events[-1] == "final", events
 
 
 def test_launcher_settings_from_the_config_file_reach_sbatch_and_scancel_stops_one_element(

@@ -433,7 +433,9 @@ class TrainProfile(Profile):
                 choice = ("busy", f"being trained by {store.lease_holder(suite, row.key, self.name, seed)}")
             elif check_done and (done := store.complete(suite, row.key, self.name, key)) is not None:
                 choice = ("done", str(done.path))
-            elif check_done and (twin := store.same_run(self.name, key, (suite, row.key))) is not None:
+            elif self._twin_allowed(store, suite, row, key) and (
+                twin := store.same_run(self.name, key, (suite, row.key))
+            ):
                 choice = ("twin", str(store.record_twin(config, twin).config["same_run_as"]))
             else:
                 choice = ("train", str(self._run_dir(store, plan, row, config)))
@@ -463,6 +465,11 @@ class TrainProfile(Profile):
         finally:
             if lease is not None:
                 lease.release()
+
+    def _twin_allowed(self, store: Any, suite: str, row: Row, key: str) -> bool:
+        """Whether a row-seed may be recorded from another suite's identical run: not in smoke (which fills
+        nothing and reruns), and not when this cell holds an unfinished run of its own to resume."""
+        return not self.smoke and store.unfinished(suite, row.key, self.name, key) is None
 
     def _run_dir(self, store: Any, plan: _Plan, row: Row, config: dict[str, Any]) -> Path:
         """The unfinished run to resume (refused if its run-changing settings differ) or a new one."""
