@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
 
@@ -172,34 +172,21 @@ class GeneratorManifest:
 
 
 @dataclass
-class BudgetSubset:
+class BudgetSubset(PaperSplit):
     """A declared subset of a paper dataset (a class selection of the user's ImageNet, :mod:`cabench.data.subsets`):
-    a number fills its budget suite's own cells when the evaluation split is the selection at its declared size;
-    it is never the paper's data, so it is never marked against a published number."""
+    the same size check as :class:`PaperSplit`, against the selection's declared size; a number on it fills its
+    budget suite's own cells and is never the paper's data, so it is never marked against a published number."""
 
-    name: str
-    images: int
-    classes: int
-    files: Callable[[Path], SplitFiles]
     kind: ClassVar[str] = "budget-subset"
 
     def identify(self, dataset: str, root: Path) -> DataIdentity:
-        found = self.files(Path(root).expanduser())
-        n = len(found.images)
-        fills = n == self.images and found.classes == self.classes
-        return DataIdentity(
-            dataset=dataset,
-            check=self.kind,
-            split=found.split,
-            images=n,
-            classes=found.classes,
-            fingerprint=_fingerprint(Path(root).expanduser(), found.images, found.extra),
-            paper=False,
-            fills=fills,
-            expected_images=self.images,
-            expected_classes=self.classes,
-            detail=self.name if fills else f"not the {self.name} split ({n:,} images in {found.classes} classes)",
+        ident = super().identify(dataset, root)
+        detail = (
+            self.name
+            if ident.paper
+            else f"not the {self.name} split ({ident.images:,} images in {ident.classes} classes)"
         )
+        return replace(ident, paper=False, fills=ident.paper, detail=detail)
 
     def fills(self, config: dict[str, Any]) -> bool:
         ident = config.get("data_identity")
