@@ -454,7 +454,8 @@ def _budget_suite(data: dict[str, Any], where: str) -> dict[str, Any]:
             raise SuiteError(f"{where}: budget_of.rows: {unknown[0]!r} is not a row of {spec['suite']}")
         rows = [r for r, k in zip(rows, keys, strict=True) if k in wanted]
     for row in rows:
-        row.pop("published", None), row.pop("notes", None)
+        for own in ("published", "notes"):  # the paper's values and their notes stay with the paper suite
+            row.pop(own, None)
     kept = {r.get("id") or r.get("name") for r in rows}
     claims = [c for c in base.get("claims") or [] if isinstance(c, dict) and _claim_rows(c) <= kept]
     inherited = {k: base[k] for k in _INHERITED if k in base}
