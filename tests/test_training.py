@@ -212,6 +212,31 @@ def test_results_do_not_depend_on_worker_count(tmp_path: Path) -> None:
     assert_same_weights(*states)
 
 
+def test_a_sample_is_drawn_from_its_own_seed_and_leaves_the_training_rngs_alone() -> None:
+    import random
+
+    import numpy as np
+
+    from cabench.engine.sampling import SeededDataset, mix_seed
+
+    data = SeededDataset(NoisyDataset(synthetic(4, 0)), seed=3)
+    torch.manual_seed(11)
+    random.seed(11)
+    np.random.seed(11)
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    first, again = data[(1, 2)][0], data[(1, 2)][0]
+    assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
+    assert np.array_equal(np.random.get_state()[1], before[2])
+    s = mix_seed(3, 1, 2)  # the sample equals one drawn after seeding every generator the old way
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s)
+        random.seed(s)
+        np.random.seed(s % (1 << 32))
+        expected = NoisyDataset(synthetic(4, 0))[2][0]
+    assert torch.equal(first, again) and torch.equal(first, expected)
+    assert not torch.equal(first, data[(2, 2)][0])  # another epoch, another draw
+
+
 # --- atomic writes --------------------------------------------------------------------------------
 
 WRITER = """
