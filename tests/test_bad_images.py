@@ -6,13 +6,21 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from cabench.data.errors import DatasetError
 from cabench.data.fixtures import write_imagenet_fixture
 from cabench.data.imagenet import imagenet_datasets, validate_imagefolder
-from cabench.data.images import BadImageError, image_problem, load_rgb, one_line_dataset_error, scan_images
+from cabench.data.images import (
+    BadImageError,
+    decode_rgb,
+    image_problem,
+    load_rgb,
+    one_line_dataset_error,
+    scan_images,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +67,20 @@ def test_a_bad_image_is_one_line_naming_the_file(imagenet: Path, how: str) -> No
     index = [p for p, _ in train.samples].index(str(path))
     with pytest.raises(DatasetError, match="unreadable image"):
         train[index]
+
+
+def test_training_decodes_to_tensors_under_the_same_policy(imagenet: Path) -> None:
+    path = _first_image(imagenet)
+    train, val = imagenet_datasets(imagenet)
+    assert train.loader is decode_rgb and val.loader is load_rgb  # evaluation keeps PIL, as torchvision's
+    pil = np.asarray(load_rgb(path)).transpose(2, 0, 1)
+    assert np.array_equal(decode_rgb(path).numpy(), pil)  # the same pixels
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 3 // 5])  # the header intact, the scan lines cut
+    with pytest.raises(BadImageError) as info:
+        decode_rgb(path)
+    assert str(info.value) == f"{path}: unreadable image (RuntimeError: Image is incomplete or truncated)"
+    with pytest.raises(DatasetError, match="unreadable image"):
+        train[[p for p, _ in train.samples].index(str(path))]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")

@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 
 from cabench.cli import app
 from cabench.data.fixtures.photos import write_photo_jpegs
-from cabench.data.pipeline import gpu_train_batch, read_rgb, reference_train_transform, tensor_train_transform
+from cabench.data.imagenet import TRAIN_LOADER, train_transform
+from cabench.data.images import decode_rgb
+from cabench.data.pipeline import gpu_train_batch, reference_train_transform
 from cabench.measure.bench import BenchOptions, format_bench, run_bench
 from cabench.measure.bench_rows import build_row
 from cabench.measure.pipeline import PipelineError, find_images, run_pipeline_bench, workers_per_gpu
@@ -92,16 +94,16 @@ def test_photo_jpegs_are_imagenet_layout_with_varied_sizes(photos: Path) -> None
 
 def test_tensor_pipeline_matches_the_reference_preset_in_shape_range_and_flip(photos: Path) -> None:
     path = find_images(photos, 1)[0]
-    ours = tensor_train_transform(32)(read_rgb(path))
+    ours = train_transform(32)(TRAIN_LOADER(path))  # what the ImageNet training datasets do per image
     ref = reference_train_transform(32)(Image.open(path).convert("RGB"))
     assert ours.shape == ref.shape == (3, 32, 32) and ours.dtype == ref.dtype == torch.float32
     # The same decode: identical pixels from torchvision.io and from PIL (both libjpeg-turbo, same IDCT).
     pil = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-    assert (read_rgb(path).int() - pil.int()).abs().max() <= 1
+    assert torch.equal(decode_rgb(path), pil)
     # The whole image, no flip: scale=(1, 1) and ratio at the image's own aspect crop nothing.
     from torchvision.transforms import v2
 
-    img = read_rgb(path)
+    img = decode_rgb(path)
     h, w = img.shape[1:]
     full = v2.RandomResizedCrop((h, w), scale=(1.0, 1.0), ratio=(w / h, w / h), antialias=True)(img)
     assert torch.equal(full, img)
@@ -114,12 +116,12 @@ def test_gpu_batch_path_runs_on_the_cpu_device_too(photos: Path) -> None:
     assert batch.abs().max() < 5  # normalised
 
 
-def test_read_rgb_gives_three_channels_for_grayscale_and_png(tmp_path: Path) -> None:
+def test_decode_rgb_gives_three_channels_for_grayscale_and_png(tmp_path: Path) -> None:
     gray = np.random.default_rng(0).integers(0, 255, (20, 30), dtype=np.uint8)
     Image.fromarray(gray).save(tmp_path / "g.jpg")
     Image.fromarray(gray).save(tmp_path / "g.png")
     for name in ("g.jpg", "g.png"):
-        t = read_rgb(tmp_path / name)
+        t = decode_rgb(tmp_path / name)
         assert t.shape == (3, 20, 30) and t.dtype == torch.uint8
 
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from cabench.data.base import SMOKE_SIZES, DatasetInfo, register_dataset
 from cabench.data.errors import BadImageError, DatasetError
 from cabench.data.identity import PaperSplit, imagefolder_split
-from cabench.data.images import load_rgb, walk_files
+from cabench.data.images import decode_rgb, load_rgb, walk_files
 from cabench.yamlio import read_text_file, shown
 
 if sys.version_info >= (3, 11):
@@ -255,6 +255,12 @@ def eval_transform(size: int = 224, resize: int = 256) -> Any:
     )
 
 
+#: How training splits read an image: a uint8 tensor straight from ``torchvision.io`` (JPEG), for ``transforms.v2``
+#: to crop and resize on uint8. Evaluation keeps PIL (:func:`load_rgb`), as torchvision's reference evaluation
+#: does, so published checkpoints are scored on the pixels their authors' resizing saw.
+TRAIN_LOADER = decode_rgb
+
+
 def _fixed_classes_image_folder() -> type:
     """An ImageFolder subclass whose class -> index mapping is given rather than discovered.
 
@@ -267,11 +273,14 @@ def _fixed_classes_image_folder() -> type:
     from torchvision.datasets import ImageFolder
 
     class _FixedClassesImageFolder(ImageFolder):
-        """Also: images decode through :func:`load_rgb` (one-line errors) and the folder walk is loop-free."""
+        """Also: images decode through ``loader`` (:func:`load_rgb` to PIL, or :data:`TRAIN_LOADER` to a tensor;
+        both one-line errors) and the folder walk is loop-free."""
 
-        def __init__(self, root: str, class_to_idx: Mapping[str, int] | None = None, **kwargs: Any) -> None:
+        def __init__(
+            self, root: str, class_to_idx: Mapping[str, int] | None = None, loader: Any = load_rgb, **kwargs: Any
+        ) -> None:
             self._given_class_to_idx = dict(class_to_idx) if class_to_idx is not None else None
-            super().__init__(root, loader=load_rgb, **kwargs)
+            super().__init__(root, loader=loader, **kwargs)
 
         def find_classes(self, directory: str | os.PathLike[str]) -> tuple[list[str], dict[str, int]]:
             mapping = self._given_class_to_idx
@@ -319,6 +328,7 @@ def imagenet_datasets(
         str(info.root / "train"),
         transform=train_tf if train_tf is not None else train_transform(size),
         is_valid_file=_is_image,
+        loader=TRAIN_LOADER,
     )
     val = folder(
         str(info.root / "val"),

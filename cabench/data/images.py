@@ -20,16 +20,21 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from cabench.data.errors import BadImageError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BAD_IMAGE_POLICY",
     "MAX_IMAGE_PIXELS",
     "BadImageError",
     "ScanResult",
+    "decode_rgb",
     "files_fingerprint",
     "image_problem",
     "load_rgb",
@@ -55,6 +60,40 @@ def _open_checked(path: Path) -> Image.Image:
             if w * h > MAX_IMAGE_PIXELS:
                 raise Image.DecompressionBombError(f"{w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
             return image.convert("RGB")
+
+
+def _decode_checked(path: Path) -> torch.Tensor:
+    """:func:`_open_checked`'s policy from the header alone, then a ``(3, H, W)`` uint8 RGB tensor: JPEGs (by their
+    content, not their name) through ``torchvision.io.decode_jpeg``, anything else through PIL."""
+    import numpy as np
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file (a FIFO, socket or device named like an image)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
+        with Image.open(path) as image:  # reads the header only
+            w, h = image.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(f"{w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
+            if image.format != "JPEG":
+                return torch.from_numpy(np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy())
+    return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)
+
+
+def decode_rgb(path: str | os.PathLike[str]) -> torch.Tensor:
+    """An image as a ``(3, H, W)`` uint8 RGB tensor (training's loader: decoding JPEGs with libjpeg-turbo into a
+    tensor skips PIL's image object and its copy); the same policy and one-line :class:`BadImageError` as
+    :func:`load_rgb`, and the same pixels (both decode with libjpeg-turbo's default IDCT)."""
+    try:
+        return _decode_checked(Path(path))
+    except Exception as exc:  # PIL: OSError, SyntaxError, DecompressionBomb*; torchvision.io: RuntimeError
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, RuntimeError):  # "decode_jpeg, /build/path/decode_jpeg.cpp:171, Image is incomplete"
+            reason = reason.rsplit(".cpp:", 1)[-1].split(", ", 1)[-1]
+        reason = reason[:200] or "no detail"
+        raise BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {reason})") from None
 
 
 def image_problem(path: Path) -> str | None:

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from cabench.data.images import decode_rgb
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
     SegmentationEvalTransform,
     check_same_size,
     read_label_png,
-    read_rgb,
 )
 
 __all__ = ["PairedSegmentationDataset"]
@@ -61,7 +61,7 @@ class PairedSegmentationDataset(Dataset):
     def load(self, i: int) -> tuple[Tensor, Tensor]:
         """Sample ``i`` before the transform: ``(image uint8 [3,H,W], mask uint8 [H,W])``, with its checks."""
         image_path, label_path = self.samples[i]
-        image = read_rgb(image_path)
+        image = decode_rgb(image_path)
         labels = read_label_png(label_path)
         check_same_size(image, labels, image_path, label_path)
         return image, torch.from_numpy(self.labels_to_mask(labels, label_path))

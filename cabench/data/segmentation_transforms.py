@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from cabench.data.errors import BadImageError, DatasetError
+from cabench.data.errors import DatasetError
 from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "check_same_size",
     "pad_collate",
     "read_label_png",
-    "read_rgb",
 ]
 
 IGNORE_INDEX = 255
@@ -65,16 +64,6 @@ def _one_line(text: object) -> str:
 
 
 # ---------------------------------------------------------------- file readers
-
-
-def read_rgb(path: Path) -> Tensor:
-    """Read an image file as a uint8 tensor ``[3, H, W]`` (RGB); ``DatasetError`` naming the file if unreadable."""
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {_one_line(exc)})") from exc
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
 def read_label_png(path: Path) -> np.ndarray:

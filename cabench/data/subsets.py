@@ -134,7 +134,8 @@ def subset_datasets(
     root: Path, recipe: Any, smoke: bool, selection: Selection, splits: tuple[str, ...] = ("train", "val")
 ) -> tuple[Any, ...]:
     """ImageFolders of ``splits`` over the selected classes only, with the recipe's transforms and size."""
-    from cabench.data.imagenet import _fixed_classes_image_folder, _is_image, recipe_transforms
+    from cabench.data.imagenet import TRAIN_LOADER, _fixed_classes_image_folder, _is_image, recipe_transforms
+    from cabench.data.images import load_rgb
 
     for split in splits:
         _class_folders(root, split, selection)
@@ -144,7 +145,10 @@ def subset_datasets(
     root = Path(root).expanduser()
     out = []
     for split in splits:
-        dataset = folder(str(root / split), mapping, transform=transforms[split], is_valid_file=_is_image)
+        loader = TRAIN_LOADER if split == "train" else load_rgb
+        dataset = folder(
+            str(root / split), mapping, transform=transforms[split], is_valid_file=_is_image, loader=loader
+        )
         if len(dataset) == 0:
             raise DatasetError(f"{root / split}: no images in the {len(mapping)} selected class folders")
         out.append(dataset)

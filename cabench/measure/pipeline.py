@@ -8,7 +8,9 @@ one untimed warm-up chunk each. Reported: img/s of each pipeline (total images /
 torchvision's reference preset measured in the same run.
 
 Pipelines (see :mod:`cabench.data.pipeline`): ``reference``: PIL open + torchvision's reference training preset
-(v1 transforms on PIL); ``cabench``: ``torchvision.io`` decode + ``transforms.v2`` on uint8 tensors. With
+(v1 transforms on PIL); ``cabench``: what cabench's ImageNet training datasets run per image, their loader
+(:data:`cabench.data.imagenet.TRAIN_LOADER`: ``torchvision.io`` JPEG decode after the bad-image header checks)
+and :func:`~cabench.data.imagenet.train_transform` (``transforms.v2`` on uint8 tensors). With
 ``gpu_decode`` and a CUDA device: batched nvjpeg decode + the same v2 transforms on the GPU, reported as img/s of
 the whole process (one CPU thread reading files), not per worker.
 
@@ -71,10 +73,10 @@ def _reference(size: int, autoaugment: bool) -> Callable[[Path], torch.Tensor]:
 
 
 def _cabench(size: int, autoaugment: bool) -> Callable[[Path], torch.Tensor]:
-    from cabench.data.pipeline import read_rgb, tensor_train_transform
+    from cabench.data.imagenet import TRAIN_LOADER, train_transform
 
-    transform = tensor_train_transform(size, autoaugment)
-    return lambda path: transform(read_rgb(path))
+    transform = train_transform(size, autoaugment=autoaugment)  # the training datasets' own loader and transform
+    return lambda path: transform(TRAIN_LOADER(path))
 
 
 def _time_chunks(
