@@ -109,6 +109,23 @@ def test_tensor_pipeline_matches_the_reference_preset_in_shape_range_and_flip(ph
     assert torch.equal(full, img)
 
 
+def test_the_fused_normalisation_equals_todtype_then_normalize(photos: Path) -> None:
+    from torchvision.transforms import v2
+
+    from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, to_normalized_float
+
+    path = find_images(photos, 1)[0]
+    two_steps = v2.Compose(
+        [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    want = two_steps(decode_rgb(path))
+    got = to_normalized_float(decode_rgb(path))
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got, want.as_subclass(torch.Tensor), atol=1e-6, rtol=0)
+    from_pil = train_transform(32, random_resized_crop=False, hflip=False)(Image.open(path).convert("RGB"))
+    assert torch.equal(from_pil, train_transform(32, random_resized_crop=False, hflip=False)(decode_rgb(path)))
+
+
 def test_gpu_batch_path_runs_on_the_cpu_device_too(photos: Path) -> None:
     files = find_images(photos, 4)
     batch = gpu_train_batch(files, device="cpu", size=40)
@@ -128,8 +145,9 @@ def test_decode_rgb_gives_three_channels_for_grayscale_and_png(tmp_path: Path) -
 def test_pipeline_bench_measures_both_pipelines_and_sizes_workers(photos: Path) -> None:
     result = run_pipeline_bench(photos, images=4, size=32, chunk=2)
     rates = result["per_worker_img_s"]
-    assert rates["cabench"] > 0 and rates["reference"] > 0
+    assert rates["cabench"] > 0 and rates["reference"] > 0 and rates["cabench_pil"] > 0
     assert result["ratio_cabench_to_reference"] == pytest.approx(rates["cabench"] / rates["reference"])
+    assert result["ratio_cabench_to_pil"] == pytest.approx(rates["cabench"] / rates["cabench_pil"])
     assert workers_per_gpu(200.0, (1000.0, 2500.0)) == {"1000": 5, "2500": 13}
 
 

@@ -37,6 +37,7 @@ torch, torchvision and PIL are imported lazily: option parsing and root resoluti
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -198,16 +199,20 @@ def train_transform(
 
     ``RandomResizedCrop(size, scale=crop_scale)`` (else ``Resize(resize)`` + ``CenterCrop(size)``, the evaluation
     geometry), ``RandomHorizontalFlip()`` if ``hflip``, ``AutoAugment(IMAGENET policy)`` if ``autoaugment`` (on the
-    uint8 image, as the policy's magnitudes assume), to a float tensor in [0, 1], ``Normalize`` (ImageNet
-    mean/std), ``RandomErasing(p=random_erasing)`` if the probability is positive. The defaults are MobileNetV2's
-    (Inception-style crop and flip).
+    uint8 image, as the policy's magnitudes assume), :func:`to_normalized_float` (``ToDtype`` + ``Normalize`` with
+    ImageNet's mean/std in one pass), ``RandomErasing(p=random_erasing)`` if the probability is positive. The
+    defaults are MobileNetV2's (Inception-style crop and flip). The input is the training loader's uint8 tensor
+    (:data:`TRAIN_LOADER`) or a PIL image, made a uint8 tensor first (cropping and resizing a tensor is faster than
+    PIL's); a tensor needs no ``ToImage`` wrapping (v2 treats a lone plain tensor as the image), which with the
+    fused normalisation saves a third of the transform's time per image.
     """
     if size < 1:
         raise ValueError(f"train_transform: size must be positive, got {size}")
+    import PIL.Image
     import torch
     from torchvision.transforms import v2
 
-    steps: list[Any] = [v2.ToImage()]
+    steps: list[Any] = [v2.Lambda(v2.functional.pil_to_tensor, PIL.Image.Image)]  # a PIL image: to uint8 first
     if random_resized_crop:
         steps.append(v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True))
     else:
@@ -216,10 +221,28 @@ def train_transform(
         steps.append(v2.RandomHorizontalFlip())
     if autoaugment:
         steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    steps.append(v2.Lambda(to_normalized_float, torch.Tensor))
     if random_erasing > 0:
         steps.append(v2.RandomErasing(p=random_erasing))
     return v2.Compose(steps)
+
+
+def to_normalized_float(image: Any) -> Any:
+    """A uint8 ``(3, H, W)`` image tensor as float32 ``(x / 255 - mean) / std`` (ImageNet's), computed as
+    ``(x - 255 mean) * (1 / (255 std))``: equal to ``ToDtype(scale=True)`` then ``Normalize`` to float rounding."""
+    import torch
+
+    mean, scale = _normalizer(image.device)
+    return image.to(torch.float32).sub_(mean).mul_(scale)
+
+
+@functools.lru_cache(maxsize=8)
+def _normalizer(device: Any) -> tuple[Any, Any]:
+    """``(255 mean, 1 / (255 std))`` as ``(3, 1, 1)`` float32 tensors on ``device``, made once per device."""
+    import torch
+
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1) * 255.0
+    return mean, 1.0 / (torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1) * 255.0)
 
 
 def recipe_train_transform(recipe: Any, size: int | None = None) -> Any:

@@ -12,6 +12,7 @@ skipped silently. ``cabench data check NAME=PATH`` decodes every file first
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import time
@@ -64,22 +65,24 @@ def _open_checked(path: Path) -> Image.Image:
 
 def _decode_checked(path: Path) -> torch.Tensor:
     """:func:`_open_checked`'s policy from the header alone, then a ``(3, H, W)`` uint8 RGB tensor: JPEGs (by their
-    content, not their name) through ``torchvision.io.decode_jpeg``, anything else through PIL."""
+    content, not their name) through ``torchvision.io.decode_jpeg``, anything else through PIL. The file is read
+    once; PIL parses the header from those bytes."""
     import numpy as np
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    from torchvision.io import ImageReadMode, decode_jpeg
 
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise ValueError("not a regular file (a FIFO, socket or device named like an image)")
+    data = bytearray(path.read_bytes())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
-        with Image.open(path) as image:  # reads the header only
+        with Image.open(io.BytesIO(data)) as image:  # parses the header only
             w, h = image.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise Image.DecompressionBombError(f"{w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
             if image.format != "JPEG":
                 return torch.from_numpy(np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy())
-    return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)
+    return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
 def decode_rgb(path: str | os.PathLike[str]) -> torch.Tensor:

@@ -8,7 +8,9 @@ one untimed warm-up chunk each. Reported: img/s of each pipeline (total images /
 torchvision's reference preset measured in the same run.
 
 Pipelines (see :mod:`cabench.data.pipeline`): ``reference``: PIL open + torchvision's reference training preset
-(v1 transforms on PIL); ``cabench``: what cabench's ImageNet training datasets run per image, their loader
+(v1 transforms on PIL); ``cabench_pil``: PIL's decode (:func:`cabench.data.images.load_rgb`, the loader training
+used before) then cabench's training transform; ``cabench``: what cabench's ImageNet training datasets run per
+image, their loader
 (:data:`cabench.data.imagenet.TRAIN_LOADER`: ``torchvision.io`` JPEG decode after the bad-image header checks)
 and :func:`~cabench.data.imagenet.train_transform` (``transforms.v2`` on uint8 tensors). With
 ``gpu_decode`` and a CUDA device: batched nvjpeg decode + the same v2 transforms on the GPU, reported as img/s of
@@ -72,11 +74,13 @@ def _reference(size: int, autoaugment: bool) -> Callable[[Path], torch.Tensor]:
     return load
 
 
-def _cabench(size: int, autoaugment: bool) -> Callable[[Path], torch.Tensor]:
+def _cabench(size: int, autoaugment: bool, pil: bool = False) -> Callable[[Path], torch.Tensor]:
     from cabench.data.imagenet import TRAIN_LOADER, train_transform
+    from cabench.data.images import load_rgb
 
     transform = train_transform(size, autoaugment=autoaugment)  # the training datasets' own loader and transform
-    return lambda path: transform(TRAIN_LOADER(path))
+    loader = load_rgb if pil else TRAIN_LOADER  # pil: the same transform after PIL's decode, the loader it replaced
+    return lambda path: transform(loader(path))
 
 
 def _time_chunks(
@@ -136,7 +140,11 @@ def run_pipeline_bench(
     torch.set_num_threads(1)
     try:
         rates = _time_chunks(
-            {"reference": _reference(size, autoaugment), "cabench": _cabench(size, autoaugment)},
+            {
+                "reference": _reference(size, autoaugment),
+                "cabench_pil": _cabench(size, autoaugment, pil=True),
+                "cabench": _cabench(size, autoaugment),
+            },
             files,
             chunk,
             progress,
@@ -150,6 +158,7 @@ def run_pipeline_bench(
         "autoaugment": autoaugment,
         "per_worker_img_s": rates,
         "ratio_cabench_to_reference": rates["cabench"] / rates["reference"],
+        "ratio_cabench_to_pil": rates["cabench"] / rates["cabench_pil"],
         "workers_per_gpu": {name: workers_per_gpu(rate, gpu_rates) for name, rate in rates.items()},
         "gpu_decode_img_s": None,
     }
@@ -173,8 +182,11 @@ def format_pipeline(result: dict[str, object]) -> str:
     ]
     for name, rate in rates.items():
         need = ", ".join(f"{n} workers for {r} img/s" for r, n in workers[name].items())
-        lines.append(f"  {name:10s} {rate:8.1f} img/s per worker  ({need} per GPU)")
-    lines.append(f"  ratio cabench / reference: {result['ratio_cabench_to_reference']:.3f}x")
+        lines.append(f"  {name:11s} {rate:8.1f} img/s per worker  ({need} per GPU)")
+    lines.append(
+        f"  ratio cabench / reference: {result['ratio_cabench_to_reference']:.3f}x; "
+        f"cabench / cabench_pil (the same transform after PIL's decode): {result['ratio_cabench_to_pil']:.3f}x"
+    )
     gpu = result.get("gpu_decode_img_s")
     if isinstance(gpu, float):
         lines.append(f"  GPU decode (nvjpeg, batch 64) + v2 transforms on the GPU: {gpu:.1f} img/s (one process)")
