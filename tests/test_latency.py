@@ -12,9 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from cabench.measure.ca_benchmark import format_ca_benchmark
 from cabench.measure.ca_reference import AuthorsStyleCoordinateAttention, swap_in_authors_style
-from cabench.measure.latency import LatencyResult, measure_latency, training_throughput
 from cabench.models.attention import CoordinateAttention
 from cabench.models.mobilenetv2 import MobileNetV2
 
@@ -207,63 +205,20 @@ class _Tiny(nn.Module):
         return self.fc(self.bn(self.conv(x)).mean(dim=(2, 3)))
 
 
-def test_measure_latency_returns_one_result_per_model_and_restores_state() -> None:
+def test_the_one_timer_times_each_step_in_rotating_rounds_and_restores_threads() -> None:
+    from cabench.measure.bench import pinned_threads, time_interleaved
+
+    calls: list[str] = []
+    a, b = _Tiny(), _Tiny().eval()
+    x = torch.randn(1, 3, 8, 8)
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        a, b = _Tiny(), _Tiny().eval()
-        results = measure_latency({"a": a, "b": b}, input_size=(8, 8), threads=1, warmup=1, rounds=3)
-        assert torch.get_num_threads() == 2  # restored
-    finally:
-        torch.set_num_threads(previous)
-    assert list(results) == ["a", "b"]
-    assert a.training and not b.training  # modes restored
-    for r in results.values():
-        assert isinstance(r, LatencyResult)
-        assert 0 < r.p10_ms <= r.median_ms <= r.p90_ms
-        assert r.rounds == 3 and r.threads == 1
-        assert set(r.as_dict()) == {"median_ms", "p10_ms", "p90_ms", "rounds", "threads"}
-    with pytest.raises(ValueError):
-        measure_latency({"a": a}, rounds=0)
-
-
-def test_training_throughput_is_images_per_second() -> None:
-    model = _Tiny().eval()
-    before = torch.get_num_threads()
-    ips = training_throughput(model, batch_size=4, input_size=(8, 8), steps=1, warmup=0, threads=1)
-    assert ips > 0
-    assert not model.training
-    assert torch.get_num_threads() == before
-
-
-def test_benchmark_report_formats_a_result() -> None:
-    row = {"median_ms": 2.0, "p10_ms": 1.9, "p90_ms": 2.2, "rounds": 3, "threads": 1}
-    result = {
-        "threads": 1,
-        "rounds": 3,
-        "torch": torch.__version__,
-        "check": {"max_abs_diff_logits": 1e-8, "atol": 1e-4, "max_abs_logit": 0.1, "passed": True},
-        "compiled_ca": {"blocks": 17, "compile_s": 2.5, "max_abs_diff_logits": 2e-8, "atol": 1e-4, "passed": True},
-        "runs": [
-            {
-                "allocator": "default",
-                "latency": {
-                    "baseline": {"model": "base", **row, "ratio": 1.0},
-                    "cabench_ca": {"model": "ca", **row, "median_ms": 2.4, "ratio": 1.2},
-                    "compiled_ca": {"model": "ca, compiled", **row, "median_ms": 2.2, "ratio": 1.1},
-                },
-                "page_faults_per_call": {"baseline": 0.0, "cabench_ca": 0.0},
-            }
-        ],
-        "training": {
-            "batch_size": 64,
-            "steps": 1,
-            "threads": 1,
-            "mobilenetv2_img_per_s": 10.0,
-            "mobilenetv2_ca_img_per_s": 9.0,
-            "ca_over_plain": 0.9,
-        },
-    }
-    text = format_ca_benchmark(result)
-    assert "1.200x" in text and "allocator: default" in text and "9.0 img/s" in text
-    assert "1.100x" in text and "compile of 17 CA blocks 2.5 s" in text
+    with pinned_threads(1):
+        assert torch.get_num_threads() == 1
+        steps = {"a": lambda: calls.append("a") or a(x), "b": lambda: calls.append("b") or b(x)}
+        times = time_interleaved(steps, rounds=3, warmup=1)
+    assert torch.get_num_threads() == previous  # restored
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warmups, then round k starts at step k mod 2
+    assert list(times) == ["a", "b"] and all(len(t) == 3 and min(t) > 0 for t in times.values())
+    assert a.training and not b.training  # the timer does not touch the models
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        time_interleaved(steps, rounds=0, warmup=0)

@@ -34,7 +34,15 @@ from torch import nn
 
 from cabench.measure.bench_rows import ROW_LABELS, RowUnavailable, build_row
 
-__all__ = ["DEFAULT_ROWS", "BenchOptions", "format_bench", "run_bench"]
+__all__ = [
+    "DEFAULT_ROWS",
+    "BenchOptions",
+    "format_bench",
+    "pinned_threads",
+    "quantile",
+    "run_bench",
+    "time_interleaved",
+]
 
 DEFAULT_ROWS = ("baseline", "se", "cbam", "ca", "authors_ca", "timm_ca")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -83,7 +91,8 @@ class BenchOptions:
 
 
 @contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def pinned_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(n)`` (None: leave it), restoring the previous count afterwards."""
     previous = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -93,7 +102,8 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default method)."""
     s = sorted(values)
     pos = q * (len(s) - 1)
     lo = int(pos)
@@ -155,17 +165,26 @@ def _train_step(model: nn.Module, batch: int, opts: BenchOptions) -> Callable[[]
     return step
 
 
-def _interleaved(
-    steps: dict[str, Callable[[], None]], opts: BenchOptions, what: str, progress: Progress | None
+def time_interleaved(
+    steps: dict[str, Callable[[], object]],
+    *,
+    rounds: int,
+    warmup: int,
+    sync: Callable[[], None] = lambda: None,
+    what: str = "",
+    progress: Progress | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each step, ``opts.rounds`` interleaved rounds after ``opts.warmup`` untimed calls."""
+    """Seconds per call of each step, in round order: ``warmup`` untimed calls per step, then ``rounds`` rounds in
+    which every step runs once, round ``k`` starting at step ``k mod len(steps)``, each call timed alone between two
+    ``sync()`` calls. The one timer of cabench: ``cabench bench`` and the latency profile's suite cells use it."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     names = list(steps)
-    sync = torch.cuda.synchronize if opts.device == "cuda" else (lambda: None)
-    total = len(names) * (opts.warmup + opts.rounds)
+    total = len(names) * (warmup + rounds)
     done = 0
-    round_s = 0.0  # one call of every row: the last warmup's, then the first timed round's
+    round_s = 0.0  # one call of every step: the last warmup's, then the first timed round's
     for name in names:
-        for _ in range(opts.warmup):
+        for _ in range(warmup):
             start = time.perf_counter()
             steps[name]()
             sync()
@@ -173,9 +192,9 @@ def _interleaved(
             done += 1
             if progress:
                 progress(f"{what}: warmup {name}", done, total)
-        round_s += last if opts.warmup else 0.0
+        round_s += last if warmup else 0.0
     times: dict[str, list[float]] = {name: [] for name in names}
-    for k in range(opts.rounds):
+    for k in range(rounds):
         for i in range(len(names)):
             name = names[(k + i) % len(names)]
             sync()
@@ -185,9 +204,17 @@ def _interleaved(
             times[name].append((time.perf_counter_ns() - start) / 1e9)
             done += 1
             if progress:
-                left = _estimate(round_s or sum(t[0] for t in times.values() if t), opts.rounds - k)
-                progress(f"{what}: round {k + 1}/{opts.rounds}, {left}", done, total)
+                left = _estimate(round_s or sum(t[0] for t in times.values() if t), rounds - k)
+                progress(f"{what}: round {k + 1}/{rounds}, {left}", done, total)
     return times
+
+
+def _interleaved(
+    steps: dict[str, Callable[[], None]], opts: BenchOptions, what: str, progress: Progress | None
+) -> dict[str, list[float]]:
+    """:func:`time_interleaved` with the options' rounds, warmup and device."""
+    sync = torch.cuda.synchronize if opts.device == "cuda" else (lambda: None)
+    return time_interleaved(steps, rounds=opts.rounds, warmup=opts.warmup, sync=sync, what=what, progress=progress)
 
 
 def _estimate(round_s: float, rounds_left: int) -> str:
@@ -203,8 +230,8 @@ def _summarise(times: dict[str, list[float]], batch: int, kind: str) -> dict[str
         values = [s * 1e3 for s in secs] if kind == "latency" else [batch / s for s in secs]
         table[name] = {
             "median": statistics.median(values),
-            "p10": _quantile(values, 0.1),
-            "p90": _quantile(values, 0.9),
+            "p10": quantile(values, 0.1),
+            "p90": quantile(values, 0.9),
         }
     base = table["baseline"]["median"]
     for name, row in table.items():
@@ -213,7 +240,7 @@ def _summarise(times: dict[str, list[float]], batch: int, kind: str) -> dict[str
         # Latency: seconds over seconds; throughput: img/s over img/s, i.e. the baseline's seconds over the row's.
         pairs = zip(times[name], times["baseline"], strict=True)
         paired = [s / b if kind == "latency" else b / s for s, b in pairs]
-        row["ratio_p10"], row["ratio_p90"] = _quantile(paired, 0.1), _quantile(paired, 0.9)
+        row["ratio_p10"], row["ratio_p90"] = quantile(paired, 0.1), quantile(paired, 0.9)
     return table
 
 
@@ -235,12 +262,12 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> dict[str,
     models, skipped = _build_rows(opts)
     sections: list[dict[str, object]] = []
     for batch in opts.latency_batches:
-        with _threads(opts.threads if opts.device == "cpu" else None):
+        with pinned_threads(opts.threads if opts.device == "cpu" else None):
             steps = {n: _inference_step(_prepare(copy.deepcopy(m), opts), batch, opts) for n, m in models.items()}
             times = _interleaved(steps, opts, f"inference batch {batch}", progress)
         sections.append({"kind": "latency", "unit": "ms", "batch": batch, "rows": _summarise(times, batch, "latency")})
     for batch in opts.train_batches:
-        with _threads(opts.train_threads if opts.device == "cpu" else None):
+        with pinned_threads(opts.train_threads if opts.device == "cpu" else None):
             steps = {n: _train_step(_prepare(copy.deepcopy(m), opts), batch, opts) for n, m in models.items()}
             times = _interleaved(steps, opts, f"training batch {batch}", progress)
         sections.append({"kind": "train", "unit": "img/s", "batch": batch, "rows": _summarise(times, batch, "train")})

@@ -6,7 +6,7 @@ permute of the width strip so both strips stack along one axis, concatenation, t
 and h_swish, a split, the permute back, the two gate convs with sigmoids, and the product of the input with both
 gates expanded to the full map. It has the parameter names of :class:`cabench.models.attention.CoordinateAttention`
 (``conv1``, ``bn1``, ``conv_h``, ``conv_w``), so one state dict loads into either; it is written here from the
-equations to serve as the "authors'-style" baseline of ``benchmarks/ca_latency.py``, not used by any model.
+equations to serve as the "authors'-style" row (``authors_ca``) of ``cabench bench``, not used by any model.
 """
 
 from __future__ import annotations

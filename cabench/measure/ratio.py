@@ -1,6 +1,6 @@
 """A latency ratio as a measurement: median over interleaved rounds, with a bootstrap 95% confidence interval.
 
-Rows are timed interleaved (:func:`cabench.measure.latency.measure_latency`): in round ``k`` every model runs once,
+Rows are timed interleaved (:func:`cabench.measure.bench.time_interleaved`): in round ``k`` every model runs once,
 so the machine's slow and fast phases hit a row and its baseline alike. The ratio of round ``k`` is
 ``row_k / baseline_k``; the reported ratio is the median of those per-round ratios, and its 95% confidence interval
 is a bootstrap over rounds (``scipy.stats.bootstrap``, percentile method, 2,000 resamples, a fixed seed so the same

@@ -48,7 +48,6 @@ class LatencyProfile(Profile):
         return Outcome(records, columns=(LATENCY.key, "latency_ratio"))
 
     def _suite(self, suite: Suite, request: Request) -> list[RunRecord]:
-        from cabench.measure.latency import measure_latency
         from cabench.measure.ratio import ratio_estimate
         from cabench.models.blocks import attention_provenance
         from cabench.models.registry import arch_info, build_model
@@ -65,15 +64,13 @@ class LatencyProfile(Profile):
             selected.insert(0, baseline)  # the ratio needs the baseline measured in the same run
         models = {r.key: build_model(r.model.spec()).eval() for r in selected if r.model is not None}
         size = arch_info(selected[0].model.spec().arch).input_size if selected and selected[0].model else (224, 224)
-        results = measure_latency(models, input_size=size, threads=threads, warmup=warmup, rounds=rounds)
-        base = results[baseline.key] if baseline is not None else None
+        samples_ms = _time_batch_one(models, size, threads, warmup, rounds)
         records = []
         for row in selected:
             assert row.model is not None
-            r = results[row.key]
-            metrics: dict[str, Any] = {LATENCY.key: r.median_ms, **{f"latency_{k}": v for k, v in r.as_dict().items()}}
-            if base is not None and rounds >= 2:
-                est = ratio_estimate(r.samples_ms, base.samples_ms)
+            metrics = _latency_metrics(samples_ms[row.key], threads)
+            if baseline is not None:
+                est = ratio_estimate(samples_ms[row.key], samples_ms[baseline.key])
                 metrics.update({f"latency_ratio{'' if k == 'ratio' else '_' + k}": v for k, v in est.as_dict().items()})
             config = {
                 "suite": suite.id,
@@ -91,6 +88,41 @@ class LatencyProfile(Profile):
             }
             records.append(request.store.write_run(suite.id, row.key, self.name, config, metrics))
         return records
+
+
+def _time_batch_one(
+    models: dict[str, Any], size: tuple[int, int], threads: int, warmup: int, rounds: int
+) -> dict[str, list[float]]:
+    """Milliseconds per ``model(x)`` call in round order, batch 1, eval mode, ``inference_mode``, through the
+    bench's timer (:func:`cabench.measure.bench.time_interleaved`)."""
+    import functools
+
+    import torch
+
+    from cabench.measure.bench import pinned_threads, time_interleaved
+
+    x = torch.randn(1, 3, *size)
+    with pinned_threads(threads), torch.inference_mode():
+        steps = {name: functools.partial(model, x) for name, model in models.items()}
+        seconds = time_interleaved(steps, rounds=rounds, warmup=warmup)
+    return {name: [1e3 * s for s in values] for name, values in seconds.items()}
+
+
+def _latency_metrics(ms: list[float], threads: int) -> dict[str, Any]:
+    """The latency cell and its spread, as the run record stores them."""
+    import statistics
+
+    from cabench.measure.bench import quantile
+
+    median = statistics.median(ms)
+    return {
+        LATENCY.key: median,
+        "latency_median_ms": median,
+        "latency_p10_ms": quantile(ms, 0.1),
+        "latency_p90_ms": quantile(ms, 0.9),
+        "latency_rounds": len(ms),
+        "latency_threads": threads,
+    }
 
 
 register_profile(LatencyProfile())
