@@ -351,6 +351,35 @@ def _draw_dumbbell_panel(ax: Any, panel: pd.DataFrame, ypos: dict[str, int], cit
     ax.tick_params(axis="y", length=0)
 
 
+def _suite_panels(
+    cells: pd.DataFrame, suite_id: str
+) -> tuple[list[str], pd.DataFrame, list[str], list[str], set[str]] | None:
+    """What a suite's figure draws: its panel columns (those with a published value, or new), the cells drawn,
+    row ids in paper order, their labels, and the rows cited throughout; None when nothing is plottable."""
+    suite = cells[cells["suite"] == suite_id]
+    if suite.empty:
+        return None
+    suite = suite.assign(
+        _pub=[_num(v) for v in suite["published"]],
+        _rep=[_num(v) for v in suite["reproduced"]],
+        _status=[_status(v) for v in suite["status"]],
+    )
+    plottable = suite[(suite["_status"] != "cited") & (suite["_pub"].notna() | (suite["_status"] == "new"))]
+    present = list(dict.fromkeys(plottable["column"]))
+    if not present:
+        return None
+    columns = sorted(present, key=lambda c: (_kind_rank(c), present.index(c)))
+    drawn = suite[suite["column"].isin(columns) & (suite["_pub"].notna() | suite["_rep"].notna())]
+    rows = drawn.sort_values(["order", "row"], kind="stable").drop_duplicates("row")
+    row_ids: list[str] = list(rows["row"])
+    cited_rows = {r for r, grp in drawn.groupby("row", sort=False) if (grp["_status"] == "cited").all()}
+    labels = [
+        str(lbl) + (" (cited)" if rid in cited_rows else "")
+        for rid, lbl in zip(row_ids, rows["row_label"], strict=True)
+    ]
+    return columns, drawn, row_ids, labels, cited_rows
+
+
 def draw_suite_figure(suite_id: str, title: str, cells: pd.DataFrame, out_dir: Path) -> Path | None:
     """Draw one paper table as a PNG of dumbbell panels, one panel per column.
 
@@ -371,29 +400,10 @@ def draw_suite_figure(suite_id: str, title: str, cells: pd.DataFrame, out_dir: P
         ``out_dir / f"{suite_id}.png"``, or None when the suite has nothing to plot.
     """
     _check_columns(cells)
-    suite = cells[cells["suite"] == suite_id]
-    if suite.empty:
+    picked = _suite_panels(cells, suite_id)
+    if picked is None:
         return None
-    suite = suite.assign(
-        _pub=[_num(v) for v in suite["published"]],
-        _rep=[_num(v) for v in suite["reproduced"]],
-        _status=[_status(v) for v in suite["status"]],
-    )
-
-    plottable = suite[(suite["_status"] != "cited") & (suite["_pub"].notna() | (suite["_status"] == "new"))]
-    present = list(dict.fromkeys(plottable["column"]))
-    if not present:
-        return None
-    columns = sorted(present, key=lambda c: (_kind_rank(c), present.index(c)))
-
-    drawn = suite[suite["column"].isin(columns) & (suite["_pub"].notna() | suite["_rep"].notna())]
-    rows = drawn.sort_values(["order", "row"], kind="stable").drop_duplicates("row")
-    row_ids: list[str] = list(rows["row"])
-    cited_rows = {r for r, grp in drawn.groupby("row", sort=False) if (grp["_status"] == "cited").all()}
-    labels = [
-        str(lbl) + (" (cited)" if rid in cited_rows else "")
-        for rid, lbl in zip(row_ids, rows["row_label"], strict=True)
-    ]
+    columns, drawn, row_ids, labels, cited_rows = picked
     ypos = {rid: i for i, rid in enumerate(row_ids)}
 
     n_panels = len(columns)

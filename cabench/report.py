@@ -556,12 +556,22 @@ def render_suite(
     runs_dir: str = "runs",
     verdicts: Sequence[Verdict] = (),
 ) -> str:
-    by_row: dict[str, dict[str, Cell]] = {}
-    for c in cells:
-        by_row.setdefault(c.row, {})[c.column] = c
-    columns = list(suite.columns)
-    head = ["Settings", *suite.settings, *(suite.column_label(k) for k in columns)]
-    lines = [
+    table, notes = _suite_table(suite, cells)
+    lines = [*_suite_header(suite), *table]
+    if notes:
+        lines += ["", "**Notes**", ""]
+        lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    lines += _suite_sections(suite, cells)
+    lines += render_claims_section(verdicts)
+    if figure:
+        lines += ["", f"![{suite.id}: published vs reproduced]({figure})"]
+    lines += _produced_by(suite, cells, runs_dir)
+    return "\n".join(lines) + "\n"
+
+
+def _suite_header(suite: Suite) -> list[str]:
+    """The title, the source and how to read a cell."""
+    return [
         f"# {suite.title}",
         "",
         f"Source: {suite.source}. Suite: `{display_path(suite.path) if suite.path else suite.id}`.",
@@ -572,11 +582,26 @@ def render_suite(
         "An accuracy cell is the mean ± sd of its runs (n, one per seed); ∈ CI / ∉ CI: the published value "
         "lies inside / outside the t-based 95% CI of that mean.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] * len(head)) + "|",
     ]
+
+
+def _suite_table(suite: Suite, cells: Sequence[Cell]) -> tuple[list[str], list[str]]:
+    """The Markdown table, one line per suite row, and the notes its cells and block names refer to by number."""
+    by_row: dict[str, dict[str, Cell]] = {}
+    for c in cells:
+        by_row.setdefault(c.row, {})[c.column] = c
+    columns = list(suite.columns)
+    head = ["Settings", *suite.settings, *(suite.column_label(k) for k in columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     notes: list[str] = []
     note_index: dict[str, int] = {}
+
+    def ref(text: str) -> int:
+        if text not in note_index:
+            notes.append(text)
+            note_index[text] = len(notes)
+        return note_index[text]
+
     for row in suite.rows:
         row_cells = by_row.get(row.key, {})
         settings = [
@@ -586,28 +611,20 @@ def render_suite(
         values = []
         for k in columns:
             c = row_cells.get(k)
-            if c is None:
-                values.append("–")
-                continue
-            ref = None
-            text = c.note if c.note and c.status in ("noted", "drift", "match") else c.provenance
-            if text:
-                if text not in note_index:
-                    notes.append(text)
-                    note_index[text] = len(notes)
-                ref = note_index[text]
-            values.append(_format_cell(c, ref))
+            text = None if c is None else c.note if c.note and c.status in ("noted", "drift", "match") else c.provenance
+            values.append("–" if c is None else _format_cell(c, ref(text) if text else None))
         name = row.name + (" *(cited)*" if row.cited else "")
         block = next((c.block for c in row_cells.values() if c.block), None)
         if block:
-            if block not in note_index:
-                notes.append(block)
-                note_index[block] = len(notes)
-            name += f" [{note_index[block]}]"
+            name += f" [{ref(block)}]"
         lines.append("| " + " | ".join([name, *settings, *values]) + " |")
-    if notes:
-        lines += ["", "**Notes**", ""]
-        lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    return lines, notes
+
+
+def _suite_sections(suite: Suite, cells: Sequence[Cell]) -> list[str]:
+    """Per-seed values, results on other data, the suite's notes and its cited rows, each when there are any."""
+    columns = list(suite.columns)
+    lines: list[str] = []
     per_seed = [c for c in sorted(cells, key=lambda c: (c.order, columns.index(c.column))) if c.values]
     if per_seed:
         lines += ["", "**Per-seed values** (the runs behind each mean)", ""]
@@ -623,24 +640,26 @@ def render_suite(
     if cited:
         lines += ["", "**Cited rows**", ""]
         lines += [f"- {r.name}: {r.source}" for r in cited]
-    lines += render_claims_section(verdicts)
-    if figure:
-        lines += ["", f"![{suite.id}: published vs reproduced]({figure})"]
+    return lines
+
+
+def _produced_by(suite: Suite, cells: Sequence[Cell], runs_dir: str) -> list[str]:
+    """Where the runs behind the page are, and where their committed records are."""
     run_ids = sorted({r for c in cells for r in (c.run_id, *c.run_ids) if r})
-    if run_ids:
-        lines += [
-            "",
-            f"Produced by {len(run_ids)} run(s) under `{runs_dir}/{suite.id}/`, latest `{run_ids[-1]}`; "
-            "each run directory holds config.json, env.json and metrics.json.",
-        ]
-        recorded = {r.run_id for c in cells for r in c.runs if _recorded(r)}
-        if recorded:
-            lines[-1] += (
-                f" Those files of the {len(recorded)} trained or evaluated run(s) are committed under "
-                f"[`{RECORDS_DIR}/{suite.id}/`]({RECORDS_DIR}/{suite.id}/) (same layout), which `cabench report` "
-                "reads when `runs/` does not hold them."
-            )
-    return "\n".join(lines) + "\n"
+    if not run_ids:
+        return []
+    line = (
+        f"Produced by {len(run_ids)} run(s) under `{runs_dir}/{suite.id}/`, latest `{run_ids[-1]}`; "
+        "each run directory holds config.json, env.json and metrics.json."
+    )
+    recorded = {r.run_id for c in cells for r in c.runs if _recorded(r)}
+    if recorded:
+        line += (
+            f" Those files of the {len(recorded)} trained or evaluated run(s) are committed under "
+            f"[`{RECORDS_DIR}/{suite.id}/`]({RECORDS_DIR}/{suite.id}/) (same layout), which `cabench report` "
+            "reads when `runs/` does not hold them."
+        )
+    return ["", line]
 
 
 def _per_seed_text(c: Cell) -> str:

@@ -281,6 +281,46 @@ def _parse_images(ann_file: Path, image_dir: Path, entries: list) -> tuple[list[
 
 def _parse_coco(ann_file: Path, image_dir: Path) -> _CocoIndex:
     """Parse and fully validate one annotation file against its image folder."""
+    data = _read_top_level(ann_file)
+    categories = _parse_categories(ann_file, data["categories"])
+    ids, names, widths, heights = _parse_images(ann_file, image_dir, data["images"])
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    anns = data["annotations"]
+    del data
+    ann_ids, rows, cats, boxes, areas, crowd = _parse_annotations(ann_file, anns, {c[0] for c in categories}, row_of)
+    widths_a = np.asarray(widths, dtype=np.int64)
+    heights_a = np.asarray(heights, dtype=np.int64)
+    _check_boxes_inside(ann_file, ann_ids, rows, boxes, ids, widths_a, heights_a)
+
+    # Sort images by id and group annotations by image (stable: file order within an image).
+    n = len(ann_ids)
+    image_order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
+    rank = np.empty_like(image_order)
+    rank[image_order] = np.arange(len(ids))
+    ann_rank = rank[rows] if n else rows
+    ann_order = np.argsort(ann_rank, kind="stable")
+    counts = np.bincount(ann_rank, minlength=len(ids)) if n else np.zeros(len(ids), dtype=np.int64)
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return _CocoIndex(
+        ann_file=ann_file,
+        image_dir=image_dir,
+        categories=categories,
+        image_ids=np.asarray(ids, dtype=np.int64)[image_order],
+        file_names=tuple(names[i] for i in image_order),
+        widths=widths_a[image_order],
+        heights=heights_a[image_order],
+        offsets=offsets,
+        ann_ids=ann_ids[ann_order],
+        ann_boxes=boxes[ann_order],
+        ann_categories=cats[ann_order],
+        ann_areas=areas[ann_order],
+        ann_crowd=crowd[ann_order],
+    )
+
+
+def _read_top_level(ann_file: Path) -> dict[str, Any]:
+    """The annotation file's JSON object, with its three lists (images, annotations, categories) checked."""
     data = read_json_file(ann_file, "annotation", DatasetError, MAX_ANNOTATION_BYTES)
     if not isinstance(data, dict):
         raise DatasetError(f"{ann_file}: top level is not a JSON object (expected images, annotations, categories)")
@@ -290,14 +330,14 @@ def _parse_coco(ann_file: Path, image_dir: Path) -> _CocoIndex:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data[key], list):
             raise DatasetError(f"{ann_file}: '{key}' is not a list")
+    return data
 
-    categories = _parse_categories(ann_file, data["categories"])
-    known_categories = {c[0] for c in categories}
-    ids, names, widths, heights = _parse_images(ann_file, image_dir, data["images"])
-    row_of = {image_id: row for row, image_id in enumerate(ids)}
 
-    anns = data["annotations"]
-    del data
+def _parse_annotations(
+    ann_file: Path, anns: list[Any], known_categories: set[int], row_of: dict[int, int]
+) -> tuple[np.ndarray, ...]:
+    """``(ids, image rows, categories, boxes, areas, crowd)`` arrays in file order; the first bad entry is one
+    line (:func:`_annotation_error`)."""
     n = len(anns)
     ann_ids = np.empty(n, dtype=np.int64)
     rows = np.empty(n, dtype=np.int64)
@@ -330,51 +370,37 @@ def _parse_coco(ann_file: Path, image_dir: Path) -> _CocoIndex:
         area = ann.get("area")
         areas[k] = area if _is_number(area) else bbox[2] * bbox[3]
         crowd[k] = bool(ann.get("iscrowd", 0))
+    return ann_ids, rows, cats, boxes, areas, crowd
 
-    widths_a = np.asarray(widths, dtype=np.int64)
-    heights_a = np.asarray(heights, dtype=np.int64)
-    if n:
-        w_img, h_img = widths_a[rows], heights_a[rows]
-        negative = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
-        outside = (
-            (boxes[:, 0] < -BBOX_TOLERANCE)
-            | (boxes[:, 1] < -BBOX_TOLERANCE)
-            | (boxes[:, 0] + boxes[:, 2] > w_img + BBOX_TOLERANCE)
-            | (boxes[:, 1] + boxes[:, 3] > h_img + BBOX_TOLERANCE)
-        )
-        bad = np.flatnonzero(negative | outside)
-        if bad.size:
-            k = int(bad[0])
-            where = f"{ann_file}: annotation id {ann_ids[k]} (entry {k}): bbox {_fmt_box(boxes[k])}"
-            if negative[k]:
-                raise DatasetError(f"{where} has a negative width or height")
-            row = rows[k]
-            raise DatasetError(f"{where} lies outside image {ids[row]} ({widths[row]}x{heights[row]})")
 
-    # Sort images by id and group annotations by image (stable: file order within an image).
-    image_order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
-    rank = np.empty_like(image_order)
-    rank[image_order] = np.arange(len(ids))
-    ann_rank = rank[rows] if n else rows
-    ann_order = np.argsort(ann_rank, kind="stable")
-    counts = np.bincount(ann_rank, minlength=len(ids)) if n else np.zeros(len(ids), dtype=np.int64)
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return _CocoIndex(
-        ann_file=ann_file,
-        image_dir=image_dir,
-        categories=categories,
-        image_ids=np.asarray(ids, dtype=np.int64)[image_order],
-        file_names=tuple(names[i] for i in image_order),
-        widths=widths_a[image_order],
-        heights=heights_a[image_order],
-        offsets=offsets,
-        ann_ids=ann_ids[ann_order],
-        ann_boxes=boxes[ann_order],
-        ann_categories=cats[ann_order],
-        ann_areas=areas[ann_order],
-        ann_crowd=crowd[ann_order],
+def _check_boxes_inside(
+    ann_file: Path,
+    ann_ids: np.ndarray,
+    rows: np.ndarray,
+    boxes: np.ndarray,
+    ids: list[int],
+    widths: np.ndarray,
+    heights: np.ndarray,
+) -> None:
+    """One line for the first box with a negative side or outside its image (beyond :data:`BBOX_TOLERANCE`)."""
+    if not len(ann_ids):
+        return
+    w_img, h_img = widths[rows], heights[rows]
+    negative = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
+    outside = (
+        (boxes[:, 0] < -BBOX_TOLERANCE)
+        | (boxes[:, 1] < -BBOX_TOLERANCE)
+        | (boxes[:, 0] + boxes[:, 2] > w_img + BBOX_TOLERANCE)
+        | (boxes[:, 1] + boxes[:, 3] > h_img + BBOX_TOLERANCE)
     )
+    bad = np.flatnonzero(negative | outside)
+    if bad.size:
+        k = int(bad[0])
+        where = f"{ann_file}: annotation id {ann_ids[k]} (entry {k}): bbox {_fmt_box(boxes[k])}"
+        if negative[k]:
+            raise DatasetError(f"{where} has a negative width or height")
+        row = rows[k]
+        raise DatasetError(f"{where} lies outside image {ids[row]} ({widths[row]}x{heights[row]})")
 
 
 def _annotation_error(
