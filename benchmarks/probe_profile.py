@@ -40,7 +40,7 @@ def profile_suite(suite_id: str, root: Path, steps: int, workers: int) -> dict:
 
     suite = load_suite(find_suite(suite_id))
     recipe = load_recipe(suite.recipe)
-    train_ds, val_ds = DATASETS.get(recipe.dataset).build(root, recipe, False)
+    train_ds, val_ds = DATASETS.get(recipe.dataset).build(root, recipe)
     task = TASKS.get(suite.task).make(tuple(suite.columns))
     row = suite.row(suite.baseline)
     torch.manual_seed(0)

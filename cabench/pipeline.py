@@ -44,27 +44,27 @@ def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None = None) -
     return model
 
 
-def task_protocol(recipe: Any, smoke: bool = False) -> Any:
+def task_protocol(recipe: Any) -> Any:
     """The protocol the recipe's task evaluates with, as the task declares it (segmentation: the recipe's
     segmentation block or its defaults), or None."""
     task = _task(recipe)
-    return task.protocol(recipe, smoke) if task.protocol is not None else None
+    return task.protocol(recipe) if task.protocol is not None else None
 
 
-def configure_task(engine_task: Any, recipe: Any, smoke: bool = False) -> Any:
+def configure_task(engine_task: Any, recipe: Any) -> Any:
     """Give an engine task the recipe's evaluation protocol (segmentation); other tasks are returned as they are."""
     if hasattr(engine_task, "protocol"):
-        engine_task.protocol = task_protocol(recipe, smoke)
+        engine_task.protocol = task_protocol(recipe)
     return engine_task
 
 
-def transforms_for(recipe: Any, smoke: bool = False) -> tuple[Any, Any]:
-    """``(train, evaluation)`` transforms a recipe asks for, from the same functions the datasets' builders call
-    (smoke: at :data:`cabench.data.base.SMOKE_SIZES`), as the recipe's task declares them."""
+def transforms_for(recipe: Any) -> tuple[Any, Any]:
+    """``(train, evaluation)`` transforms a recipe asks for, from the same functions the datasets' builders call,
+    as the recipe's task declares them."""
     task = _task(recipe)
     if task.transforms is None:
         raise ValueError(f"task {task.name!r} declares no transforms")
-    return task.transforms(recipe, smoke)
+    return task.transforms(recipe)
 
 
 def _optimizer(model: nn.Module, settings: Any) -> dict[str, Any]:
@@ -144,11 +144,11 @@ def loss_on_probe(engine_task: Any, logits: Any, batch: Any, settings: Any) -> f
     return round(float(engine_task.loss(lambda _: logits, batch, torch.device("cpu"), settings)), 6)
 
 
-def _evaluation(recipe: Any, val_ds: Any, smoke: bool) -> dict[str, Any]:
+def _evaluation(recipe: Any, val_ds: Any) -> dict[str, Any]:
     from cabench.data.base import DATASETS
 
     out: dict[str, Any] = {"dataset": recipe.dataset, "transform": repr(getattr(val_ds, "transform", None))}
-    protocol = task_protocol(recipe, smoke)
+    protocol = task_protocol(recipe)
     if protocol is not None:
         out["protocol"] = protocol.model_dump()
         out["protocol_probe"] = _segmentation_probe(protocol)
@@ -190,9 +190,7 @@ def _segmentation_probe(protocol: Any) -> float:
     return round(float((scores * weights).sum()), 4)
 
 
-def describe_pipeline(
-    recipe: Any, model: nn.Module, train_ds: Any, val_ds: Any, settings: Any, smoke: bool = False
-) -> dict[str, Any]:
+def describe_pipeline(recipe: Any, model: nn.Module, train_ds: Any, val_ds: Any, settings: Any) -> dict[str, Any]:
     """The effective pipeline of a run, read from the built model, datasets and settings (JSON-able)."""
     steps_per_epoch = max(1, len(train_ds) // settings.batch_size)
     return {
@@ -202,5 +200,5 @@ def describe_pipeline(
         "schedule": _schedule(settings, steps_per_epoch),
         "model": _model_settings(model, settings),
         "loss": _loss(recipe, model, settings),
-        "evaluation": _evaluation(recipe, val_ds, smoke),
+        "evaluation": _evaluation(recipe, val_ds),
     }

@@ -71,7 +71,7 @@ def test_the_subset_reads_only_the_selected_classes_at_the_recipes_size(tmp_path
     for folder in (tmp_path / "other").iterdir():  # three classes outside the selection, in the same tree
         for split in folder.iterdir():
             split.rename(root / folder.name / split.name)
-    train, val = DATASETS.get("imagewoof").build(root, load_recipe("imagewoof-mbv2-budget"), False)
+    train, val = DATASETS.get("imagewoof").build(root, load_recipe("imagewoof-mbv2-budget"))
     assert len(train) == 20 and len(val) == 20  # 2 per selected class; the three others are not read
     assert train.class_to_idx == {wnid: k for k, wnid in enumerate(load_selection("imagewoof").classes)}
     assert tuple(train[0][0].shape) == (3, 128, 128) and tuple(val[0][0].shape) == (3, 128, 128)  # down-sampled

@@ -66,7 +66,7 @@ def test_real_loaders_read_the_three_layouts(tiny: Path) -> None:
         recipe = load_recipe(load_suite(f"suites/{suite_id}.yaml").recipe)
         source = DATASETS.get(recipe.dataset)
         source.validate(tiny)
-        train, val = source.build(tiny, recipe, False)
+        train, val = source.build(tiny, recipe)
         assert len(train) > 0 and len(val) > 0
         if suite_id == "probe-classify":
             image, _ = val[0]

@@ -219,7 +219,11 @@ def test_segmentation_recipes_carry_the_authors_test_procedure() -> None:
         True,
         True,
     )
-    smoke = task_protocol(load_recipe("cityscapes-deeplabv3-paper"), smoke=True)
+    from cabench.data.base import DATASETS
+
+    at_smoke = DATASETS.get("cityscapes").at_smoke_sizes(load_recipe("cityscapes-deeplabv3-paper"))
+    smoke = task_protocol(at_smoke)  # the smoke profile trains and evaluates the recipe at its 64-pixel crops
     assert (smoke.window, smoke.stride) == (64, 43)  # scaled like the smoke crops (768 -> 64)
+    assert (at_smoke.crop_size, at_smoke.eval_size) == (64, None)
     voc = task_protocol(load_recipe("voc-deeplabv3-paper"))
     assert (voc.eval_mode, voc.eval_flip, voc.align_corners) == ("whole", True, True)

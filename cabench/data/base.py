@@ -31,8 +31,14 @@ __all__ = [
     "write_fixture",
 ]
 
-# How small the smoke profile loads images: 64-pixel ImageNet crops, 64-pixel segmentation crops.
+# How small the smoke profile loads images: 64-pixel ImageNet crops, 64-pixel segmentation crops (each dataset's
+# `at_smoke_sizes` writes them into the recipe the smoke profile trains with).
 SMOKE_SIZES = {"image_size": 64, "crop_size": 64}
+
+
+def same_recipe(recipe: Any) -> Any:
+    """``DatasetInfo.at_smoke_sizes`` of a dataset the smoke profile loads at its recipe's own sizes."""
+    return recipe
 
 
 @dataclass(frozen=True)
@@ -42,10 +48,13 @@ class DatasetInfo:
     data_key: str  # --data KEY=PATH, CABENCH_DATA_<KEY>, [data] KEY in the config file
     title: str  # for messages
     validate: Callable[[Path], None]  # raises DatasetError (one line)
-    build: Callable[[Path, Any, bool], tuple[Any, Any]]  # (root, recipe, smoke) -> (train, evaluation)
+    build: Callable[[Path, Any], tuple[Any, Any]]  # (root, recipe) -> (train, evaluation)
     fixture: str | None = None  # the FIXTURES kind that stands in for it
     requires: tuple[str, ...] = ()  # recipe fields that must be set for this dataset
-    input_size: Callable[[Any, bool], int | None] = lambda recipe, smoke: recipe.train_size
+    input_size: Callable[[Any], int | None] = lambda recipe: recipe.train_size
+    # The recipe the smoke profile trains with: this one at the smoke sizes (ImageNet: 64-pixel crops), recorded
+    # as the run's effective pipeline; the recipe itself where the data are small already.
+    at_smoke_sizes: Callable[[Any], Any] = same_recipe
     # What a run records about the data beyond its root (generated data: the manifest's fingerprint, generator
     # and parameters); its "fingerprint" value is part of the key deciding whether a run is done.
     fingerprint: Callable[[Path], dict[str, Any]] | None = None

@@ -36,6 +36,7 @@ from cabench.data.segmentation_transforms import (
     SEGMENTATION_RECIPE_FIELDS,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
+    at_smoke_sizes,
     bad_values,
     recipe_transforms,
 )
@@ -237,7 +238,8 @@ register_dataset(
         data_key="cityscapes",
         title="Cityscapes (leftImg8bit/{train,val}/<city>/, gtFine/{train,val}/<city>/)",
         validate=validate_cityscapes,
-        build=lambda root, recipe, smoke: cityscapes_datasets(root, **recipe_transforms(recipe, smoke)),
+        build=lambda root, recipe: cityscapes_datasets(root, **recipe_transforms(recipe)),
+        at_smoke_sizes=at_smoke_sizes,
         fixture="cityscapes",
         requires=SEGMENTATION_RECIPE_FIELDS,
         identity=PaperSplit("Cityscapes val", 500, None, files=cityscapes_val_files),

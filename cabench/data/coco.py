@@ -642,7 +642,7 @@ register_dataset(
         data_key="coco",
         title="COCO 2017 (annotations/instances_{train,val}2017.json, train2017/, val2017/)",
         validate=validate_coco,
-        build=lambda root, recipe, smoke: coco_datasets(root, **recipe_transforms(recipe)),
+        build=lambda root, recipe: coco_datasets(root, **recipe_transforms(recipe)),
         fixture="coco",
         evaluation="COCOeval bbox",
         identity=PaperSplit("COCO val2017", 5_000, None, files=coco_val_files),

@@ -101,7 +101,7 @@ def _refuse(recipe: Any, *fields: str) -> None:
         raise ValueError(f"recipe {recipe.id}: the digits data do not implement {', '.join(on)}")
 
 
-def digits_classify_datasets(root: Path, recipe: Any, smoke: bool) -> tuple[Any, Any]:
+def digits_classify_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
     """``(train, val)`` ImageFolders of ``root/classify`` at the recipe's ``train_size``."""
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
@@ -125,7 +125,7 @@ def digits_classify_datasets(root: Path, recipe: Any, smoke: bool) -> tuple[Any,
     return train, val
 
 
-def digits_detection_datasets(root: Path, recipe: Any, smoke: bool) -> tuple[Any, Any]:
+def digits_detection_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
     """``(train, test)`` VOC detection datasets of ``root/detect`` with the recipe's SSD augmentation."""
     from cabench.data.detection_transforms import detection_eval_transform, ssdlite_train_transform
     from cabench.data.voc_detection import voc_detection_datasets
@@ -142,7 +142,7 @@ def digits_detection_datasets(root: Path, recipe: Any, smoke: bool) -> tuple[Any
     )
 
 
-def digits_segmentation_datasets(root: Path, recipe: Any, smoke: bool) -> tuple[Any, Any]:
+def digits_segmentation_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
     """``(train, val)`` of ``root/segment`` with DeepLabV3's augmentation at the recipe's sizes."""
     from cabench.data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
     from cabench.data.voc_segmentation import _layout

@@ -14,8 +14,8 @@ The paper trains "using the same methods as in MobileNetV2", i.e. the standard I
 * eval:  Resize(256) + CenterCrop(224) + to float + Normalize(ImageNet mean/std)
 
 all through torchvision ``transforms.v2``. A recipe can change the crop's area range, the flip, and add AutoAugment
-(ImageNet policy) and random erasing (:func:`recipe_train_transform`). Sizes are parameters so that a smoke profile
-can run smaller.
+(ImageNet policy) and random erasing (:func:`recipe_train_transform`). Sizes come from the recipe; the smoke
+profile trains the recipe :func:`at_smoke_sizes` gives (64-pixel crops).
 
 Where the data lives (``resolve_data_root``), highest precedence first:
 
@@ -245,17 +245,16 @@ def _normalizer(device: Any) -> tuple[Any, Any]:
     return mean, 1.0 / (torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1) * 255.0)
 
 
-def recipe_train_transform(recipe: Any, size: int | None = None) -> Any:
-    """:func:`train_transform` with a recipe's fields (``size`` overrides ``train_size``, e.g. for smoke runs)."""
-    size = size or recipe.train_size
+def recipe_train_transform(recipe: Any) -> Any:
+    """:func:`train_transform` with a recipe's fields."""
     return train_transform(
-        size,
+        recipe.train_size,
         random_resized_crop=recipe.random_resized_crop,
         crop_scale=tuple(recipe.crop_scale),
         hflip=recipe.hflip,
         autoaugment=recipe.autoaugment,
         random_erasing=recipe.random_erasing,
-        resize=round(size * recipe.eval_resize / recipe.train_size),
+        resize=recipe.eval_resize,
     )
 
 
@@ -476,15 +475,21 @@ def resolve_data_root(name: str, given: dict[str, Path]) -> Path | None:
     return found if found.is_absolute() else path.parent / found
 
 
-def recipe_transforms(recipe: Any, smoke: bool = False) -> tuple[Any, Any]:
-    """``(train, eval)`` transforms of a classification recipe (smoke: 64-pixel crops)."""
-    size = SMOKE_SIZES["image_size"] if smoke else recipe.train_size
-    resize = round(size * recipe.eval_resize / recipe.train_size)
-    return recipe_train_transform(recipe, size), eval_transform(size, resize)
+def recipe_transforms(recipe: Any) -> tuple[Any, Any]:
+    """``(train, eval)`` transforms of a classification recipe."""
+    return recipe_train_transform(recipe), eval_transform(recipe.train_size, recipe.eval_resize)
 
 
-def _build(root: Path, recipe: Any, smoke: bool) -> tuple[Dataset, Dataset]:
-    train_tf, eval_tf = recipe_transforms(recipe, smoke)
+def at_smoke_sizes(recipe: Any) -> Any:
+    """A classification recipe at the smoke profile's 64-pixel crops, its evaluation resize scaled alike."""
+    size = SMOKE_SIZES["image_size"]
+    return recipe.model_copy(
+        update={"train_size": size, "eval_resize": round(size * recipe.eval_resize / recipe.train_size)}
+    )
+
+
+def _build(root: Path, recipe: Any) -> tuple[Dataset, Dataset]:
+    train_tf, eval_tf = recipe_transforms(recipe)
     return imagenet_datasets(root, train_tf=train_tf, eval_tf=eval_tf)
 
 
@@ -497,7 +502,7 @@ register_dataset(
         validate=lambda root: validate_imagefolder(root, check_images=2) and None,
         build=_build,
         fixture="imagenet",
-        input_size=lambda recipe, smoke: SMOKE_SIZES["image_size"] if smoke else recipe.train_size,
+        at_smoke_sizes=at_smoke_sizes,
         eval_only=lambda root, recipe: imagenet_eval_dataset(
             root, size=recipe.train_size, resize=round(recipe.train_size * recipe.eval_resize / recipe.train_size)
         ),

@@ -69,8 +69,11 @@ def _decode_checked(path: Path) -> torch.Tensor:
     once; PIL parses the header from those bytes."""
     import numpy as np
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
 
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # torchvision's image decoding is deprecated since 0.29 (TorchCodec replaces it)
+        decode_jpeg = None
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise ValueError("not a regular file (a FIFO, socket or device named like an image)")
     data = bytearray(path.read_bytes())
@@ -80,7 +83,7 @@ def _decode_checked(path: Path) -> torch.Tensor:
             w, h = image.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise Image.DecompressionBombError(f"{w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
-            if image.format != "JPEG":
+            if image.format != "JPEG" or decode_jpeg is None:
                 return torch.from_numpy(np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy())
     return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
 

@@ -281,21 +281,31 @@ def pad_collate(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
 SEGMENTATION_RECIPE_FIELDS = ("crop_size", "scale_range")
 
 
-def segmentation_sizes(recipe: Any, smoke: bool) -> dict[str, Any]:
-    """Crop, scale range, flip probability and evaluation padding from a recipe; the smoke profile crops 64 pixels,
-    no padding."""
-    from cabench.data.base import SMOKE_SIZES
-
+def segmentation_sizes(recipe: Any) -> dict[str, Any]:
+    """Crop, scale range, flip probability and evaluation padding from a recipe."""
     flip = {"flip_p": 0.5 if recipe.hflip else 0.0}
-    if smoke:
-        return {"crop_size": SMOKE_SIZES["crop_size"], "scale_range": recipe.scale_range, "eval_size": None, **flip}
     sizes = {"crop_size": recipe.crop_size, "scale_range": tuple(recipe.scale_range), "eval_size": recipe.eval_size}
     return sizes | flip
 
 
-def recipe_transforms(recipe: Any, smoke: bool) -> dict[str, Any]:
+def at_smoke_sizes(recipe: Any) -> Any:
+    """A segmentation recipe at the smoke profile's 64-pixel crops, unpadded evaluation, and a sliding window (if
+    the recipe evaluates with one) scaled like its crops."""
+    from cabench.data.base import SMOKE_SIZES
+
+    crop = SMOKE_SIZES["crop_size"]
+    update: dict[str, Any] = {"crop_size": crop, "eval_size": None}
+    protocol = recipe.segmentation
+    if protocol is not None and protocol.eval_mode == "sliding":
+        window = max(1, round(protocol.window * crop / recipe.crop_size))
+        stride = min(window, max(1, round(protocol.stride * crop / recipe.crop_size)))
+        update["segmentation"] = protocol.model_copy(update={"window": window, "stride": stride})
+    return recipe.model_copy(update=update)
+
+
+def recipe_transforms(recipe: Any) -> dict[str, Any]:
     """A segmentation recipe's ``train_transform`` and ``eval_transform`` (see :func:`segmentation_sizes`)."""
-    sizes = segmentation_sizes(recipe, smoke)
+    sizes = segmentation_sizes(recipe)
     train = SegmentationTrainTransform(
         crop_size=sizes["crop_size"], scale_range=tuple(sizes["scale_range"]), flip_p=sizes["flip_p"]
     )

@@ -131,7 +131,7 @@ def selected_split(selection: Selection, split: str = "val") -> Any:
 
 
 def subset_datasets(
-    root: Path, recipe: Any, smoke: bool, selection: Selection, splits: tuple[str, ...] = ("train", "val")
+    root: Path, recipe: Any, selection: Selection, splits: tuple[str, ...] = ("train", "val")
 ) -> tuple[Any, ...]:
     """ImageFolders of ``splits`` over the selected classes only, with the recipe's transforms and size."""
     from cabench.data.imagenet import TRAIN_LOADER, _fixed_classes_image_folder, _is_image, recipe_transforms
@@ -140,7 +140,7 @@ def subset_datasets(
     for split in splits:
         _class_folders(root, split, selection)
     mapping = {wnid: k for k, wnid in enumerate(selection.classes)}
-    transforms = dict(zip(("train", "val"), recipe_transforms(recipe, smoke), strict=True))
+    transforms = dict(zip(("train", "val"), recipe_transforms(recipe), strict=True))
     folder = _fixed_classes_image_folder()
     root = Path(root).expanduser()
     out = []
@@ -157,10 +157,10 @@ def subset_datasets(
 
 def register_subset(name: str) -> DatasetInfo:
     """Register the selection ``suites/subsets/<name>.yaml`` as the dataset ``name`` (read from the imagenet key)."""
-    from cabench.data.base import SMOKE_SIZES
+    from cabench.data.imagenet import at_smoke_sizes
 
-    def build(root: Path, recipe: Any, smoke: bool) -> tuple[Any, Any]:
-        return subset_datasets(root, recipe, smoke, load_selection(name))
+    def build(root: Path, recipe: Any) -> tuple[Any, Any]:
+        return subset_datasets(root, recipe, load_selection(name))
 
     def validate(root: Path) -> None:
         selection = load_selection(name)
@@ -168,7 +168,7 @@ def register_subset(name: str) -> DatasetInfo:
             _class_folders(root, split, selection)
 
     def evaluation_only(root: Path, recipe: Any) -> Any:
-        return subset_datasets(root, recipe, False, load_selection(name), splits=("val",))[-1]
+        return subset_datasets(root, recipe, load_selection(name), splits=("val",))[-1]
 
     selection = load_selection(name)
     return register_dataset(
@@ -180,7 +180,7 @@ def register_subset(name: str) -> DatasetInfo:
             validate=validate,
             build=build,
             fixture=name,
-            input_size=lambda recipe, smoke: SMOKE_SIZES["image_size"] if smoke else recipe.train_size,
+            at_smoke_sizes=at_smoke_sizes,
             eval_only=evaluation_only,
             identity=BudgetSubset(
                 f"{selection.title} val", selection.val_images, len(selection.classes), selected_split(selection)

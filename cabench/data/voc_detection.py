@@ -439,7 +439,7 @@ register_dataset(
         data_key="voc",
         title="Pascal VOC (VOCdevkit/VOC2007 and VOCdevkit/VOC2012)",
         validate=validate_voc_detection,
-        build=lambda root, recipe, smoke: voc_detection_datasets(root, **recipe_transforms(recipe)),
+        build=lambda root, recipe: voc_detection_datasets(root, **recipe_transforms(recipe)),
         fixture="voc",
         evaluation="VOC07 11-point mAP",
         identity=PaperSplit(

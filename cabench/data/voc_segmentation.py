@@ -41,6 +41,7 @@ from cabench.data.segmentation_transforms import (
     SEGMENTATION_RECIPE_FIELDS,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
+    at_smoke_sizes,
     bad_values,
     recipe_transforms,
 )
@@ -199,7 +200,8 @@ register_dataset(
         data_key="voc",
         title="Pascal VOC 2012 with SBD (VOCdevkit/VOC2012 with SegmentationClassAug and train_aug.txt)",
         validate=validate_voc_segmentation,
-        build=lambda root, recipe, smoke: voc_segmentation_datasets(root, **recipe_transforms(recipe, smoke)),
+        build=lambda root, recipe: voc_segmentation_datasets(root, **recipe_transforms(recipe)),
+        at_smoke_sizes=at_smoke_sizes,
         fixture="voc",
         requires=SEGMENTATION_RECIPE_FIELDS,
         identity=PaperSplit(

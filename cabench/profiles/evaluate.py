@@ -91,7 +91,7 @@ def evaluate_checkpoint(
     model = apply_recipe(fit_to_recipe(build_model(spec), recipe), recipe)
     sha = load_weights(model, checkpoint)
     if val_ds is None:
-        _, val_ds = dataset.build(root, recipe, False)
+        _, val_ds = dataset.build(root, recipe)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = TrainSettings(batch_size=1, eval_batch_size=batch_size or task.eval_batch, workers=workers)
     engine_task = configure_task(task.make(tuple(suite.columns) if suite else ()), recipe)

@@ -173,11 +173,11 @@ class TrainProfile(Profile):
         busy: list[str] = []
         for plan in plans:
             root = roots[plan.recipe.dataset]
-            train_ds, val_ds = plan.dataset.build(root, plan.recipe, self.smoke)
+            train_ds, val_ds = plan.dataset.build(root, plan.recipe)
             check_runnable(self._settings(plan, o, seeds[0]), train_ds)  # before any run directory is made
             if distributed.is_main():
                 records += run_floors(plan, request, self.name, (train_ds, val_ds), root, reuse=not self.smoke)
-            engine_task = configure_task(plan.task.make(tuple(plan.suite.columns)), plan.recipe, self.smoke)
+            engine_task = configure_task(plan.task.make(tuple(plan.suite.columns)), plan.recipe)
             for row in plan.rows:
                 for seed in seeds:
                     config, settings = self._config(plan, row, seed, root, request, (train_ds, val_ds))
@@ -194,7 +194,7 @@ class TrainProfile(Profile):
         units = []
         for plan in plans:
             root = roots[plan.recipe.dataset]
-            data = plan.dataset.build(root, plan.recipe, self.smoke)
+            data = plan.dataset.build(root, plan.recipe)
             for row in plan.rows:
                 for seed in seeds:
                     config, _ = self._config(plan, row, seed, root, request, data)
@@ -211,7 +211,7 @@ class TrainProfile(Profile):
         for plan in plans:
             if any(row.floor for row in plan.suite.rows):
                 root = roots[plan.recipe.dataset]
-                datasets = plan.dataset.build(root, plan.recipe, self.smoke)
+                datasets = plan.dataset.build(root, plan.recipe)
                 records += run_floors(plan, request, self.name, datasets, root, reuse=not self.smoke)
         return records
 
@@ -279,6 +279,8 @@ class TrainProfile(Profile):
                 assert row.model is not None
                 path = wanted[row.key]
                 loaded[row.key] = (path, load_backbone(build_model(row.model.spec()), path, row=row.key))
+        if self.smoke:  # what differs in smoke is carried by the recipe it trains, as the dataset decides
+            recipe = dataset.at_smoke_sizes(recipe)
         return _Plan(suite, recipe, applied, dataset, task, rows, loaded)
 
     def _roots(self, plans: list[_Plan], request: Request) -> dict[str, Path]:
@@ -329,7 +331,7 @@ class TrainProfile(Profile):
             "dataset": plan.recipe.dataset,
             "data_fingerprint": plan.dataset.fingerprint(root) if plan.dataset.fingerprint else None,
             "data_identity": _identity(plan.recipe.dataset, root),
-            "image_size": plan.dataset.input_size(plan.recipe, self.smoke),
+            "image_size": plan.dataset.input_size(plan.recipe),
             "backbone_checkpoint": backbone,
             "attention_block": attention_provenance(spec.attention),  # None for a built-in block
             "seed": seed,
@@ -342,7 +344,7 @@ class TrainProfile(Profile):
 
         torch.manual_seed(seed)
         model = apply_recipe(fit_to_recipe(build_model(spec), plan.recipe), plan.recipe)
-        config["pipeline"] = describe_pipeline(plan.recipe, model, *data, settings, self.smoke)
+        config["pipeline"] = describe_pipeline(plan.recipe, model, *data, settings)
         keyed = ("model_key", "recipe", "overrides", "data", "image_size", "backbone_checkpoint", "seed")
         keyed += ("attention_block",)  # its sha256: editing a user's block reruns the row
         identity = {k: config[k] for k in keyed}
@@ -363,7 +365,7 @@ class TrainProfile(Profile):
             plain = replace(request, options={**request.options, **dict.fromkeys(_OVERRIDES)})
             src_plan = self._plan(load_suite(find_suite(str(suite.backbone_from))), plain, {})
             root = self._roots([src_plan], request)[src_plan.recipe.dataset]
-            self._sources[cache] = (src_plan, root, src_plan.dataset.build(root, src_plan.recipe, self.smoke))
+            self._sources[cache] = (src_plan, root, src_plan.dataset.build(root, src_plan.recipe))
         src_plan, root, data = self._sources[cache]
         want = self._config(src_plan, src_plan.suite.row(row), seed, root, request, data)[0]
         run = request.store.complete(src_plan.suite.id, row, self.name, want["resume_key"])

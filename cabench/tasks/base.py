@@ -41,10 +41,10 @@ class TaskInfo:
     # What a recipe decides for this task (read by cabench.pipeline; None: nothing of the kind):
     # (model, recipe, image size or None) -> None: set what the recipe decides on a freshly built model
     apply_recipe: Callable[[Any, Any, int | None], None] | None = None
-    # (recipe, smoke) -> the protocol the engine task evaluates with (cabench.pipeline.configure_task)
-    protocol: Callable[[Any, bool], Any] | None = None
-    # (recipe, smoke) -> (train transform, evaluation transform), as the datasets' builders make them
-    transforms: Callable[[Any, bool], tuple[Any, Any]] | None = None
+    # recipe -> the protocol the engine task evaluates with (cabench.pipeline.configure_task)
+    protocol: Callable[[Any], Any] | None = None
+    # recipe -> (train transform, evaluation transform), as the datasets' builders make them
+    transforms: Callable[[Any], tuple[Any, Any]] | None = None
     # (model, settings) -> what the loss is, read from the built objects (the run's config.json)
     describe_loss: Callable[[Any, Any], dict[str, Any]] | None = None
 

@@ -158,10 +158,10 @@ def train_classifier(
     return train(model, train_ds, val_ds, settings, run_dir, ClassificationTask(), progress)
 
 
-def _transforms(recipe: Any, smoke: bool) -> tuple[Any, Any]:
+def _transforms(recipe: Any) -> tuple[Any, Any]:
     from cabench.data.imagenet import recipe_transforms
 
-    return recipe_transforms(recipe, smoke)
+    return recipe_transforms(recipe)
 
 
 def _describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def _apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None
     configure_ssd(model, recipe.detection, image_size or recipe.train_size)  # type: ignore[arg-type]
 
 
-def _transforms(recipe: Any, smoke: bool) -> tuple[Any, Any]:
+def _transforms(recipe: Any) -> tuple[Any, Any]:
     from cabench.data.detection_transforms import recipe_transforms
 
     found = recipe_transforms(recipe)

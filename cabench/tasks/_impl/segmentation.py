@@ -174,32 +174,23 @@ def predict(net: nn.Module, images: Tensor, protocol: Any | None = None) -> Tens
     return _flip_averaged(net, images, protocol.eval_flip)
 
 
-def _protocol(recipe: Any, smoke: bool) -> Any:
-    """The recipe's segmentation block (or its defaults); the smoke profile scales a sliding window like its crops
-    (:data:`cabench.data.base.SMOKE_SIZES`)."""
+def _protocol(recipe: Any) -> Any:
+    """The recipe's segmentation block (or its defaults)."""
     from cabench.recipe_protocols import SegmentationProtocol
 
-    protocol = recipe.segmentation or SegmentationProtocol()
-    if smoke and protocol.eval_mode == "sliding":
-        from cabench.data.base import SMOKE_SIZES
-
-        ratio = SMOKE_SIZES["crop_size"] / recipe.crop_size
-        window = max(1, round(protocol.window * ratio))
-        stride = min(window, max(1, round(protocol.stride * ratio)))
-        protocol = protocol.model_copy(update={"window": window, "stride": stride})
-    return protocol
+    return recipe.segmentation or SegmentationProtocol()
 
 
 def _apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
     from cabench.models.segmentation import set_align_corners
 
-    set_align_corners(model, _protocol(recipe, False).align_corners)
+    set_align_corners(model, _protocol(recipe).align_corners)
 
 
-def _transforms(recipe: Any, smoke: bool) -> tuple[Any, Any]:
+def _transforms(recipe: Any) -> tuple[Any, Any]:
     from cabench.data.segmentation_transforms import recipe_transforms
 
-    found = recipe_transforms(recipe, smoke)
+    found = recipe_transforms(recipe)
     return found["train_transform"], found["eval_transform"]
 
 
