@@ -32,7 +32,7 @@ def _task(recipe: Any) -> Any:
 def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None = None) -> nn.Module:
     """Apply what the recipe decides about a freshly built model (before weights are loaded or trained): what its
     task declares (the detection protocol of an SSD, the upsampling of a segmenter), the dropout rate of every
-    ``nn.Dropout`` and the momentum of every BatchNorm (the engine sets the last two again; the same values)."""
+    ``nn.Dropout`` and the momentum of every BatchNorm. The one place a recipe's values reach the model."""
     task = _task(recipe)
     if task.apply_recipe is not None:
         task.apply_recipe(model, recipe, image_size)

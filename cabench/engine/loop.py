@@ -157,16 +157,10 @@ def _plan(s: TrainSettings, train_ds: Dataset, run_dir: Path, task: Task) -> _Pl
 
 
 def _build_state(model: nn.Module, p: _Plan) -> _State:
-    """Recipe tweaks on the model, then device and layout, then the optimizer on the raw module, scaler, EMA."""
+    """Device and layout, then the optimizer on the raw module, scaler, EMA. What a recipe decides about the model
+    itself (dropout, BatchNorm momentum, a task's protocol) is set once, before training, by
+    :func:`cabench.pipeline.apply_recipe`."""
     s, raw = p.s, model
-    if s.dropout is not None:
-        for m in raw.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = s.dropout
-    if s.bn_momentum is not None:
-        for m in raw.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = s.bn_momentum
     if s.sync_bn and p.world > 1:
         raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
     raw.to(p.device)

@@ -32,8 +32,6 @@ _RECIPE_FIELDS = (
     "poly_power",
     "sync_bn",
     "label_smoothing",
-    "dropout",
-    "bn_momentum",
     "ema",
     "ema_decay",
 )
@@ -95,8 +93,6 @@ class TrainSettings:
     milestones: tuple[int, ...] = ()  # multistep: global steps where lr *= step_gamma
     poly_power: float = 0.9
     label_smoothing: float = 0.0
-    dropout: float | None = None  # None: keep the model's nn.Dropout rates
-    bn_momentum: float | None = None  # PyTorch convention; None: keep the model's
     ema: bool = False
     ema_decay: float = 0.9999
     # --- run knobs -----------------------------------------------------------------------------
