@@ -26,6 +26,9 @@ from typing import Any
 
 import pandas as pd
 
+from cabench.suite import SUITES_DIR, SuiteError
+from cabench.yamlio import read_yaml_mapping
+
 __all__ = [
     "COLUMN_KIND_ORDER",
     "FIGURE1_CATEGORIES",
@@ -106,29 +109,6 @@ class Figure1Panel:
     rows: tuple[str, ...]
 
 
-FIGURE1_CATEGORIES: tuple[str, ...] = ("MobileNetV2", "+SE", "+CBAM", "+CA")
-"""x-axis categories of Figure 1, aligned with :attr:`Figure1Panel.rows`."""
-
-FIGURE1_PANELS: tuple[Figure1Panel, ...] = (
-    Figure1Panel(
-        title="ImageNet top-1 (%)",
-        suite="table2",
-        rows=("mbv2-1.0", "mbv2-1.0-se", "mbv2-1.0-cbam", "mbv2-1.0-ca"),
-    ),
-    Figure1Panel(
-        title="VOC 2012 mIoU (%)",
-        suite="table8",
-        rows=("mbv2-os16", "mbv2-os16-se", "mbv2-os16-cbam", "mbv2-os16-ca"),
-    ),
-    Figure1Panel(
-        title="COCO AP",
-        suite="table6",
-        rows=("ssdlite-mbv2", "ssdlite-mbv2-se", "ssdlite-mbv2-cbam", "ssdlite-mbv2-ca"),
-    ),
-)
-"""The three panels of the paper's Figure 1 (data, not code)."""
-
-
 @dataclass(frozen=True)
 class ProbePanel(Figure1Panel):
     """A Figure 1 panel of the handwritten-digits probe: no published bars; the suite's ``floor`` row is drawn
@@ -137,12 +117,31 @@ class ProbePanel(Figure1Panel):
     floor: str = "floor"
 
 
-PROBE_FIGURE1_PANELS: tuple[ProbePanel, ...] = (
-    ProbePanel(title="Digit scenes: top-1 (%)", suite="probe-classify", rows=("baseline", "se", "cbam", "ca")),
-    ProbePanel(title="Digit scenes: mIoU (%)", suite="probe-segment", rows=("baseline", "se", "cbam", "ca")),
-    ProbePanel(title="Digit scenes: mAP@0.5 (%)", suite="probe-detect", rows=("baseline", "se", "cbam", "ca")),
-)
-"""Figure 1's three tasks on the handwritten-digits probe (``figure1-probe.png``)."""
+FIGURES_DIR = SUITES_DIR / "figures"
+
+
+def load_figure1_layout(name: str, directory: Path = FIGURES_DIR) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """``(categories, panels)`` of ``suites/figures/<name>.yaml``: panels with a ``floor`` are :class:`ProbePanel`,
+    the others :class:`Figure1Panel`; each names as many rows as there are categories."""
+    path = directory / f"{name}.yaml"
+    data = read_yaml_mapping(path, "figure layout", SuiteError)
+    categories, panels = data.get("categories"), data.get("panels")
+    if set(data) != {"categories", "panels"} or not isinstance(categories, list) or not isinstance(panels, list):
+        raise SuiteError(f"{path}: expected categories: [label, ...] and panels: [{{title, suite, rows}}, ...]")
+    made: list[Figure1Panel] = []
+    for k, panel in enumerate(panels):
+        keys = {"title", "suite", "rows"} | ({"floor"} if isinstance(panel, dict) and "floor" in panel else set())
+        if not isinstance(panel, dict) or set(panel) != keys or len(panel["rows"]) != len(categories):
+            raise SuiteError(f"{path}: panels[{k}]: expected title, suite, one row per category (and a floor)")
+        cls = ProbePanel if "floor" in panel else Figure1Panel
+        made.append(cls(**{**panel, "rows": tuple(panel["rows"])}))
+    return tuple(str(c) for c in categories), tuple(made)
+
+
+FIGURE1_CATEGORIES, FIGURE1_PANELS = load_figure1_layout("figure1")
+"""The paper's Figure 1 (``suites/figures/figure1.yaml``): x-axis categories and three panels."""
+_, PROBE_FIGURE1_PANELS = load_figure1_layout("figure1-probe")
+"""Figure 1's three tasks on the handwritten-digits probe (``suites/figures/figure1-probe.yaml``)."""
 
 _RC: dict[str, Any] = {
     "font.family": "DejaVu Sans",

@@ -197,9 +197,23 @@ def test_figure1_none_without_data(cells: pd.DataFrame, tmp_path: Path) -> None:
 
 
 def test_figure1_rows_are_data() -> None:
+    from cabench.suite import find_suite, load_suite
+
     suites = {panel.suite for panel in plots.FIGURE1_PANELS}
     assert suites == {"table2", "table6", "table8"}
     assert all(len(panel.rows) == len(plots.FIGURE1_CATEGORIES) for panel in plots.FIGURE1_PANELS)
+    for panel in (*plots.FIGURE1_PANELS, *plots.PROBE_FIGURE1_PANELS):  # the YAML names rows its suites have
+        suite = load_suite(find_suite(panel.suite))
+        for row in (*panel.rows, *([panel.floor] if isinstance(panel, plots.ProbePanel) else [])):
+            assert suite.row(row).key == row
+
+
+def test_a_bad_figure_layout_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    from cabench.suite import SuiteError
+
+    (tmp_path / "bad.yaml").write_text("categories: [a, b]\npanels:\n  - {title: t, suite: table2, rows: [x]}\n")
+    with pytest.raises(SuiteError, match=r"bad.yaml: panels\[0\]: expected title, suite, one row per category"):
+        plots.load_figure1_layout("bad", tmp_path)
 
 
 def test_no_figure_leak(cells: pd.DataFrame, tmp_path: Path) -> None:
