@@ -721,7 +721,8 @@ def report(
 
     Runs are read from RUNS and from the records committed under `reports/records/` (RUNS wins on a run id in
     both); the config, env and metrics of each trained or evaluated run shown are copied there."""
-    from cabench.report import build_cells, reading_store, suite_summary, write_reports
+    from cabench.cells import build_cells
+    from cabench.report import reading_store, suite_summary, write_reports
     from cabench.store import Store
 
     with user_errors():

@@ -110,7 +110,7 @@ def test_a_backbone_of_another_attention_block_is_one_line(tmp_path: Path) -> No
 
 
 def test_the_report_says_whether_a_dense_cell_started_from_an_imagenet_backbone(tmp_path: Path) -> None:
-    from cabench.report import build_cells
+    from cabench.cells import build_cells
     from cabench.store import Store
     from cabench.suite import find_suite, load_suite
 

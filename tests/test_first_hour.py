@@ -169,7 +169,7 @@ def test_run_json_and_latency_with_a_confidence_interval(tiny: Path, tmp_path: P
 
 
 def test_a_latency_interval_straddling_an_edge_is_inconclusive(tiny: Path, tmp_path: Path) -> None:
-    from cabench.report import build_cells
+    from cabench.cells import build_cells
     from cabench.store import Store
     from cabench.suite import load_suite
 

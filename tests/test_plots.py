@@ -282,11 +282,12 @@ def test_probe_figure1_none_without_probe_results(cells: pd.DataFrame, tmp_path:
 def test_every_status_a_cell_can_take_is_one_the_report_and_its_figures_render() -> None:
     # The latency profile's ratio cells end inconclusive when their interval straddles a band edge: once, a
     # report after `cabench run table1 --profile latency` failed on that status.
+    from cabench.cells import STATUSES_BY_KIND
     from cabench.columns import COLUMNS
     from cabench.measure.ratio import ratio_status
     from cabench.plots import STATUSES, _status
     from cabench.profiles.base import PROFILES
-    from cabench.report import STATUS_MARKS, STATUSES_BY_KIND
+    from cabench.report import STATUS_MARKS
 
     latency = {ratio_status(low, high, 0.9, 1.1) for low, high in ((0.95, 1.05), (1.2, 1.3), (1.0, 1.2))}
     assert latency == {"match", "drift", "inconclusive"} and latency <= STATUSES_BY_KIND["latency"]

@@ -245,7 +245,7 @@ def test_damaged_and_hand_made_folders_never_reach_a_report(tmp_path: Path) -> N
 
 
 def test_a_non_finite_metric_never_fills_a_cell(tmp_path: Path) -> None:
-    from cabench.report import build_cells
+    from cabench.cells import build_cells
     from cabench.suite import SUITES_DIR, load_suite
 
     suite = load_suite(SUITES_DIR / "table2.yaml")
