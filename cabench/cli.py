@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from cabench.launch.settings import LAUNCH_OPTIONS
 from cabench.profiles.workers import default_workers
 
 if TYPE_CHECKING:
@@ -384,18 +385,6 @@ def _run_signature() -> inspect.Signature:
 
 
 _LAUNCH_PANEL = "Launcher: each row x seed as a job (--launcher local or slurm)"
-_LAUNCH_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
-    ("partition", str | None, None, "SLURM partition."),
-    ("gpus_per_job", int | None, None, "GPUs per job (several: torchrun inside the job). Default 0."),
-    ("cpus_per_gpu", int | None, None, "CPUs per GPU (per job without GPUs). Default 8."),
-    ("time_limit", str | None, None, "Time limit per job: minutes or [D-]HH:MM[:SS]. Default 1 day; a job "
-     "reaching it checkpoints and requeues."),
-    ("mem", str | None, None, "Memory per job (SLURM), e.g. 64G."),
-    ("account", str | None, None, "SLURM account."),
-    ("sbatch", list[str] | None, None, "Any other sbatch option as NAME=VALUE (repeatable), e.g. qos=normal."),
-    ("max_parallel", int | None, None, "Jobs running at once. SLURM: the array limit (default all); local: "
-     "default one per CPU core, or one per GPU group with --gpus-per-job."),
-)  # fmt: skip
 
 
 def _launcher_params() -> list[inspect.Parameter]:
@@ -407,7 +396,7 @@ def _launcher_params() -> list[inspect.Parameter]:
         rich_help_panel=_LAUNCH_PANEL,
     )
     params = [inspect.Parameter("launcher", kw, default="inline", annotation=Annotated[str, launcher])]
-    for name, kind, default, text in _LAUNCH_OPTIONS:
+    for name, kind, default, text in LAUNCH_OPTIONS:
         option = typer.Option(
             help=text + " Also read from [launcher] in the config file.", rich_help_panel=_LAUNCH_PANEL
         )
@@ -423,7 +412,7 @@ def run(**given: Any) -> None:
         given.pop(k) for k in ("suites", "profile", "rows", "runs_dir", "as_json")
     )
     launcher = given.pop("launcher")
-    launch_given = {name: given.pop(name) for name, *_ in _LAUNCH_OPTIONS}
+    launch_given = {name: given.pop(name) for name, *_ in LAUNCH_OPTIONS}
     start = time.perf_counter()
     with user_errors():
         profile = PROFILES.get(profile_name)

@@ -24,10 +24,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_TIME_MIN", "LaunchSettings", "launch_settings", "parse_time_limit"]
+__all__ = ["DEFAULT_TIME_MIN", "LAUNCH_OPTIONS", "LaunchSettings", "launch_settings", "parse_time_limit"]
 
 DEFAULT_TIME_MIN = 24 * 60  # a job's time limit when none is given: one day (preempted/timed-out jobs requeue)
-_KEYS = ("partition", "gpus_per_job", "cpus_per_gpu", "time_limit", "mem", "account", "sbatch", "max_parallel")
+# The launcher's options, declared once: `cabench run --NAME` (the CLI builds them from this) and [launcher] NAME.
+LAUNCH_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
+    ("partition", str | None, None, "SLURM partition."),
+    ("gpus_per_job", int | None, None, "GPUs per job (several: torchrun inside the job). Default 0."),
+    ("cpus_per_gpu", int | None, None, "CPUs per GPU (per job without GPUs). Default 8."),
+    ("time_limit", str | None, None, "Time limit per job: minutes or [D-]HH:MM[:SS]. Default 1 day; a job "
+     "reaching it checkpoints and requeues."),
+    ("mem", str | None, None, "Memory per job (SLURM), e.g. 64G."),
+    ("account", str | None, None, "SLURM account."),
+    ("sbatch", list[str] | None, None, "Any other sbatch option as NAME=VALUE (repeatable), e.g. qos=normal."),
+    ("max_parallel", int | None, None, "Jobs running at once. SLURM: the array limit (default all); local: "
+     "default one per CPU core, or one per GPU group with --gpus-per-job."),
+)  # fmt: skip
+_KEYS = tuple(name for name, *_ in LAUNCH_OPTIONS)
 _TIME = re.compile(r"(?:(?P<d>\d+)-)?(?P<h>\d+):(?P<m>\d{1,2})(?::(?P<s>\d{1,2}))?")
 _MEM = re.compile(r"\d+[KMGT]?", re.IGNORECASE)
 _SBATCH_KEY = re.compile(r"[a-z][a-z0-9-]*")
