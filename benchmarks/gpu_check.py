@@ -154,7 +154,7 @@ def stage_epoch(args: argparse.Namespace) -> None:
     try:
         from cabench.engine import TrainSettings, train
         from cabench.recipe import load_recipe
-        from cabench.tasks.classification import ClassificationTask
+        from cabench.tasks._impl.classification import ClassificationTask
     except ImportError as e:
         _emit(args.out, "epoch", {"skipped": str(e)}, f"epoch slice skipped: {e}")
         return

@@ -34,8 +34,8 @@ def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None = None) -
     task declares (the detection protocol of an SSD, the upsampling of a segmenter), the dropout rate of every
     ``nn.Dropout`` and the momentum of every BatchNorm. The one place a recipe's values reach the model."""
     task = _task(recipe)
-    if task.apply_recipe is not None:
-        task.apply_recipe(model, recipe, image_size)
+    if (hook := task.hook("apply_recipe")) is not None:
+        hook(model, recipe, image_size)
     for module in model.modules():
         if recipe.dropout is not None and isinstance(module, nn.Dropout):
             module.p = recipe.dropout
@@ -48,7 +48,8 @@ def task_protocol(recipe: Any) -> Any:
     """The protocol the recipe's task evaluates with, as the task declares it (segmentation: the recipe's
     segmentation block or its defaults), or None."""
     task = _task(recipe)
-    return task.protocol(recipe) if task.protocol is not None else None
+    hook = task.hook("protocol")
+    return hook(recipe) if hook is not None else None
 
 
 def configure_task(engine_task: Any, recipe: Any) -> Any:
@@ -62,9 +63,10 @@ def transforms_for(recipe: Any) -> tuple[Any, Any]:
     """``(train, evaluation)`` transforms a recipe asks for, from the same functions the datasets' builders call,
     as the recipe's task declares them."""
     task = _task(recipe)
-    if task.transforms is None:
+    hook = task.hook("transforms")
+    if hook is None:
         raise ValueError(f"task {task.name!r} declares no transforms")
-    return task.transforms(recipe)
+    return hook(recipe)
 
 
 def _optimizer(model: nn.Module, settings: Any) -> dict[str, Any]:
@@ -134,14 +136,8 @@ def _model_settings(model: nn.Module, settings: Any) -> dict[str, Any]:
 
 def _loss(recipe: Any, model: nn.Module, settings: Any) -> dict[str, Any]:
     task = _task(recipe)
-    return task.describe_loss(model, settings) if task.describe_loss is not None else {}
-
-
-def loss_on_probe(engine_task: Any, logits: Any, batch: Any, settings: Any) -> float:
-    """An engine task's loss when its network outputs ``logits`` on ``batch`` (shows what the loss computes)."""
-    import torch
-
-    return round(float(engine_task.loss(lambda _: logits, batch, torch.device("cpu"), settings)), 6)
+    hook = task.hook("describe_loss")
+    return hook(model, settings) if hook is not None else {}
 
 
 def _evaluation(recipe: Any, val_ds: Any) -> dict[str, Any]:
@@ -174,11 +170,11 @@ class _ProbeNet(nn.Module):
 
 
 def _segmentation_probe(protocol: Any) -> float:
-    """What :func:`cabench.tasks.segmentation.predict` computes under ``protocol`` on a fixed 800x1100 probe
+    """What :func:`cabench.tasks._impl.segmentation.predict` computes under ``protocol`` on a fixed 800x1100 probe
     image with a fixed network, summed with fixed weights: any change of flip, mode, window or stride shows."""
     import torch
 
-    from cabench.tasks.segmentation import predict
+    from cabench.tasks._impl.segmentation import predict
 
     h, w = 800, 1100
     ys = torch.linspace(-1.0, 1.0, h)[:, None]

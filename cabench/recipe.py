@@ -3,7 +3,7 @@
 A recipe is what a paper says about training (optimizer, schedule, batch,
 augmentation), with the source it was read from and notes on every reading
 or deviation. Run knobs (steps, workers, AMP, ...) are not part of a recipe;
-they live in :class:`cabench.tasks.TrainSettings`.
+they live in :class:`cabench.engine.TrainSettings`.
 
 ``batch_size`` is the **global** batch: the engine divides it over processes
 and keeps the learning rate, so a recipe means the same thing on 1 or 8 GPUs.

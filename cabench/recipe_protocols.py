@@ -7,7 +7,7 @@ ignored. What consumes each field:
 
 * :class:`DetectionProtocol`: :func:`cabench.models.ssd_protocol.configure_ssd` (loss, anchors, post-processing);
 * :class:`SegmentationProtocol`: :func:`cabench.models.segmentation.set_align_corners` (the model's upsampling)
-  and :func:`cabench.tasks.segmentation.evaluate_segmenter` (flip, whole image or sliding window).
+  and :func:`cabench.tasks._impl.segmentation.evaluate_segmenter` (flip, whole image or sliding window).
 """
 
 from __future__ import annotations

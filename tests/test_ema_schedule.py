@@ -19,7 +19,7 @@ from cabench.engine.ema import build_ema
 from cabench.engine.schedule import build_scheduler, lr_at, total_steps_of
 from cabench.engine.settings import TrainSettings
 from cabench.recipe import known_recipes, load_recipe
-from cabench.tasks import train_classifier
+from cabench.tasks._impl.classification import train_classifier
 
 # --- the implementations replaced (verbatim from cabench before AveragedModel / LambdaLR) -------------
 

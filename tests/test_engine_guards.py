@@ -14,7 +14,7 @@ from torch import nn
 
 from cabench.checkpoint import load_checkpoint
 from cabench.engine import TrainingDiverged
-from cabench.tasks import TrainingInterrupted, train_classifier
+from cabench.tasks._impl.classification import TrainingInterrupted, train_classifier
 
 
 def test_sigterm_saves_a_checkpoint_at_a_step_boundary_and_resumes_exactly(uninterrupted, tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ HOLD_AND_TRAIN = """
 import sys, time
 from pathlib import Path
 from test_training import N_TRAIN, N_VAL, settings, synthetic, tiny_cnn
-from cabench.tasks import TrainingInterrupted, train_classifier
+from cabench.tasks._impl.classification import TrainingInterrupted, train_classifier
 
 held, run = Path(sys.argv[1]), Path(sys.argv[2])
 model, calls = tiny_cnn(), {"n": 0}

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from cabench.cli import step_view
 from cabench.engine import TrainSettings
 from cabench.engine.sampling import eval_progress
-from cabench.tasks import evaluate_classifier, train_classifier
+from cabench.tasks._impl.classification import evaluate_classifier, train_classifier
 
 
 def _data(n: int, seed: int = 0) -> TensorDataset:

@@ -17,7 +17,7 @@ from torchvision.models.detection.ssdlite import SSDLiteHead
 from cabench.models.ssd_protocol import ProtocolSSD, SizedDefaultBoxes
 from cabench.recipe import load_recipe
 from cabench.recipe_protocols import SegmentationProtocol
-from cabench.tasks.segmentation import _starts, predict
+from cabench.tasks._impl.segmentation import _starts, predict
 
 
 def _prior_boxes(fmaps, steps, mins, maxs, ratios, size=320):

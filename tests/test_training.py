@@ -27,7 +27,13 @@ from cabench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cabench.engine.distributed import torchrun_command
 from cabench.engine.sampling import EpochSampler as _EpochSampler
 from cabench.recipe import Recipe, RecipeError, load_recipe
-from cabench.tasks import TrainingInterrupted, TrainSettings, evaluate_classifier, lr_at, train_classifier
+from cabench.tasks._impl.classification import (
+    TrainingInterrupted,
+    TrainSettings,
+    evaluate_classifier,
+    lr_at,
+    train_classifier,
+)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -95,7 +101,7 @@ import sys, time, torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads({threads})
 from test_training import N_TRAIN, N_VAL, settings, synthetic, tiny_cnn
-from cabench.tasks import train_classifier
+from cabench.tasks._impl.classification import train_classifier
 # Slow the run down (progress is called after each logged step) so the parent can kill it mid-epoch.
 train_classifier(tiny_cnn(), synthetic(N_TRAIN, 0), synthetic(N_VAL, 1), settings(), {run!r},
                  progress=lambda e: time.sleep(0.25))

@@ -1,18 +1,5 @@
-"""Training and evaluation tasks (classification first), DDP-aware; see :mod:`cabench.tasks.classification`.
-
-The names below are imported on first use, so that declaring the tasks (their columns, for listing suites)
-imports no torch.
+"""Tasks: each declared in its own module (:mod:`cabench.tasks.classification`, ``detection``, ``segmentation``;
+:class:`cabench.tasks.base.TaskInfo`), torch-free, naming its implementation in :mod:`cabench.tasks._impl` (loss,
+evaluation, recipe hooks) by import path. Import engine-side names from there, e.g.
+``from cabench.tasks._impl.classification import train_classifier``.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-__all__ = ["TrainSettings", "TrainingInterrupted", "evaluate_classifier", "lr_at", "train_classifier"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("cabench.tasks._impl.classification"), name)
-    raise AttributeError(f"module 'cabench.tasks' has no attribute {name!r}")

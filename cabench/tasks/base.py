@@ -11,15 +11,18 @@ its name or its metric names.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cabench.columns import ColumnInfo, register_column
-from cabench.registry import Registry
+from cabench.registry import Registry, import_object
 
-__all__ = ["TASKS", "TaskInfo", "deferred", "register_task"]
+__all__ = ["TASKS", "TaskInfo", "loss_on_probe", "register_task"]
+
+# A hook is a callable, or the "pkg.mod:obj" path of one, imported on first use: a task's declaration names its
+# implementation (the built-in tasks: cabench.tasks._impl) without importing torch, so listing suites stays fast.
+Hook = Callable[..., Any] | str
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class TaskInfo:
     smoke_batch: int  # global training batch of a smoke run
     eval_batch: int  # evaluation batch per process (`cabench eval`)
     takes_backbone: bool  # whether rows start from an ImageNet backbone checkpoint (--backbone-checkpoint)
-    build: Callable[[tuple[str, ...]], Any]  # the suite's column keys -> the engine task
+    build: Hook  # the suite's column keys -> the engine task
     default_recipe: str | None = None  # what `cabench eval ARCH` evaluates a bare architecture with
     # per-image outcome kind its evaluators write -> {metric: statistic} (cabench.outcomes.Statistic)
     outcomes: Mapping[str, Mapping[str, Callable[..., float]]] = field(default_factory=dict)
@@ -40,22 +43,30 @@ class TaskInfo:
     requires: tuple[str, ...] = ()  # recipe fields this task cannot run without
     # What a recipe decides for this task (read by cabench.pipeline; None: nothing of the kind):
     # (model, recipe, image size or None) -> None: set what the recipe decides on a freshly built model
-    apply_recipe: Callable[[Any, Any, int | None], None] | None = None
+    apply_recipe: Hook | None = None
     # recipe -> the protocol the engine task evaluates with (cabench.pipeline.configure_task)
-    protocol: Callable[[Any], Any] | None = None
+    protocol: Hook | None = None
     # recipe -> (train transform, evaluation transform), as the datasets' builders make them
-    transforms: Callable[[Any], tuple[Any, Any]] | None = None
+    transforms: Hook | None = None
     # (model, settings) -> what the loss is, read from the built objects (the run's config.json)
-    describe_loss: Callable[[Any, Any], dict[str, Any]] | None = None
+    describe_loss: Hook | None = None
 
     @property
     def headline_metric(self) -> str:
         """The metric a floor fills and a one-number summary shows: the first of :attr:`headline`."""
         return self.headline[0][0]
 
+    def hook(self, name: str) -> Callable[..., Any] | None:
+        """The hook ``name`` (``build``, ``apply_recipe``, ``protocol``, ``transforms``, ``describe_loss``) as a
+        callable, its declared path imported now; None when the task declares none."""
+        value = getattr(self, name)
+        return import_object(value) if isinstance(value, str) else value
+
     def make(self, columns: tuple[str, ...] = ()) -> Any:
         """The engine task (loss, evaluation) for a suite with these columns."""
-        return self.build(tuple(columns))
+        build = self.hook("build")
+        assert build is not None
+        return build(tuple(columns))
 
 
 TASKS = Registry[TaskInfo]("task", builtin_modules=("cabench.tasks.*",))
@@ -69,14 +80,8 @@ def register_task(info: TaskInfo) -> TaskInfo:
     return info
 
 
-def deferred(module: str, name: str) -> Callable[..., Any]:
-    """A stand-in for ``module.name`` that imports ``module`` when first called: a task declares its engine task
-    and recipe hooks without importing torch (the built-in tasks keep their engine side in
-    :mod:`cabench.tasks._impl`), so listing suites stays fast."""
+def loss_on_probe(engine_task: Any, logits: Any, batch: Any, settings: Any) -> float:
+    """An engine task's loss when its network outputs ``logits`` on ``batch`` (shows what the loss computes)."""
+    import torch
 
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"{module}.{name}, imported on first call."
-    return call
+    return round(float(engine_task.loss(lambda _: logits, batch, torch.device("cpu"), settings)), 6)

@@ -1,32 +1,23 @@
 """Object detection, declared: columns, outcome statistics, floor, recipe hooks (no torch imported here).
 
 The engine side (loss, evaluation, the hooks' bodies) is :mod:`cabench.tasks._impl.detection`, imported when
-a hook is first called or one of its names is used: listing suites imports no torch.
+a hook is first resolved (the declaration names each hook by its "module:name" path): listing suites imports no torch.
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 from cabench import outcomes
 from cabench.columns import ColumnInfo
 from cabench.metrics.coco_eval import CocoEvaluator
 from cabench.metrics.voc_eval import VocEvaluator
-from cabench.tasks.base import TaskInfo, deferred, register_task
+from cabench.tasks.base import TaskInfo, register_task
 
 _ENGINE = "cabench.tasks._impl.detection"
-
-
-def _engine(name: str) -> Any:
-    return deferred(_ENGINE, name)
 
 
 def _metric(key: str, label: str, what: str) -> ColumnInfo:
     return ColumnInfo(key, label, "%", "accuracy", what)
 
-
-_HEADLINES = ("ap", "map")
 
 register_task(
     TaskInfo(
@@ -45,22 +36,15 @@ register_task(
         smoke_batch=4,
         eval_batch=32,
         takes_backbone=True,
-        build=lambda columns: _engine("DetectionTask")(
-            headline=tuple(c for c in _HEADLINES if c in columns) or ("ap",)
-        ),
+        build=_ENGINE + ":make_task",
         # the dataset's evaluator names the kind (VocEvaluator / CocoEvaluator .outcome_kind); COCO's raw
         # detections have no bootstrap statistic here
         outcomes={VocEvaluator.outcome_kind: {"map": outcomes.voc07_map_statistic}, CocoEvaluator.outcome_kind: {}},
         floors=("mean-box",),
         recipe_fields=frozenset({"detection"}),
         requires=("detection",),
-        apply_recipe=_engine("_apply_recipe"),
-        transforms=_engine("_transforms"),
-        describe_loss=_engine("_describe_loss"),
+        apply_recipe=_ENGINE + ":apply_recipe",
+        transforms=_ENGINE + ":transforms",
+        describe_loss=_ENGINE + ":describe_loss",
     )
 )
-
-
-def __getattr__(name: str) -> Any:
-    """The engine side's names (``DetectionTask``, ...), imported on first use."""
-    return getattr(importlib.import_module(_ENGINE), name)

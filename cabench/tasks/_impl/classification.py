@@ -158,15 +158,20 @@ def train_classifier(
     return train(model, train_ds, val_ds, settings, run_dir, ClassificationTask(), progress)
 
 
-def _transforms(recipe: Any) -> tuple[Any, Any]:
+def make_task(columns: tuple[str, ...]) -> ClassificationTask:
+    """The engine task of a classification suite (its columns do not change it)."""
+    return ClassificationTask()
+
+
+def transforms(recipe: Any) -> tuple[Any, Any]:
     from cabench.data.imagenet import recipe_transforms
 
     return recipe_transforms(recipe)
 
 
-def _describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
+def describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
     """The loss on a fixed probe (logits favour class 0, target class 1)."""
-    from cabench.pipeline import loss_on_probe
+    from cabench.tasks.base import loss_on_probe
 
     probe = loss_on_probe(
         ClassificationTask(), torch.tensor([[2.0, 0.0, -1.0]]), (torch.zeros(1, 3), torch.tensor([1])), settings

@@ -99,20 +99,26 @@ def evaluate_detector(
     return result[0]
 
 
-def _apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
+def make_task(columns: tuple[str, ...]) -> DetectionTask:
+    """The engine task of a detection suite: its headline metric is the first of AP (COCO) and mAP (VOC) that the
+    suite's columns hold."""
+    return DetectionTask(headline=tuple(c for c in ("ap", "map") if c in columns) or ("ap",))
+
+
+def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
     from cabench.models.ssd_protocol import configure_ssd
 
     configure_ssd(model, recipe.detection, image_size or recipe.train_size)  # type: ignore[arg-type]
 
 
-def _transforms(recipe: Any) -> tuple[Any, Any]:
+def transforms(recipe: Any) -> tuple[Any, Any]:
     from cabench.data.detection_transforms import recipe_transforms
 
     found = recipe_transforms(recipe)
     return found["train_transform"], found["eval_transform"]
 
 
-def _describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
+def describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
     from cabench.models.ssd_protocol import describe_ssd
 
     return describe_ssd(model)  # type: ignore[arg-type]

@@ -174,29 +174,34 @@ def predict(net: nn.Module, images: Tensor, protocol: Any | None = None) -> Tens
     return _flip_averaged(net, images, protocol.eval_flip)
 
 
-def _protocol(recipe: Any) -> Any:
+def eval_protocol(recipe: Any) -> Any:
     """The recipe's segmentation block (or its defaults)."""
     from cabench.recipe_protocols import SegmentationProtocol
 
     return recipe.segmentation or SegmentationProtocol()
 
 
-def _apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
+def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
     from cabench.models.segmentation import set_align_corners
 
-    set_align_corners(model, _protocol(recipe).align_corners)
+    set_align_corners(model, eval_protocol(recipe).align_corners)
 
 
-def _transforms(recipe: Any) -> tuple[Any, Any]:
+def make_task(columns: tuple[str, ...]) -> SegmentationTask:
+    """The engine task of a segmentation suite (its columns do not change it)."""
+    return SegmentationTask()
+
+
+def transforms(recipe: Any) -> tuple[Any, Any]:
     from cabench.data.segmentation_transforms import recipe_transforms
 
     found = recipe_transforms(recipe)
     return found["train_transform"], found["eval_transform"]
 
 
-def _describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
+def describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
     """The loss on a fixed one-pixel probe (logits favour class 0, target class 1)."""
-    from cabench.pipeline import loss_on_probe
+    from cabench.tasks.base import loss_on_probe
 
     logits = torch.tensor([[2.0, 0.0, -1.0]])[:, :, None, None]
     batch = (torch.zeros(1, 3, 1, 1), torch.tensor([[[1]]]))
