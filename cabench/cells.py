@@ -19,7 +19,8 @@ from decimal import Decimal
 
 from cabench.claims import summarize
 from cabench.columns import COLUMNS
-from cabench.data.identity import fills_cells, is_paper_data, not_paper_text
+from cabench.data.base import fills_cells
+from cabench.data.identity import is_paper_data, not_paper_text
 from cabench.profiles.base import PROFILES
 from cabench.recipe import suite_dataset
 from cabench.replicates import replicate_key, replicates

@@ -15,7 +15,8 @@ from decimal import Decimal
 import pandas as pd
 
 from cabench.claims import ALPHA, LEVEL, VERDICTS, RowRuns, Verdict, judge
-from cabench.data.identity import fills_cells, not_paper_text
+from cabench.data.base import fills_cells
+from cabench.data.identity import not_paper_text
 from cabench.recipe import suite_dataset
 from cabench.replicates import replicates, row_runs
 from cabench.store import RunRecord, Store

@@ -13,10 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cabench.cli import app
-from cabench.data.base import DATASETS
+from cabench.data.base import DATASETS, data_identity
 from cabench.data.errors import DatasetError
 from cabench.data.fixtures.imagenet import write_imagenet_fixture
-from cabench.data.identity import data_identity
 from cabench.data.subsets import load_selection
 from cabench.recipe import load_recipe
 from cabench.suite import find_suite, load_suite

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cabench.data import identity
-from cabench.data.base import DATASETS, DatasetInfo, register_dataset
+from cabench.data.base import DATASETS, DatasetInfo, data_identity, fills_cells, register_dataset
 from cabench.data.fixtures.cityscapes import write_cityscapes_fixture
 from cabench.data.fixtures.coco import write_coco_fixture
 from cabench.data.fixtures.imagenet import write_imagenet_fixture
@@ -60,24 +60,24 @@ def test_a_dataset_without_an_identity_check_is_refused() -> None:
 
 
 def test_a_fixture_is_not_the_papers_data_and_its_fingerprint_tracks_the_files(imagenet: Path, tmp_path: Path) -> None:
-    ident = identity.data_identity("imagenet", imagenet)
+    ident = data_identity("imagenet", imagenet)
     n_classes = len([p for p in (imagenet / "val").iterdir() if p.is_dir()])
     assert ident.images == 3 * n_classes and ident.classes == n_classes and not ident.paper and not ident.fills
-    assert ident.fingerprint.startswith("sha256:") and ident == identity.data_identity("imagenet", imagenet)
+    assert ident.fingerprint.startswith("sha256:") and ident == data_identity("imagenet", imagenet)
     copy = tmp_path / "copy"
     shutil.copytree(imagenet / "val", copy / "val")  # only the evaluation split: no train/ needed
-    assert identity.data_identity("imagenet", copy).fingerprint == ident.fingerprint
+    assert data_identity("imagenet", copy).fingerprint == ident.fingerprint
     next((copy / "val").rglob("*.JPEG")).unlink()
-    smaller = identity.data_identity("imagenet", copy)
+    smaller = data_identity("imagenet", copy)
     assert smaller.images == ident.images - 1 and smaller.fingerprint != ident.fingerprint
 
 
 def test_the_papers_size_and_classes_make_it_the_papers(imagenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    n = identity.data_identity("imagenet", imagenet)
+    n = data_identity("imagenet", imagenet)
     _paper_split(monkeypatch, n.images, n.classes)
-    assert identity.data_identity("imagenet", imagenet).paper
+    assert data_identity("imagenet", imagenet).paper
     _paper_split(monkeypatch, n.images, 1000)
-    assert not identity.data_identity("imagenet", imagenet).paper  # same size, other class count
+    assert not data_identity("imagenet", imagenet).paper  # same size, other class count
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_the_papers_size_and_classes_make_it_the_papers(imagenet: Path, monkeypa
 )
 def test_every_dataset_knows_its_evaluation_split(dataset: str, writer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = writer(tmp_path / "d")
-    ident = identity.data_identity(dataset, root)
+    ident = data_identity(dataset, root)
     assert 0 < ident.images < PAPER[dataset][0] and not ident.paper and not ident.fills
     assert ident.expected_images == PAPER[dataset][0] and ident.check == "paper-split"
 
@@ -100,8 +100,8 @@ def test_the_not_papers_data_text_names_the_size() -> None:
     config = {"data_identity": {"images": 32, "classes": 4, "expected_classes": 1000, "paper": False}}
     assert identity.not_paper_text(config) == "not the paper's data (32 images in 4 classes)"
     assert not identity.is_paper_data({}) and identity.is_paper_data({"data_identity": {"paper": True}})
-    assert not identity.fills_cells({"dataset": "imagenet"})  # a paper dataset's run without a record fills nothing
-    assert not identity.fills_cells({"dataset": "no-such-dataset", "data_identity": {"paper": True}})
+    assert not fills_cells({"dataset": "imagenet"})  # a paper dataset's run without a record fills nothing
+    assert not fills_cells({"dataset": "no-such-dataset", "data_identity": {"paper": True}})
 
 
 @pytest.fixture(scope="module")
@@ -114,23 +114,23 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_generated_digits_are_identified_by_their_manifest(digits: Path, tmp_path: Path) -> None:
     manifest = json.loads((digits / "manifest.json").read_text())
     for name in ("digits-classify", "digits-detection", "digits-segmentation"):
-        ident = identity.data_identity(name, digits)
+        ident = data_identity(name, digits)
         assert ident.check == "manifest" and ident.fills and not ident.paper and ident.images > 0
         assert ident.fingerprint == f"sha256:{manifest['fingerprint']}" and ident.expected_images is None
     copy = tmp_path / "copy"
     shutil.copytree(digits, copy)
     changed = next((copy / "classify" / "val").rglob("*.png"))
     changed.write_bytes(changed.read_bytes() + b"\0")  # one evaluation image no longer the generated one
-    ident = identity.data_identity("digits-classify", copy)
+    ident = data_identity("digits-classify", copy)
     assert not ident.fills and "is not the generated file" in ident.detail
     assert "not the data its manifest lists" in identity.not_paper_text({"data_identity": ident.as_dict()})
-    assert identity.data_identity("digits-detection", copy).fills  # the other layouts are untouched
+    assert data_identity("digits-detection", copy).fills  # the other layouts are untouched
 
 
 def test_a_digits_run_recorded_before_identities_fills_by_its_manifest_fingerprint() -> None:
-    assert identity.fills_cells({"dataset": "digits-classify", "data_fingerprint": {"fingerprint": "ab12"}})
-    assert identity.fills_cells({"data_fingerprint": {"fingerprint": "ab12"}}, dataset="digits-classify")
-    assert not identity.fills_cells({"dataset": "digits-classify", "data_fingerprint": None})
+    assert fills_cells({"dataset": "digits-classify", "data_fingerprint": {"fingerprint": "ab12"}})
+    assert fills_cells({"data_fingerprint": {"fingerprint": "ab12"}}, dataset="digits-classify")
+    assert not fills_cells({"dataset": "digits-classify", "data_fingerprint": None})
 
 
 TINY = """\
@@ -190,12 +190,12 @@ def test_evaluation_needs_only_the_evaluation_split(tmp_path: Path, imagenet: Pa
     val_only = tmp_path / "val_only"
     shutil.copytree(imagenet / "val", val_only / "val")
     _, _, config = _eval_into_report(tmp_path, val_only)
-    assert config["data_identity"]["images"] == identity.data_identity("imagenet", imagenet).images
+    assert config["data_identity"]["images"] == data_identity("imagenet", imagenet).images
 
 
 @pytest.mark.slow
 def test_the_papers_split_fills_the_cell(tmp_path: Path, imagenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    n = identity.data_identity("imagenet", imagenet)
+    n = data_identity("imagenet", imagenet)
     _paper_split(monkeypatch, n.images, n.classes)
     cell, page, _ = _eval_into_report(tmp_path, imagenet)
     assert cell["profile"] == "eval" and cell["reproduced"] != "" and "not the paper's data" not in page

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from cabench.registry import Registry
 
 if TYPE_CHECKING:
-    from cabench.data.identity import IdentityCheck
+    from cabench.data.identity import DataIdentity, IdentityCheck
 
 __all__ = [
     "DATASETS",
@@ -26,6 +26,8 @@ __all__ = [
     "SMOKE_SIZES",
     "DatasetInfo",
     "Fixture",
+    "data_identity",
+    "fills_cells",
     "register_dataset",
     "register_fixture",
     "write_fixture",
@@ -98,3 +100,21 @@ def register_fixture(fixture: Fixture) -> Fixture:
 def write_fixture(kind: str, root: Path, seed: int = 0) -> Path:
     """Write the ``kind`` fixture dataset at ``root``."""
     return FIXTURES.get(kind).write(root, seed=seed)
+
+
+def data_identity(dataset: str, root: Path) -> DataIdentity:
+    """The evaluation split of registered ``dataset`` at ``root``, judged by the check the dataset declares."""
+    info = DATASETS.get(dataset)
+    return info.identity.identify(dataset, root)
+
+
+def fills_cells(config: dict[str, Any], dataset: str | None = None) -> bool:
+    """Whether a run (its config.json) may fill its suite's cells, as its dataset's identity check decides.
+
+    ``dataset`` stands in for a config that does not name its dataset (the suite's recipe's); a dataset that is
+    not registered fills nothing.
+    """
+    name = config.get("dataset") or dataset
+    if not isinstance(name, str) or name not in DATASETS:
+        return False
+    return DATASETS.get(name).identity.fills(config)

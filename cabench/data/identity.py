@@ -51,8 +51,6 @@ __all__ = [
     "IdentityCheck",
     "PaperSplit",
     "SplitFiles",
-    "data_identity",
-    "fills_cells",
     "imagefolder_split",
     "is_paper_data",
     "not_paper_text",
@@ -238,28 +236,6 @@ def imagefolder_split(folder: Path, split: str = "val") -> SplitFiles:
     classes = [p for p in top.iterdir() if p.is_dir()]
     images = walk_files(top, lambda name: name.lower().endswith(_IMAGE_EXT))
     return SplitFiles(split, images, [], len(classes))
-
-
-def data_identity(dataset: str, root: Path) -> DataIdentity:
-    """The evaluation split of registered ``dataset`` at ``root``, judged by the check the dataset declares."""
-    from cabench.data.base import DATASETS
-
-    info = DATASETS.get(dataset)
-    return info.identity.identify(dataset, root)
-
-
-def fills_cells(config: dict[str, Any], dataset: str | None = None) -> bool:
-    """Whether a run (its config.json) may fill its suite's cells, as its dataset's identity check decides.
-
-    ``dataset`` stands in for a config that does not name its dataset (the suite's recipe's); a dataset that is
-    not registered fills nothing.
-    """
-    from cabench.data.base import DATASETS
-
-    name = config.get("dataset") or dataset
-    if not isinstance(name, str) or name not in DATASETS:
-        return False
-    return DATASETS.get(name).identity.fills(config)
 
 
 def is_paper_data(config: dict[str, Any]) -> bool:

@@ -60,8 +60,7 @@ def evaluate_checkpoint(
     import torch
 
     from cabench import outcomes
-    from cabench.data.base import DATASETS
-    from cabench.data.identity import data_identity
+    from cabench.data.base import DATASETS, data_identity
     from cabench.data.roots import data_root
     from cabench.engine import TrainSettings
     from cabench.engine.sampling import eval_progress

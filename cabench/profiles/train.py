@@ -552,7 +552,7 @@ _IDENTITIES: dict[tuple[str, str], dict[str, Any]] = {}
 
 def _identity(dataset: str, root: Path) -> dict[str, Any]:
     """The evaluation split's identity (cabench.data.identity), taken once per dataset root and process."""
-    from cabench.data.identity import data_identity
+    from cabench.data.base import data_identity
 
     key = (dataset, str(Path(root).resolve()))
     if key not in _IDENTITIES:
