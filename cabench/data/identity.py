@@ -30,8 +30,8 @@ comparison of dataset names:
 The fingerprint of a paper split is a sha256 over the split's file names and byte sizes (and the bytes of its
 list or annotation file): a stat per image, no decoding, cheap enough for every run and enough to tell two copies
 of a split apart. A manifest's fingerprint is the manifest's own. Each run records its :class:`DataIdentity` in
-config.json as ``data_identity``; the report asks the dataset's check (:func:`fills_cells`) what it may fill.
-Only the evaluation split is read: evaluating needs no training data.
+config.json as ``data_identity``; the report asks the dataset's check (:func:`cabench.data.base.fills_cells`) what
+it may fill. Only the evaluation split is read: evaluating needs no training data.
 """
 
 from __future__ import annotations
