@@ -886,7 +886,7 @@ def eval_(
     with its metrics: COCO val AP (table6), VOC07 test mAP (table7), VOC12 val or Cityscapes val mIoU (table8-9).
     """
     from cabench.data.errors import DatasetError
-    from cabench.data.imagenet import parse_data_option
+    from cabench.data.roots import parse_data_option
     from cabench.models.registry import ModelSpec, architectures
     from cabench.profiles.evaluate import evaluate_checkpoint
     from cabench.store import Store
@@ -1040,7 +1040,7 @@ def bench(
 
 
 def _bench_pipeline(data: list[str], images: int, autoaugment: bool, gpu_decode: bool) -> dict[str, object]:
-    from cabench.data.imagenet import parse_data_option
+    from cabench.data.roots import parse_data_option
     from cabench.measure.pipeline import DATA_KEY, PipelineError, run_pipeline_bench
 
     with user_errors():
@@ -1098,7 +1098,7 @@ def data_check(
     Exit 0 when every file decodes, 2 when the layout is wrong or any file is bad.
     """
     from cabench.data.errors import DatasetError
-    from cabench.data.imagenet import parse_data_option
+    from cabench.data.roots import parse_data_option
     from cabench.data.verify import write_record
 
     if not 0 <= workers <= 1024:

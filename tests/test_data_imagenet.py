@@ -12,13 +12,8 @@ from PIL import Image
 
 from cabench.data.errors import DatasetError
 from cabench.data.fixtures import write_imagenet_fixture
-from cabench.data.imagenet import (
-    ImageFolderInfo,
-    imagenet_datasets,
-    parse_data_option,
-    resolve_data_root,
-    validate_imagefolder,
-)
+from cabench.data.imagenet import ImageFolderInfo, imagenet_datasets, validate_imagefolder
+from cabench.data.roots import parse_data_option, resolve_data_root
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cabench.cli import app
-from cabench.data.imagenet import resolve_data_root
+from cabench.data.roots import resolve_data_root
 from cabench.measure.complexity import Complexity
 from cabench.models.registry import arch_info, validate_spec
 from cabench.recipe import RecipeError, load_recipe

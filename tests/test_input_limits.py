@@ -169,7 +169,7 @@ def test_a_lock_or_config_that_is_a_directory_or_fifo_says_what_it_is(
 ) -> None:
     import os
 
-    from cabench.data.imagenet import config_path
+    from cabench.data.roots import config_path
 
     fifo = tmp_path / "lock.fifo"
     os.mkfifo(fifo)

@@ -86,7 +86,7 @@ def _sbatch_items(items: dict[str, Any], where: str) -> dict[str, str]:
 
 def _from_config() -> tuple[dict[str, Any], str]:
     """The config file's [launcher] table (checked keys) and the file's name, or ({}, "")."""
-    from cabench.data.imagenet import config_path, read_config
+    from cabench.data.roots import config_path, read_config
 
     path = config_path()
     if path is None:

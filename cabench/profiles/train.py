@@ -216,7 +216,7 @@ class TrainProfile(Profile):
         return records
 
     def check_options(self, options: dict[str, Any]) -> None:
-        from cabench.data.imagenet import parse_data_option
+        from cabench.data.roots import parse_data_option
 
         parse_seeds(options["seeds"], options["seed"])
         keep = options["keep_checkpoints"]
@@ -284,8 +284,7 @@ class TrainProfile(Profile):
         return _Plan(suite, recipe, applied, dataset, task, rows, loaded)
 
     def _roots(self, plans: list[_Plan], request: Request) -> dict[str, Path]:
-        from cabench.data.imagenet import parse_data_option
-        from cabench.data.roots import data_root
+        from cabench.data.roots import data_root, parse_data_option
 
         given = parse_data_option(request.options["data"] or [])
         read = {p.dataset.data_key for p in plans}
