@@ -32,8 +32,8 @@ def profile_suite(suite_id: str, root: Path, steps: int, workers: int) -> dict:
     from cabench.engine import TrainSettings
     from cabench.engine.runtime import build_optimizer
     from cabench.engine.sampling import EpochSampler, make_loader
-    from cabench.models.detection import fit_to_recipe
     from cabench.models.registry import build_model
+    from cabench.pipeline import apply_recipe
     from cabench.recipe import load_recipe
     from cabench.suite import find_suite, load_suite
     from cabench.tasks.base import TASKS
@@ -44,7 +44,7 @@ def profile_suite(suite_id: str, root: Path, steps: int, workers: int) -> dict:
     task = TASKS.get(suite.task).make(tuple(suite.columns))
     row = suite.row(suite.baseline)
     torch.manual_seed(0)
-    model = fit_to_recipe(build_model(row.model.spec()), recipe)
+    model = apply_recipe(build_model(row.model.spec()), recipe)
     settings = TrainSettings.from_recipe(recipe, workers=workers)
     sampler = EpochSampler(
         len(train_ds), rank=0, world=1, seed=0, shuffle=True, per_rank_batch=recipe.batch_size, drop_last=True

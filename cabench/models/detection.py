@@ -129,7 +129,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
@@ -371,14 +371,6 @@ def set_ssd_input_size(ssd: SSD, size: int) -> None:
     ssd.transform.min_size = (size,)
     ssd.transform.max_size = size
     ssd.transform.fixed_size = (size, size)
-
-
-def fit_to_recipe(model: nn.Module, recipe: Any) -> nn.Module:
-    """An SSD resizes its input to the recipe's ``train_size`` (320 in the paper's recipes, 96 in the CPU
-    probe's); any other model is returned as it is (it takes the data's size as it comes)."""
-    if isinstance(model, SSD):
-        set_ssd_input_size(model, recipe.train_size)
-    return model
 
 
 class SSDCountingView(nn.Module):

@@ -65,7 +65,6 @@ def evaluate_checkpoint(
     from cabench.engine import TrainSettings
     from cabench.engine.sampling import eval_progress
     from cabench.models.blocks import attention_provenance
-    from cabench.models.detection import fit_to_recipe
     from cabench.models.registry import arch_info, build_model
     from cabench.models.weights import load_weights
     from cabench.recipe import load_recipe
@@ -87,7 +86,7 @@ def evaluate_checkpoint(
     identity = data_identity(recipe.dataset, root)  # which split the number is on: the report decides what it fills
     from cabench.pipeline import apply_recipe, configure_task
 
-    model = apply_recipe(fit_to_recipe(build_model(spec), recipe), recipe)
+    model = apply_recipe(build_model(spec), recipe)
     sha = load_weights(model, checkpoint)
     if val_ds is None:
         _, val_ds = dataset.build(root, recipe)

@@ -339,10 +339,8 @@ class TrainProfile(Profile):
             "keep_checkpoints": options["keep_checkpoints"],
             "settings": settings.resolved() | {"config": None},
         }
-        from cabench.models.detection import fit_to_recipe
-
         torch.manual_seed(seed)
-        model = apply_recipe(fit_to_recipe(build_model(spec), plan.recipe), plan.recipe)
+        model = apply_recipe(build_model(spec), plan.recipe)
         config["pipeline"] = describe_pipeline(plan.recipe, model, *data, settings)
         keyed = ("model_key", "recipe", "overrides", "data", "image_size", "backbone_checkpoint", "seed")
         keyed += ("attention_block",)  # its sha256: editing a user's block reruns the row
@@ -413,7 +411,6 @@ class TrainProfile(Profile):
         import torch
 
         from cabench.engine import check_held, distributed, train
-        from cabench.models.detection import fit_to_recipe
         from cabench.models.registry import build_model
         from cabench.models.weights import load_backbone
         from cabench.pipeline import apply_recipe
@@ -453,7 +450,7 @@ class TrainProfile(Profile):
             say(suite, row.key, f"seed {seed}: {_starting(run_dir)} -> {run_dir}")
             torch.manual_seed(seed)  # a row's initial weights depend on its seed only, not on earlier rows
             assert row.model is not None
-            model = apply_recipe(fit_to_recipe(build_model(row.model.spec()), plan.recipe), plan.recipe)
+            model = apply_recipe(build_model(row.model.spec()), plan.recipe)
             if config["backbone_checkpoint"] is not None:
                 load_backbone(model, Path(config["backbone_checkpoint"]["path"]), row=row.key)
             held = lease.held if lease is not None else None  # a suspended holder whose lease was taken stops

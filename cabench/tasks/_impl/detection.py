@@ -106,8 +106,12 @@ def make_task(columns: tuple[str, ...]) -> DetectionTask:
 
 
 def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
+    """The detector's fixed input at the recipe's ``train_size`` (320 in the paper's recipes, 64 in the CPU
+    probe's), then the recipe's detection protocol (default boxes, loss, post-processing)."""
+    from cabench.models.detection import set_ssd_input_size
     from cabench.models.ssd_protocol import configure_ssd
 
+    set_ssd_input_size(model, recipe.train_size)  # type: ignore[arg-type]
     configure_ssd(model, recipe.detection, image_size or recipe.train_size)  # type: ignore[arg-type]
 
 
