@@ -146,12 +146,11 @@ def test_eval_fills_a_segmentation_cell_from_a_checkpoint(
 ) -> None:
     import torch
 
-    from cabench.data import identity
-    from cabench.data.base import DATASETS
+    from cabench.data.base import DATASETS, data_identity
     from cabench.models.registry import ModelSpec, build_model
 
     # Only the paper's evaluation split fills a cell (tests/test_data_identity.py): let the fixture stand for it.
-    n = identity.data_identity("cityscapes", data["cityscapes"]).images
+    n = data_identity("cityscapes", data["cityscapes"]).images
     monkeypatch.setattr(DATASETS.get("cityscapes").identity, "images", n)
 
     ckpt = tmp_path / "deeplab.pt"

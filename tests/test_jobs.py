@@ -102,11 +102,10 @@ def test_latency_profile_fills_the_ratio_to_the_baseline(tmp_path: Path, suite: 
 def test_eval_fills_a_cell_from_a_checkpoint_and_says_so(
     tmp_path: Path, suite: Path, imagenet: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cabench.data import identity
-    from cabench.data.base import DATASETS
+    from cabench.data.base import DATASETS, data_identity
 
     # Only the paper's evaluation split fills a cell (tests/test_data_identity.py): let the fixture stand for it.
-    n = identity.data_identity("imagenet", imagenet)
+    n = data_identity("imagenet", imagenet)
     check = DATASETS.get("imagenet").identity
     monkeypatch.setattr(check, "images", n.images)
     monkeypatch.setattr(check, "classes", n.classes)
