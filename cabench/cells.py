@@ -186,7 +186,11 @@ def _provenance(suite: Suite, run: RunRecord) -> str | None:
         parts.append(f"recipe {recipe}" + (f" with overrides {changed}" if changed else "") + f", not {suite.recipe}")
     if TASKS[suite.task].takes_backbone:
         backbone = run.config.get("backbone_checkpoint")
-        if backbone:
+        source = (backbone or {}).get("from")
+        if isinstance(source, dict):  # another suite's run: named by suite, row and run id, not by a machine's path
+            where = f"{source.get('suite')}/{source.get('row')} run {source.get('run')} (seed {source.get('seed')}"
+            parts.append(f"backbone from {where}, sha256 {str(backbone['sha256'])[:12]}…)")
+        elif backbone:
             parts.append(f"backbone from {backbone['path']} (sha256 {str(backbone['sha256'])[:12]}…)")
         else:
             parts.append("trained from scratch: no ImageNet-pretrained backbone (the paper's backbones are pretrained)")

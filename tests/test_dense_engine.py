@@ -127,6 +127,14 @@ def test_the_report_says_whether_a_dense_cell_started_from_an_imagenet_backbone(
     assert scratch.reproduced == 12.5 and "trained from scratch" in (scratch.provenance or "")
     assert "backbone from /ckpt/mbv2_ca.pth (sha256 abababababab" in (pretrained.provenance or "")
     assert "scratch" not in (pretrained.provenance or "")
+    # A backbone from another suite's run is named by that run (the same on every machine), not by its path.
+    source = {"suite": "probe-classify", "row": "se", "run": "20261206-021523-1e3a25", "seed": 0}
+    moved = {"path": "/elsewhere/runs/probe-classify/se/checkpoint.pt", "sha256": "cd" * 32, "from": source}
+    store.write_run("table8", "mbv2-os16-se", "paper", base | {"backbone_checkpoint": moved}, {"miou": 14.5})
+    cells = {(c.row, c.column): c for c in build_cells([suite], store)}
+    text = cells[("mbv2-os16-se", "miou")].provenance or ""
+    assert "backbone from probe-classify/se run 20261206-021523-1e3a25 (seed 0, sha256 cdcdcdcdcdcd…)" in text
+    assert "/elsewhere" not in text
 
 
 def test_tensorboard_is_optional_and_checked_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
