@@ -11,17 +11,18 @@ skipped silently. ``cabench data check NAME=PATH`` decodes every file first
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import stat
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -48,19 +49,30 @@ BAD_IMAGE_POLICY = "fail"
 MAX_IMAGE_PIXELS = 100_000_000  # 10k x 10k; ImageNet's largest image has ~ 6 Mpx, Cityscapes 2 Mpx
 
 
-def _open_checked(path: Path) -> Image.Image:
-    """Open ``path``, refuse it above the pixel limit from its header, then decode it fully as RGB.
-
-    A FIFO, socket or device named like an image is refused before it is opened (opening a FIFO waits forever)."""
+def _refuse_special(path: Path) -> None:
+    """A FIFO, socket or device named like an image is refused before it is opened (opening a FIFO waits forever)."""
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise ValueError("not a regular file (a FIFO, socket or device named like an image)")
+
+
+@contextlib.contextmanager
+def _within_limit(source: Any) -> Iterator[Image.Image]:
+    """PIL's image opened from ``source`` (a path or a file object): its header parsed, refused above the pixel
+    limit before any pixel is decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             w, h = image.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise Image.DecompressionBombError(f"{w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
-            return image.convert("RGB")
+            yield image
+
+
+def _open_checked(path: Path) -> Image.Image:
+    """Open ``path`` under the bad-image policy, then decode it fully as RGB."""
+    _refuse_special(path)
+    with _within_limit(path) as image:
+        return image.convert("RGB")
 
 
 def _decode_checked(path: Path) -> torch.Tensor:
@@ -74,18 +86,21 @@ def _decode_checked(path: Path) -> torch.Tensor:
         from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:  # torchvision's image decoding is deprecated since 0.29 (TorchCodec replaces it)
         decode_jpeg = None
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise ValueError("not a regular file (a FIFO, socket or device named like an image)")
+    _refuse_special(path)
     data = bytearray(path.read_bytes())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
-        with Image.open(io.BytesIO(data)) as image:  # parses the header only
-            w, h = image.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise Image.DecompressionBombError(f"{w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
-            if image.format != "JPEG" or decode_jpeg is None:
-                return torch.from_numpy(np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy())
+    with _within_limit(io.BytesIO(data)) as image:
+        if image.format != "JPEG" or decode_jpeg is None:
+            return torch.from_numpy(np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy())
     return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+
+def _bad_image(path: object, exc: BaseException) -> BadImageError:
+    """The one line naming ``path`` and why it does not decode (PIL: OSError, SyntaxError, DecompressionBomb*;
+    torchvision.io: RuntimeError, whose build path and line are dropped)."""
+    reason = " ".join(str(exc).split())
+    if ".cpp:" in reason:  # "decode_jpeg, /build/path/decode_jpeg.cpp:171, Image is incomplete"
+        reason = reason.rsplit(".cpp:", 1)[-1].split(", ", 1)[-1]
+    return BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {reason[:200] or 'no detail'})")
 
 
 def decode_rgb(path: str | os.PathLike[str]) -> torch.Tensor:
@@ -94,12 +109,8 @@ def decode_rgb(path: str | os.PathLike[str]) -> torch.Tensor:
     :func:`load_rgb`, and the same pixels (both decode with libjpeg-turbo's default IDCT)."""
     try:
         return _decode_checked(Path(path))
-    except Exception as exc:  # PIL: OSError, SyntaxError, DecompressionBomb*; torchvision.io: RuntimeError
-        reason = " ".join(str(exc).split())
-        if isinstance(exc, RuntimeError):  # "decode_jpeg, /build/path/decode_jpeg.cpp:171, Image is incomplete"
-            reason = reason.rsplit(".cpp:", 1)[-1].split(", ", 1)[-1]
-        reason = reason[:200] or "no detail"
-        raise BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {reason})") from None
+    except Exception as exc:
+        raise _bad_image(path, exc) from None
 
 
 def image_problem(path: Path) -> str | None:
@@ -116,9 +127,8 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """An RGB image (a torchvision ``loader``); :class:`BadImageError` naming the file if it does not decode."""
     try:
         return _open_checked(Path(path))
-    except Exception as exc:
-        reason = " ".join(str(exc).split())[:200] or "no detail"
-        raise BadImageError(f"{path}: unreadable image ({type(exc).__name__}: {reason})") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBomb*, ...
+        raise _bad_image(path, exc) from None
 
 
 def one_line_dataset_error(exc: BaseException) -> str:
