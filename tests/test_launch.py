@@ -222,6 +222,13 @@ FAKE_SACCT = """#!/bin/sh
 echo "$@" >> "$FAKE_SLURM/sacct.calls"
 cat "$FAKE_SLURM/sacct.txt"
 """
+FAKE_SQUEUE = """#!/bin/sh
+# squeue -h -r -o %i -j IDS: those of IDS listed in squeue.txt (the jobs the controller holds), as SLURM answers
+found=""
+for id in $(echo "$6" | tr ',' ' '); do grep -qx "$id" "$FAKE_SLURM/squeue.txt" 2>/dev/null && found="$found $id"; done
+[ -n "$found" ] || { echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1; }
+for id in $found; do echo "$id"; done
+"""
 CONFIG = """
 [launcher]
 partition = "gpu"
@@ -245,6 +252,7 @@ def fake_slurm(work: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ("sacct", FAKE_SACCT),
         ("srun", "#!/bin/sh\nexit 1\n"),
         ("sinfo", FAKE_SINFO),
+        ("squeue", FAKE_SQUEUE),
     ):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
@@ -305,6 +313,24 @@ def test_slurm_submits_one_array_of_the_missing_row_seeds_and_resubmits_only_the
     assert "#SBATCH --array=0-1%2" in _sbatch_lines(fake_slurm / "submitted-1.sh")
     with open(folder / "4243_0_submitted.pkl", "rb") as fh:
         assert pickle.load(fh).function.unit.row == "ca"
+
+
+def test_a_job_without_an_accounting_record_is_queued_while_the_controller_holds_it_and_failed_after(
+    work: Path, fake_slurm: Path
+) -> None:
+    # Met on the one-node cluster: an array element cancelled while still pending leaves no record in sacct nor in
+    # squeue, and status showed it queued for ever; a job too new for the accounting database is held by slurmctld.
+    args = ["run", str(work / "tiny.yaml"), "--profile", "smoke", "--runs-dir", str(work / "runs")]
+    assert runner.invoke(app, [*args, "--launcher", "slurm"]).exit_code == 0
+    (fake_slurm / "sacct.txt").write_text("JobID|State|NodeList\n4242_0|RUNNING|node1\n")  # nothing on 4242_1
+    (fake_slurm / "squeue.txt").write_text("4242_0\n4242_1\n")
+    assert {k: s["state"] for k, s in _status(work, "tiny.yaml").items()} == {
+        ("baseline", 0): "running", ("ca", 0): "queued"
+    }  # fmt: skip
+    (fake_slurm / "squeue.txt").write_text("4242_0\n")
+    assert _status(work, "tiny.yaml")["ca", 0]["state"] == "failed"
+    (fake_slurm / "squeue.txt").unlink()  # squeue holds neither: it fails outright, as SLURM's does
+    assert _status(work, "tiny.yaml")["ca", 0]["state"] == "failed"
 
 
 def test_status_says_once_in_one_line_that_sacct_failed(work: Path, fake_slurm: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,8 +26,16 @@ if TYPE_CHECKING:
 __all__ = ["SlurmLauncher", "slurm_parameters"]
 
 MAX_REQUEUES_ON_TIMEOUT = 3  # a job that reaches its time limit more often than this stops (preemptions: no limit)
-_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESIZING", "SUSPENDED", "UNKNOWN"}
+_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESIZING", "SUSPENDED"}
 _RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
+_UNRECORDED = "unrecorded"
+
+
+def _scheduler_state(sacct_state: str) -> str:
+    state = sacct_state.split()[0].upper()  # "CANCELLED by 0": the word; submitit's UNKNOWN: sacct has no record
+    return (
+        _UNRECORDED if state == "UNKNOWN" else QUEUED if state in _QUEUED else RUNNING if state in _RUNNING else ENDED
+    )
 
 
 def slurm_parameters(settings: LaunchSettings, job_name: str) -> dict[str, Any]:
@@ -126,18 +135,18 @@ class SlurmLauncher(Launcher):
 
     def states(self, jobs: Sequence[dict[str, Any]]) -> list[str]:
         try:
-            import submitit
+            from submitit.slurm.slurm import SlurmInfoWatcher
         except ImportError:  # cannot ask: treat as waiting (resubmitting could train a row-seed twice)
             return [QUEUED] * len(jobs)
-        handles = [submitit.SlurmJob(folder=j.get("folder") or ".", job_id=str(j.get("id"))) for j in jobs]
-        out = []
+        ids = [str(j.get("id")) for j in jobs]
+        watcher = SlurmInfoWatcher()  # its own: submitit's shared watcher answers from a cache for minutes
+        for job_id in ids:
+            watcher.register_job(job_id)
         quiet, logger = _SacctFailures(), logging.getLogger("submitit")
-        logger.addFilter(quiet)  # its warnings, one per query, would interleave with the table: one line instead
+        logger.addFilter(quiet)  # its warning would interleave with the table: one line instead
         with tempfile.TemporaryFile() as said, _stderr_to(said):  # and what sacct itself prints when it fails
             try:
-                for handle in handles:  # the first query asks sacct about every registered job at once
-                    state = (handle.state or "UNKNOWN").split()[0].upper()
-                    out.append(QUEUED if state in _QUEUED else RUNNING if state in _RUNNING else ENDED)
+                watcher.update()  # one sacct call for every job
             finally:
                 logger.removeFilter(quiet)
             said.seek(0)
@@ -145,7 +154,32 @@ class SlurmLauncher(Launcher):
         if quiet.seen:
             why = (sacct_lines[-1] if sacct_lines else quiet.seen[0]).strip()[:160]
             print(f"cabench: note: sacct failed ({why}); jobs it could not report are shown as queued", file=sys.stderr)
-        return out
+            return [QUEUED] * len(ids)
+        return _unrecorded_jobs_that_are_gone([_scheduler_state(watcher.get_state(i, mode="cache")) for i in ids], ids)
+
+
+def _unrecorded_jobs_that_are_gone(states: list[str], ids: list[str]) -> list[str]:
+    """A job sacct has no record of is either too new for the accounting database or gone without one (an array
+    element cancelled while still pending leaves no record anywhere): the controller, which knows every job it
+    holds, tells the two apart. If the controller cannot be asked, such jobs stay queued."""
+    unrecorded = [i for i, s in enumerate(states) if s == _UNRECORDED]
+    if not unrecorded:
+        return states
+    held = _held_by_controller([ids[i] for i in unrecorded])
+    for i in unrecorded:
+        states[i] = QUEUED if held is None or ids[i] in held else ENDED
+    return states
+
+
+def _held_by_controller(ids: list[str]) -> set[str] | None:
+    """The ids among ``ids`` that slurmctld still holds (array elements one per line), or None if squeue failed."""
+    try:
+        asked = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(ids)], capture_output=True, text=True)
+    except OSError:
+        return None
+    if asked.returncode != 0:  # squeue fails outright when it holds none of the ids
+        return set() if "Invalid job id" in asked.stderr else None
+    return set(asked.stdout.split())
 
 
 @contextlib.contextmanager
