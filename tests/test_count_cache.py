@@ -85,3 +85,34 @@ def test_cached_counts_equal_a_fresh_count() -> None:
     spec = ModelSpec("mobilenetv2", width=0.5, attention="ca")
     fresh = count_profile.count_specs([(spec, True)], cache=True)[spec.key()]
     assert count_cache.load_counts(spec.key(), True) == fresh == count_model(spec, madds=True)
+
+
+def test_counts_from_forked_workers_equal_counts_in_one_process_and_see_blocks_registered_at_run_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+    from torch import nn
+
+    import cabench
+    from cabench.measure import complexity
+
+    @cabench.register_attention("test-count-workers-gate")
+    class Gate(nn.Module):  # exists only in this process's memory: a worker sees it through the fork
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.fc = nn.Linear(channels, channels)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * torch.sigmoid(self.fc(x.mean((2, 3)))[:, :, None, None])
+
+    blocks = ("none", "se", "ca", "test-count-workers-gate")
+    wanted = [
+        (ModelSpec("mobilenetv2", width=w, attention=b, num_classes=10), b != "se") for w in (0.5, 1.0) for b in blocks
+    ]
+    wanted = wanted * 2  # 16: enough for two workers
+    monkeypatch.setattr(complexity.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    finished: list[str] = []
+    forked = complexity.count_models(wanted, lambda spec: finished.append(spec.key()))
+    assert forked == [complexity.count_model(spec, madds=madds) for spec, madds in wanted]
+    assert sorted(finished) == sorted(spec.key() for spec, _ in wanted)
+    assert forked[3].params > forked[0].params and forked[3].madds > forked[0].madds  # the gate was counted

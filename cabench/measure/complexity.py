@@ -21,8 +21,14 @@ metadata do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
 import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from unittest import mock
 
 import torch
 from torch import nn
@@ -30,7 +36,7 @@ from torch import nn
 from cabench.measure.counted import Complexity
 from cabench.models.registry import ModelSpec, arch_info, build_model, counting_input_size
 
-__all__ = ["PAPER_MADD_OPS", "Complexity", "count_madds", "count_model", "count_params"]
+__all__ = ["PAPER_MADD_OPS", "Complexity", "count_madds", "count_model", "count_models", "count_params"]
 
 # fvcore operator keys whose flops are multiply-adds of conv / FC layers.
 PAPER_MADD_OPS: frozenset[str] = frozenset({"conv", "linear", "addmm", "matmul", "bmm", "einsum"})
@@ -71,7 +77,8 @@ def count_model(spec: ModelSpec, madds: bool = True, input_size: tuple[int, int]
     info = arch_info(spec.arch)
     if input_size is not None and not all(MIN_INPUT_SIDE <= int(s) <= MAX_INPUT_SIDE for s in input_size):
         raise ValueError(f"input size must be {MIN_INPUT_SIDE}-{MAX_INPUT_SIDE} pixels a side, not {input_size}")
-    model = build_model(spec)
+    with values_not_drawn():
+        model = build_model(spec)
     params = count_params(model)
     if not madds:
         return Complexity(params=params)
@@ -85,3 +92,68 @@ def count_model(spec: ModelSpec, madds: bool = True, input_size: tuple[int, int]
         by_operator=by_op,
         skipped_ops=skipped,
     )
+
+
+MIN_MODELS_PER_WORKER = 8  # below this a forked worker's start costs more than it saves
+
+
+def count_models(
+    wanted: Sequence[tuple[ModelSpec, bool]], done: Callable[[ModelSpec], None] | None = None
+) -> list[Complexity]:
+    """:func:`count_model` for each (spec, multiply-adds wanted), one thread per count (threads that spin on a busy
+    machine bought nothing). On Linux, with several models and cores, the counts run in forked workers, one per
+    core up to four: each count is independent, and a fork inherits the imported libraries and every block a
+    plugin registered. ``done`` is called as each count finishes."""
+    workers = min(len(os.sched_getaffinity(0)), 4, len(wanted) // MIN_MODELS_PER_WORKER)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_count_one(spec, madds, done) for spec, madds in wanted]
+    global _FORKED_WANTED
+    _FORKED_WANTED = wanted  # the workers read the specs from their copy of memory (a spec may not pickle)
+    out: list[Complexity | None] = [None] * len(wanted)
+    try:
+        with ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), torch.set_num_threads, (1,)) as pool:
+            futures = {pool.submit(_count_forked, i): i for i in range(len(wanted))}
+            for future in as_completed(futures):
+                i = futures[future]
+                out[i] = future.result()
+                if done:
+                    done(wanted[i][0])
+    finally:
+        _FORKED_WANTED = ()
+    return out  # type: ignore[return-value]
+
+
+_FORKED_WANTED: Sequence[tuple[ModelSpec, bool]] = ()
+
+
+def _count_forked(i: int) -> Complexity:
+    spec, madds = _FORKED_WANTED[i]
+    return count_model(spec, madds=madds)
+
+
+def _count_one(spec: ModelSpec, madds: bool, done: Callable[[ModelSpec], None] | None) -> Complexity:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        found = count_model(spec, madds=madds)
+    finally:
+        torch.set_num_threads(previous)
+    if done:
+        done(spec)
+    return found
+
+
+@contextlib.contextmanager
+def values_not_drawn() -> Iterator[None]:
+    """Build models without drawing their initial weights: a count reads shapes, never values, and drawing them
+    is a tenth of ``cabench check --no-cache``. Every in-place initialiser of ``torch.nn.init`` (which torch's
+    layers, torchvision's and cabench's models call) zeroes its tensor instead for the block (zeros, not
+    uninitialised memory: the traced forward then meets no NaN or denormal)."""
+    zeroing = {name: _zeroed for name in dir(torch.nn.init) if name.endswith("_") and not name.startswith("_")}
+    with mock.patch.multiple(torch.nn.init, **zeroing):
+        yield
+
+
+def _zeroed(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    with torch.no_grad():
+        return tensor.zero_()

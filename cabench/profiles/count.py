@@ -45,24 +45,41 @@ def count_specs(
         prev = need.get(key)
         need[key] = (spec, madds or (prev[1] if prev else False))
     out: dict[str, Complexity] = {}
-    for i, (key, (spec, madds)) in enumerate(need.items()):
-        if progress:
-            progress(i, len(need), key)
+    to_count: list[tuple[ModelSpec, bool]] = []
+    for key, (spec, madds) in need.items():
         # A block defined outside cabench is recounted every time: the cache key does not cover its source.
-        cacheable = cache and attention_provenance(spec.attention) is None
-        found = _cached(key, madds) if cacheable else None
+        found = _cached(key, madds) if cache and attention_provenance(spec.attention) is None else None
         if found is None:
-            from cabench.measure.complexity import count_model  # torch and fvcore: only for a count not cached
-
-            found = count_model(spec, madds=madds)
-            if cacheable:
-                from cabench.measure.count_cache import store_counts
-
-                store_counts(key, madds, found)
-        out[key] = found
+            to_count.append((spec, madds))
+        else:
+            out[key] = found
+    if to_count:
+        out.update(_count(to_count, len(need), progress, cache))
     if progress:
         progress(len(need), len(need), "")
-    return out
+    return {key: out[key] for key in need}
+
+
+def _count(
+    to_count: list[tuple[ModelSpec, bool]], total: int, progress: ProgressFn | None, cache: bool
+) -> dict[str, Complexity]:
+    from cabench.measure.complexity import count_models  # torch and fvcore: only for a count not cached
+    from cabench.measure.count_cache import store_counts
+    from cabench.models.blocks import attention_provenance
+
+    finished = total - len(to_count)
+
+    def done(spec: ModelSpec) -> None:
+        nonlocal finished
+        finished += 1
+        if progress:
+            progress(finished, total, spec.key())
+
+    counted = count_models(to_count, done)
+    for (spec, madds), found in zip(to_count, counted, strict=True):
+        if cache and attention_provenance(spec.attention) is None:
+            store_counts(spec.key(), madds, found)
+    return {spec.key(): found for (spec, _), found in zip(to_count, counted, strict=True)}
 
 
 def _cached(key: str, madds: bool) -> Complexity | None:
