@@ -1,6 +1,7 @@
 """cabench: reproduce every table of 'Coordinate Attention for Efficient Mobile Network Design'.
 
-Extension points (importing ``cabench`` stays cheap: these load on first use)::
+Extension points (importing ``cabench`` stays cheap: the registries are torch-free; a model's code loads when it is
+built)::
 
     import cabench
 
@@ -13,32 +14,19 @@ Extension points (importing ``cabench`` stays cheap: these load on first use)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cabench.models.blocks import ATTENTIONS, attention_provenance, create_attention, register_attention
+from cabench.models.registry import ARCHS, ModelSpec, build_model, register_arch
 
 __version__ = "0.1.0"
 
-# Public name -> module that defines it (imported on first access: torch is not loaded by `import cabench`).
-_LAZY = {
-    "register_attention": "cabench.models.blocks",
-    "create_attention": "cabench.models.blocks",
-    "attention_provenance": "cabench.models.blocks",
-    "ATTENTIONS": "cabench.models.blocks",
-    "register_arch": "cabench.models.registry",
-    "ARCHS": "cabench.models.registry",
-    "ModelSpec": "cabench.models.registry",
-    "build_model": "cabench.models.registry",
-}
-
-__all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cabench' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__ = [
+    "ARCHS",
+    "ATTENTIONS",
+    "ModelSpec",
+    "__version__",
+    "attention_provenance",
+    "build_model",
+    "create_attention",
+    "register_arch",
+    "register_attention",
+]
