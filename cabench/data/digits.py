@@ -106,7 +106,9 @@ def digits_classify_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
-    from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, _fixed_classes_image_folder, _is_image
+    from cabench.data.image_folder import FixedClassesImageFolder
+    from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+    from cabench.data.images import is_image
 
     _refuse(recipe, "autoaugment", "random_erasing", "mixup")
     size = recipe.train_size
@@ -117,11 +119,9 @@ def digits_classify_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
     if recipe.hflip:
         train_ops.append(transforms.RandomHorizontalFlip())
     folder = Path(root).expanduser() / "classify"
-    train = ImageFolder(str(folder / "train"), transform=transforms.Compose(train_ops + tail), is_valid_file=_is_image)
+    train = ImageFolder(str(folder / "train"), transform=transforms.Compose(train_ops + tail), is_valid_file=is_image)
     val_tf = transforms.Compose([transforms.Resize(recipe.eval_resize), transforms.CenterCrop(size), *tail])
-    val = _fixed_classes_image_folder()(
-        str(folder / "val"), train.class_to_idx, transform=val_tf, is_valid_file=_is_image
-    )
+    val = FixedClassesImageFolder(str(folder / "val"), train.class_to_idx, transform=val_tf, is_valid_file=is_image)
     return train, val
 
 

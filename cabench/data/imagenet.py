@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from cabench.data.base import SMOKE_SIZES, DatasetInfo, register_dataset
 from cabench.data.errors import BadImageError, DatasetError
 from cabench.data.identity import PaperSplit, imagefolder_split
-from cabench.data.images import decode_rgb, load_rgb, walk_files
+from cabench.data.images import IMAGE_EXTENSIONS, decode_rgb, is_image, walk_files
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -55,7 +55,6 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared case-insensitively: .JPEG counts
 _LAYOUT = "expected train/<class>/*.JPEG and val/<class>/*.JPEG"
 _SPLITS = ("train", "val")
 _MAX_NAMES = 5
@@ -71,10 +70,6 @@ class ImageFolderInfo:
     n_val: int
 
 
-def _is_image(path: str | os.PathLike[str]) -> bool:
-    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
-
-
 def _class_dirs(split_dir: Path) -> list[str]:
     """Class folder names, sorted; the same rule as torchvision's ``find_classes`` (every sub-directory)."""
     with os.scandir(split_dir) as it:
@@ -83,7 +78,7 @@ def _class_dirs(split_dir: Path) -> list[str]:
 
 def _images_in(class_dir: Path) -> list[Path]:
     """Image files under a class folder (recursively, following links, each real folder once), sorted."""
-    return walk_files(class_dir, _is_image)
+    return walk_files(class_dir, is_image)
 
 
 def _names(names: Iterable[str]) -> str:
@@ -253,59 +248,6 @@ def eval_transform(size: int = 224, resize: int = 256) -> Any:
 TRAIN_LOADER = decode_rgb
 
 
-def _fixed_classes_image_folder() -> type:
-    """An ImageFolder subclass whose class -> index mapping is given rather than discovered.
-
-    Built on first use (torchvision stays a lazy import) and published as a module attribute, so datasets pickle
-    into DataLoader workers, spawned ones included (the module ``__getattr__`` rebuilds it there).
-    """
-    cls = globals().get("_FixedClassesImageFolder")
-    if cls is not None:
-        return cls
-    from torchvision.datasets import ImageFolder
-
-    class _FixedClassesImageFolder(ImageFolder):
-        """Also: images decode through ``loader`` (:func:`load_rgb` to PIL, or :data:`TRAIN_LOADER` to a tensor;
-        both one-line errors) and the folder walk is loop-free."""
-
-        def __init__(
-            self, root: str, class_to_idx: Mapping[str, int] | None = None, loader: Any = load_rgb, **kwargs: Any
-        ) -> None:
-            self._given_class_to_idx = dict(class_to_idx) if class_to_idx is not None else None
-            super().__init__(root, loader=loader, **kwargs)
-
-        def find_classes(self, directory: str | os.PathLike[str]) -> tuple[list[str], dict[str, int]]:
-            mapping = self._given_class_to_idx
-            if mapping is None:
-                return super().find_classes(directory)
-            return sorted(mapping, key=mapping.__getitem__), dict(mapping)
-
-        @staticmethod
-        def make_dataset(
-            directory: str | os.PathLike[str],
-            class_to_idx: dict[str, int],
-            extensions: tuple[str, ...] | None = None,
-            is_valid_file: Any = None,
-            allow_empty: bool = False,
-        ) -> list[tuple[str, int]]:
-            keep = is_valid_file or _is_image
-            return [
-                (str(path), index)
-                for name, index in sorted(class_to_idx.items())
-                for path in walk_files(Path(directory, name), keep)
-            ]
-
-    _FixedClassesImageFolder.__qualname__ = "_FixedClassesImageFolder"
-    globals()["_FixedClassesImageFolder"] = _FixedClassesImageFolder
-    return _FixedClassesImageFolder
-
-
-def __getattr__(name: str) -> Any:
-    if name == "_FixedClassesImageFolder":
-        return _fixed_classes_image_folder()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def imagenet_datasets(
     root: Path, size: int = 224, resize: int = 256, train_tf: Any | None = None, eval_tf: Any | None = None
 ) -> tuple[Dataset, Dataset]:
@@ -314,19 +256,20 @@ def imagenet_datasets(
 
     The val set is built with the train set's ``class_to_idx``, so labels agree by construction.
     """
+    from cabench.data.image_folder import FixedClassesImageFolder
+
     info = validate_imagefolder(root)
-    folder = _fixed_classes_image_folder()
-    train = folder(
+    train = FixedClassesImageFolder(
         str(info.root / "train"),
         transform=train_tf if train_tf is not None else train_transform(size),
-        is_valid_file=_is_image,
+        is_valid_file=is_image,
         loader=TRAIN_LOADER,
     )
-    val = folder(
+    val = FixedClassesImageFolder(
         str(info.root / "val"),
         train.class_to_idx,
         transform=eval_tf if eval_tf is not None else eval_transform(size, resize),
-        is_valid_file=_is_image,
+        is_valid_file=is_image,
     )
     return train, val
 
@@ -334,10 +277,12 @@ def imagenet_datasets(
 def imagenet_eval_dataset(root: Path, size: int = 224, resize: int = 256) -> Dataset:
     """The val ImageFolder alone (classes: the sorted class folders of ``val/``, the same indices a full
     ImageNet's train split gives), after checking ``val/`` only: evaluating needs no ``train/`` folder."""
+    from cabench.data.image_folder import FixedClassesImageFolder
+
     info = validate_imagefolder(root, check_images=2, splits=("val",))
     mapping = {name: i for i, name in enumerate(info.classes)}
-    return _fixed_classes_image_folder()(
-        str(info.root / "val"), mapping, transform=eval_transform(size, resize), is_valid_file=_is_image
+    return FixedClassesImageFolder(
+        str(info.root / "val"), mapping, transform=eval_transform(size, resize), is_valid_file=is_image
     )
 
 

@@ -33,12 +33,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BAD_IMAGE_POLICY",
+    "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
     "BadImageError",
     "ScanResult",
     "decode_rgb",
     "files_fingerprint",
     "image_problem",
+    "is_image",
     "load_rgb",
     "one_line_dataset_error",
     "scan_images",
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 BAD_IMAGE_POLICY = "fail"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared case-insensitively: .JPEG counts
 MAX_IMAGE_PIXELS = 100_000_000  # 10k x 10k; ImageNet's largest image has ~ 6 Mpx, Cityscapes 2 Mpx
 
 
@@ -141,6 +144,11 @@ def one_line_dataset_error(exc: BaseException) -> str:
         if name in last:
             return last.split(name, 1)[1]
     return last
+
+
+def is_image(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names an image by its extension (:data:`IMAGE_EXTENSIONS`, any case)."""
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
 def walk_files(top: Path, keep: Callable[[str], bool]) -> list[Path]:

@@ -134,20 +134,20 @@ def subset_datasets(
     root: Path, recipe: Any, selection: Selection, splits: tuple[str, ...] = ("train", "val")
 ) -> tuple[Any, ...]:
     """ImageFolders of ``splits`` over the selected classes only, with the recipe's transforms and size."""
-    from cabench.data.imagenet import TRAIN_LOADER, _fixed_classes_image_folder, _is_image, recipe_transforms
-    from cabench.data.images import load_rgb
+    from cabench.data.image_folder import FixedClassesImageFolder
+    from cabench.data.imagenet import TRAIN_LOADER, recipe_transforms
+    from cabench.data.images import is_image, load_rgb
 
     for split in splits:
         _class_folders(root, split, selection)
     mapping = {wnid: k for k, wnid in enumerate(selection.classes)}
     transforms = dict(zip(("train", "val"), recipe_transforms(recipe), strict=True))
-    folder = _fixed_classes_image_folder()
     root = Path(root).expanduser()
     out = []
     for split in splits:
         loader = TRAIN_LOADER if split == "train" else load_rgb
-        dataset = folder(
-            str(root / split), mapping, transform=transforms[split], is_valid_file=_is_image, loader=loader
+        dataset = FixedClassesImageFolder(
+            str(root / split), mapping, transform=transforms[split], is_valid_file=is_image, loader=loader
         )
         if len(dataset) == 0:
             raise DatasetError(f"{root / split}: no images in the {len(mapping)} selected class folders")
