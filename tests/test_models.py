@@ -181,3 +181,34 @@ def test_a_spec_the_arch_cannot_take_is_refused_in_one_sentence() -> None:
         build_model(ModelSpec("resnet50"))
     with pytest.raises(ValueError, match="width must be positive"):
         build_model(ModelSpec("mobilenext", width=0))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_backbones_relu6_trains_bitwise_as_torchs_in_place_relu6_without_copying_its_input(
+    channels_last: bool,
+) -> None:
+    from cabench.models.layers import ReLU6
+
+    x = torch.randn(4, 8, 6, 6) * 4
+    x[0, 0, 0, :3] = torch.tensor([0.0, 6.0, float("nan")])  # the edges of (0, 6), and a NaN
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    outputs, grads = [], []
+    for relu6 in (ReLU6(inplace=True), nn.ReLU6(inplace=True)):
+        leaf = x.clone().requires_grad_()
+        y = relu6(leaf * 1.0)  # in place on a non-leaf, as after a BatchNorm
+        y.backward(grad)
+        outputs.append(y.detach())
+        grads.append(leaf.grad)
+    assert torch.equal(outputs[0].nan_to_num(-1), outputs[1].nan_to_num(-1))
+    assert torch.equal(grads[0], grads[1]) and grads[0].stride() == grads[1].stride()
+
+    from torch.profiler import profile
+
+    leaf = x.clone().requires_grad_()
+    with profile() as prof:
+        ReLU6(inplace=True)(leaf * 1.0).sum().backward()
+    assert "aten::clone" not in {e.name for e in prof.events()}  # torch's hardtanh_ clones its input here
+    model = build_model(ModelSpec("mobilenetv2", width=0.5, num_classes=10, small_input=True))
+    assert sum(isinstance(m, ReLU6) for m in model.modules()) == 35  # every ReLU6 of the backbone
