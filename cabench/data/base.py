@@ -97,6 +97,17 @@ def register_fixture(fixture: Fixture) -> Fixture:
     return fixture
 
 
+def fixture(kind: str, *, layout: str, hint: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
+    """Register the decorated ``write(root, seed=0) -> root`` as the fixture ``kind`` (``layout``: what it holds;
+    ``hint``: a smoke command to try, with ``{root}``)."""
+
+    def decorate(write: Callable[..., Path]) -> Callable[..., Path]:
+        register_fixture(Fixture(kind, write, layout, hint))
+        return write
+
+    return decorate
+
+
 def write_fixture(kind: str, root: Path, seed: int = 0) -> Path:
     """Write the ``kind`` fixture dataset at ``root``."""
     return FIXTURES.get(kind).write(root, seed=seed)
