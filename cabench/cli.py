@@ -964,7 +964,7 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed calls per row before each measurement.")] = 1,
     rows: Annotated[
         str, typer.Option(help="Comma-separated rows (baseline is required); see cabench.measure.bench_rows.")
-    ] = ",".join(("baseline", "se", "cbam", "ca", "authors_ca", "timm_ca")),
+    ] = ",".join(("baseline", "backbone", "se", "cbam", "ca", "authors_ca", "timm_ca")),
     latency_batches: Annotated[str, typer.Option(help="Inference batch sizes ('' to skip).")] = "1,32",
     train_batches: Annotated[str, typer.Option(help="Training batch sizes ('' to skip).")] = "32,64",
     threads: Annotated[int, typer.Option(help="CPU threads for inference.")] = 1,

@@ -44,7 +44,7 @@ __all__ = [
     "time_interleaved",
 ]
 
-DEFAULT_ROWS = ("baseline", "se", "cbam", "ca", "authors_ca", "timm_ca")
+DEFAULT_ROWS = ("baseline", "backbone", "se", "cbam", "ca", "authors_ca", "timm_ca")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)

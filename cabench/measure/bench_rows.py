@@ -26,6 +26,7 @@ BENCH_ROWS: Registry[Callable[[], nn.Module]] = Registry("bench row")
 
 ROW_LABELS = {
     "baseline": "MobileNetV2 (torchvision)",
+    "backbone": "MobileNetV2 (cabench backbone, no attention)",
     "se": "MobileNetV2 + SE (r=24)",
     "cbam": "MobileNetV2 + CBAM (r=24)",
     "ca": "MobileNetV2 + CA (cabench block)",
@@ -47,6 +48,13 @@ def _baseline() -> nn.Module:
     import torchvision
 
     return torchvision.models.mobilenet_v2()
+
+
+@BENCH_ROWS.register("backbone")
+def _backbone() -> nn.Module:
+    """cabench's own MobileNetV2 without attention: what the attention rows add to, apart from the backbone's
+    own speed against torchvision's (its ReLU6 trains without torch's input copy)."""
+    return _cabench("none")
 
 
 @BENCH_ROWS.register("se")
