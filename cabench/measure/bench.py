@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from cabench.measure.bench_rows import ROW_LABELS, RowUnavailable, build_row
+from cabench.measure.bench_rows import RowUnavailable, build_row, row_label
 
 __all__ = [
     "DEFAULT_ROWS",
@@ -273,7 +273,7 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> dict[str,
         sections.append({"kind": "train", "unit": "img/s", "batch": batch, "rows": _summarise(times, batch, "train")})
     return {
         "options": {k: v for k, v in asdict(opts).items() if k != "extra"},
-        "labels": {n: ROW_LABELS.get(n, n) for n in models},
+        "labels": {n: row_label(n) for n in models},
         "skipped": skipped,
         "sections": sections,
         "environment": _environment(opts),

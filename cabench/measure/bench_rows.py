@@ -10,31 +10,35 @@ differ only in how. A builder raises :class:`RowUnavailable` (with the reason) w
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from torch import nn
 
 from cabench.registry import Registry
 
-__all__ = ["BENCH_ROWS", "ROW_LABELS", "RowUnavailable", "build_row"]
+__all__ = ["BENCH_ROWS", "BenchRow", "RowUnavailable", "bench_row", "build_row", "row_label"]
 
 
 class RowUnavailable(RuntimeError):
     """A row that cannot be built in this environment (e.g. timm not installed)."""
 
 
-BENCH_ROWS: Registry[Callable[[], nn.Module]] = Registry("bench row")
+class BenchRow(NamedTuple):
+    label: str  # what the tables print
+    build: Callable[[], nn.Module]
 
-ROW_LABELS = {
-    "baseline": "MobileNetV2 (torchvision)",
-    "backbone": "MobileNetV2 (cabench backbone, no attention)",
-    "se": "MobileNetV2 + SE (r=24)",
-    "cbam": "MobileNetV2 + CBAM (r=24)",
-    "ca": "MobileNetV2 + CA (cabench block)",
-    "authors_ca": "MobileNetV2 + CA (authors'-style block)",
-    "timm_ca": "MobileNetV2 + CA (timm CoordAttn, as the paper)",
-    "timm_mobilenetv2": "MobileNetV2 (timm mobilenetv2_100)",
-    "ca_compiled": "MobileNetV2 + CA (cabench block, batch-1 blocks compiled)",
-}
+
+BENCH_ROWS: Registry[BenchRow] = Registry("bench row")
+
+
+def bench_row(name: str, label: str) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    """Register the decorated builder as the row ``name``, printed as ``label``."""
+
+    def decorate(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+        BENCH_ROWS.register(name, BenchRow(label, build))
+        return build
+
+    return decorate
 
 
 def _cabench(attention: str) -> nn.Module:
@@ -43,36 +47,36 @@ def _cabench(attention: str) -> nn.Module:
     return MobileNetV2(attention=attention)
 
 
-@BENCH_ROWS.register("baseline")
+@bench_row("baseline", "MobileNetV2 (torchvision)")
 def _baseline() -> nn.Module:
     import torchvision
 
     return torchvision.models.mobilenet_v2()
 
 
-@BENCH_ROWS.register("backbone")
+@bench_row("backbone", "MobileNetV2 (cabench backbone, no attention)")
 def _backbone() -> nn.Module:
     """cabench's own MobileNetV2 without attention: what the attention rows add to, apart from the backbone's
     own speed against torchvision's (its ReLU6 trains without torch's input copy)."""
     return _cabench("none")
 
 
-@BENCH_ROWS.register("se")
+@bench_row("se", "MobileNetV2 + SE (r=24)")
 def _se() -> nn.Module:
     return _cabench("se")
 
 
-@BENCH_ROWS.register("cbam")
+@bench_row("cbam", "MobileNetV2 + CBAM (r=24)")
 def _cbam() -> nn.Module:
     return _cabench("cbam")
 
 
-@BENCH_ROWS.register("ca")
+@bench_row("ca", "MobileNetV2 + CA (cabench block)")
 def _ca() -> nn.Module:
     return _cabench("ca")
 
 
-@BENCH_ROWS.register("ca_compiled")
+@bench_row("ca_compiled", "MobileNetV2 + CA (cabench block, batch-1 blocks compiled)")
 def _ca_compiled() -> nn.Module:
     """The ``ca`` row with its batch-1 inference blocks compiled by TorchInductor on first call (other batch sizes
     and training run the eager block); see ``cabench.models.ca_compiled``."""
@@ -83,7 +87,7 @@ def _ca_compiled() -> nn.Module:
     return model
 
 
-@BENCH_ROWS.register("authors_ca")
+@bench_row("authors_ca", "MobileNetV2 + CA (authors'-style block)")
 def _authors_ca() -> nn.Module:
     from cabench.measure.ca_reference import swap_in_authors_style
 
@@ -105,7 +109,7 @@ def _timm_coord_attn() -> type[nn.Module]:
     raise RowUnavailable(f"timm's CoordAttn is not importable ({'; '.join(errors)})")
 
 
-@BENCH_ROWS.register("timm_ca")
+@bench_row("timm_ca", "MobileNetV2 + CA (timm CoordAttn, as the paper)")
 def _timm_ca() -> nn.Module:
     """cabench's MobileNetV2+CA with every block replaced by timm's CoordAttn configured as the paper's block:
     ``mip = max(8, C // 32)`` channels, biases, BatchNorm, h_swish, sigmoid gates (the same state dict names)."""
@@ -124,7 +128,7 @@ def _timm_ca() -> nn.Module:
     return model
 
 
-@BENCH_ROWS.register("timm_mobilenetv2")
+@bench_row("timm_mobilenetv2", "MobileNetV2 (timm mobilenetv2_100)")
 def _timm_mobilenetv2() -> nn.Module:
     try:
         import timm
@@ -135,4 +139,9 @@ def _timm_mobilenetv2() -> nn.Module:
 
 def build_row(name: str) -> nn.Module:
     """The row's model, freshly initialised (raises RowUnavailable or RegistryError)."""
-    return BENCH_ROWS.get(name)()
+    return BENCH_ROWS.get(name).build()
+
+
+def row_label(name: str) -> str:
+    """The row's printed label."""
+    return BENCH_ROWS.get(name).label
