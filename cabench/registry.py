@@ -99,12 +99,15 @@ class Registry(Generic[T]):
     an error. ``get`` names what is available and the closest match.
     """
 
-    def __init__(self, kind: str, *, builtin_modules: Iterable[str] = (), builtin_names: Iterable[str] = ()) -> None:
+    def __init__(
+        self, kind: str, *, builtin_modules: Iterable[str] = (), builtin_names: Iterable[str] | None = None
+    ) -> None:
         """``builtin_modules``: modules (or ``"pkg.*"``, every module of a package) whose import registers
         the built-in entries; imported on first lookup. ``builtin_names``: the names they register, so that a
-        plugin cannot take one before they are imported."""
+        plugin cannot take one before they are imported; None (light built-in modules, such as declarations that
+        name their implementation by import path): they are imported before any plugin registers instead."""
         self.kind = kind
-        self._builtin_names = frozenset(builtin_names)
+        self._builtin_names = None if builtin_names is None else frozenset(builtin_names)
         self._entries: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
         self._where: dict[str, str] = {}
@@ -140,8 +143,11 @@ class Registry(Generic[T]):
 
     def _check_free(self, name: str, where: str) -> None:
         by = _registering_module()
-        if not self._builtins_loaded and name in self._builtin_names and not by.startswith("cabench."):
-            raise RegistryError(f"{self.kind} {name!r} is built in; {where} cannot register it again")
+        if not self._builtins_loaded and not by.startswith("cabench."):
+            if self._builtin_names is None:
+                self._load_builtins()  # then a built-in name taken again is "registered twice", below
+            elif name in self._builtin_names:
+                raise RegistryError(f"{self.kind} {name!r} is built in; {where} cannot register it again")
         if name in self._entries or name in self._lazy:
             raise RegistryError(
                 f"{self.kind} {name!r} is registered twice: by {self._where.get(name, '?')} and by {where}"

@@ -152,7 +152,7 @@ def test_authors_released_mbv2_ca_state_dict_loads_and_gives_the_same_logits() -
 def test_every_architecture_runs_at_its_paper_input_size(spec: ModelSpec) -> None:
     info = architectures()[spec.arch]
     model = build_model(spec).eval()
-    view = info.counting_view(model)
+    view = info.view_for_counting(model)
     with torch.no_grad():
         out = view(torch.randn(1, 3, *info.input_size))
     if info.task == "segment":

@@ -83,7 +83,7 @@ def count_model(spec: ModelSpec, madds: bool = True, input_size: tuple[int, int]
     if not madds:
         return Complexity(params=params)
     size = input_size or counting_input_size(spec)
-    total, fv_total, by_op, skipped = count_madds(info.counting_view(model), size)
+    total, fv_total, by_op, skipped = count_madds(info.view_for_counting(model), size)
     return Complexity(
         params=params,
         madds=total,

@@ -1,8 +1,9 @@
-"""The built-in architectures and attention blocks as plain data, for reading suites without importing torch.
+"""The built-in attention blocks as plain data, for reading suites without importing torch.
 
-``cabench list`` and ``cabench show`` check a row's model against these (its arch's options and widths, its
-block's name) instead of loading the model modules and building the block; a model they do not cover (a plugin's
-arch or block, an import path, block arguments) goes through the registries as everywhere else. The full check
+``cabench list`` and ``cabench show`` check a row's block against these (its name, its arguments' allowed values)
+instead of loading the model modules and building the block; the arch's own facts come from its declaration
+(:mod:`cabench.models.archs`). A block they do not cover (a plugin's, an import path, arguments not listed) goes
+through the registries as everywhere else. The full check
 (:func:`cabench.models.registry.validate_spec` with ``probe=True``) still runs before anything is counted or
 trained. ``tests/test_startup.py`` holds these equal to what the registries hold.
 """
@@ -11,28 +12,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["ACTIVATIONS", "BUILTIN_ARCHS", "BUILTIN_BLOCKS", "ArchEntry", "BlockEntry", "listed"]
+__all__ = ["ACTIVATIONS", "BUILTIN_BLOCKS", "BlockEntry", "listed"]
 
-
-class ArchEntry(NamedTuple):
-    options: frozenset[str]
-    widths: tuple[float, ...] | None
-    default_attention: str
-    num_classes: int  # with default_output_stride: what a model's key needs (ModelSpec.key, no torch)
-    input_size: tuple[int, int]  # what its multiply-adds are counted at (a count run records it)
-    default_output_stride: int | None = None
-
-
-_BACKBONE = frozenset({"attention", "num_classes", "reduction", "width"})
-
-BUILTIN_ARCHS: dict[str, ArchEntry] = {
-    "deeplabv3_mobilenetv2": ArchEntry(_BACKBONE | {"output_stride", "small_input"}, None, "none", 21, (513, 513), 16),
-    "efficientnet_b0": ArchEntry(frozenset({"attention", "num_classes", "reduction"}), None, "se", 1000, (224, 224)),
-    "mobilenetv2": ArchEntry(_BACKBONE | {"small_input"}, None, "none", 1000, (224, 224)),
-    "mobilenext": ArchEntry(_BACKBONE, None, "none", 1000, (224, 224)),
-    "ssdlite320_mobilenetv2": ArchEntry(_BACKBONE | {"small_input"}, None, "none", 81, (320, 320)),
-    "ssdlite320_mobilenext": ArchEntry(_BACKBONE, None, "none", 81, (320, 320)),
-}
 
 ACTIVATIONS = ("relu", "hswish", "silu")  # the act option of se, cbam and ca (cabench.models.attention)
 

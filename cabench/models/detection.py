@@ -140,7 +140,6 @@ from cabench.models.blocks import AttentionLike, create_attention
 from cabench.models.layers import conv_bn_act, init_weights
 from cabench.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from cabench.models.mobilenext import SSDLITE_TAPS, MobileNeXt, SandglassBlock
-from cabench.models.registry import register_arch
 from cabench.models.ssd_protocol import ProtocolSSD
 
 __all__ = [
@@ -398,14 +397,6 @@ def ssd_counting_view(model: nn.Module) -> nn.Module:
     return SSDCountingView(model)
 
 
-@register_arch(
-    "ssdlite320_mobilenetv2",
-    task="detect",
-    input_size=IMAGE_SIZE,
-    num_classes=81,
-    options=("width", "attention", "reduction", "num_classes", "small_input"),
-    counting_view=ssd_counting_view,
-)
 def ssdlite320_mobilenetv2(
     num_classes: int = 81,
     width: float = 1.0,
@@ -421,14 +412,6 @@ def ssdlite320_mobilenetv2(
     return build_ssdlite320(backbone, backbone.out_channels, num_classes)
 
 
-@register_arch(
-    "ssdlite320_mobilenext",
-    task="detect",
-    input_size=IMAGE_SIZE,
-    num_classes=81,
-    options=("width", "attention", "reduction", "num_classes"),
-    counting_view=ssd_counting_view,
-)
 def ssdlite320_mobilenext(
     num_classes: int = 81,
     width: float = 1.0,

@@ -17,7 +17,6 @@ from torchvision.models import efficientnet_b0 as tv_efficientnet_b0
 from torchvision.ops.misc import SqueezeExcitation
 
 from cabench.models.blocks import AttentionLike, create_attention
-from cabench.models.registry import register_arch
 
 __all__ = ["efficientnet_b0", "replace_squeeze_excitation"]
 
@@ -33,14 +32,6 @@ def replace_squeeze_excitation(model: nn.Module, attention: AttentionLike, reduc
     return replaced
 
 
-@register_arch(
-    "efficientnet_b0",
-    task="classify",
-    input_size=(224, 224),
-    num_classes=1000,
-    options=("attention", "reduction", "num_classes"),
-    default_attention="se",
-)
 def efficientnet_b0(
     attention: AttentionLike = "se", reduction: int | None = None, num_classes: int = 1000
 ) -> nn.Module:

@@ -36,7 +36,6 @@ from torch import nn
 
 from cabench.models.blocks import AttentionLike, create_attention
 from cabench.models.layers import conv_bn_act, init_weights, make_divisible
-from cabench.models.registry import register_arch
 
 __all__ = [
     "InvertedResidual",
@@ -157,13 +156,6 @@ def load_authors_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor])
     model.load_state_dict(unwrap_state_dict(state), strict=True)
 
 
-@register_arch(
-    "mobilenetv2",
-    task="classify",
-    input_size=(224, 224),
-    num_classes=1000,
-    options=("width", "attention", "reduction", "num_classes", "small_input"),
-)
 def mobilenetv2(**kwargs: object) -> MobileNetV2:
     """MobileNetV2 classifier (Tables 1, 2, 4)."""
     return MobileNetV2(**kwargs)  # type: ignore[arg-type]

@@ -72,7 +72,6 @@ from torch import nn
 
 from cabench.models.blocks import AttentionLike, create_attention
 from cabench.models.mobilenetv2 import conv_bn_act, init_weights, make_divisible
-from cabench.models.registry import register_arch
 
 __all__ = [
     "MOBILENEXT_SETTINGS",
@@ -219,13 +218,6 @@ class MobileNeXt(nn.Module):
         return self.classifier(x)
 
 
-@register_arch(
-    "mobilenext",
-    task="classify",
-    input_size=(224, 224),
-    num_classes=1000,
-    options=("width", "attention", "reduction", "num_classes"),
-)
 def mobilenext(**kwargs: object) -> MobileNeXt:
     """MobileNeXt classifier with sandglass blocks (Table 3)."""
     return MobileNeXt(**kwargs)  # type: ignore[arg-type]

@@ -3,9 +3,10 @@
 Each architecture registers a builder (``@register_arch``, exported as
 ``cabench.register_arch``) with the options it accepts, its task, the input
 size the paper measures it at, and its default number of classes, in
-:data:`ARCHS`. The built-in ones register themselves in their modules of
-:mod:`cabench.models`, imported on the registry's first lookup; a plugin's do
-when the plugin is imported. Suites and the CLI name architectures only
+:data:`ARCHS`. The built-in ones are declared in :mod:`cabench.models.archs`,
+which names each builder by import path (imported when a model is built), so
+reading and checking suites imports no torch; a plugin's register when the
+plugin is imported. Suites and the CLI name architectures only
 through this registry; attention blocks only through
 :mod:`cabench.models.blocks`.
 """
@@ -19,7 +20,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from cabench.models.blocks import (
-    MODEL_MODULES,
     ConfiguredAttention,
     args_text,
     canonical_args,
@@ -27,8 +27,7 @@ from cabench.models.blocks import (
     default_reduction,
     resolve_attention,
 )
-from cabench.models.catalogue import BUILTIN_ARCHS
-from cabench.registry import Registry
+from cabench.registry import Registry, import_object
 
 if TYPE_CHECKING:
     from torch import nn  # annotations only: naming a model spec must not import torch
@@ -87,10 +86,10 @@ class ModelSpec:
 
         A ``small_input`` model's key ends in ``-small``; without it the key is what it was before the option.
         """
-        from cabench.models.catalogue import BUILTIN_ARCHS, BUILTIN_BLOCKS
+        from cabench.models.catalogue import BUILTIN_BLOCKS
 
-        # A built-in arch's and block's facts come from the catalogue: naming a model imports no torch.
-        info: Any = BUILTIN_ARCHS.get(self.arch) or arch_info(self.arch)
+        # An arch's facts come from its declaration and a built-in block's from the catalogue: no torch.
+        info = arch_info(self.arch)
         attention = self.attention or info.default_attention
         parts = [self.arch, f"w{self.width:g}", attention]
         reduction = self.reduction
@@ -124,7 +123,7 @@ class ModelSpec:
 @dataclass(frozen=True)
 class ArchInfo:
     name: str
-    builder: Callable[..., nn.Module]
+    builder: Callable[..., nn.Module] | str  # or "pkg.mod:fn", imported on first build
     task: str  # classify | detect | segment
     input_size: tuple[int, int]  # (H, W) the paper counts multiply-adds at
     num_classes: int
@@ -132,19 +131,29 @@ class ArchInfo:
     widths: tuple[float, ...] | None = None  # None: any width
     default_output_stride: int | None = None
     default_attention: str = "none"
-    # Maps the built model to the module whose forward(images) is counted
-    # (e.g. a detector without its post-processing).
-    counting_view: Callable[[nn.Module], nn.Module] = field(default=lambda m: m)
-    summary: str = ""
+    # Maps the built model to the module whose forward(images) is counted (e.g. a detector without its
+    # post-processing); a callable or "pkg.mod:fn"; None: the model itself.
+    counting_view: Callable[[nn.Module], nn.Module] | str | None = None
 
     def __post_init__(self) -> None:
         # Where the registry says the entry comes from (duplicate-name messages): the builder's definition.
-        object.__setattr__(self, "__module__", getattr(self.builder, "__module__", "?"))
-        object.__setattr__(self, "__qualname__", getattr(self.builder, "__qualname__", self.name))
+        module, _, qualname = self.builder.partition(":") if isinstance(self.builder, str) else ("", "", "")
+        object.__setattr__(self, "__module__", module or getattr(self.builder, "__module__", "?"))
+        object.__setattr__(self, "__qualname__", qualname or getattr(self.builder, "__qualname__", self.name))
+
+    def build(self, **options: Any) -> nn.Module:
+        builder = import_object(self.builder) if isinstance(self.builder, str) else self.builder
+        return builder(**options)  # type: ignore[no-any-return]
+
+    def view_for_counting(self, model: nn.Module) -> nn.Module:
+        view = self.counting_view
+        if view is None:
+            return model
+        return (import_object(view) if isinstance(view, str) else view)(model)  # type: ignore[no-any-return]
 
 
-#: Architectures by name; the built-in ones are registered by the modules of :mod:`cabench.models`.
-ARCHS: Registry[ArchInfo] = Registry("architecture", builtin_modules=MODEL_MODULES, builtin_names=BUILTIN_ARCHS)
+#: Architectures by name; the built-in ones are declared in :mod:`cabench.models.archs`.
+ARCHS: Registry[ArchInfo] = Registry("architecture", builtin_modules=("cabench.models.archs",))
 
 
 def register_arch(
@@ -157,17 +166,19 @@ def register_arch(
     widths: tuple[float, ...] | None = None,
     default_output_stride: int | None = None,
     default_attention: str = "none",
-    counting_view: Callable[[nn.Module], nn.Module] | None = None,
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering ``builder(**options) -> nn.Module`` under ``name``."""
+    counting_view: Callable[[nn.Module], nn.Module] | str | None = None,
+    builder: str | None = None,
+) -> Any:
+    """Decorator registering ``builder(**options) -> nn.Module`` under ``name``; or, given ``builder`` as an
+    import path (``"pkg.mod:fn"``), the registration itself, the builder imported on first build."""
     unknown = set(options) - set(MODEL_OPTIONS)
     if unknown:
         raise ValueError(f"{name}: unknown options {sorted(unknown)}")
 
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def wrap(build: Callable[..., nn.Module] | str) -> Any:
         info = ArchInfo(
             name=name,
-            builder=builder,
+            builder=build,
             task=task,
             input_size=input_size,
             num_classes=num_classes,
@@ -175,13 +186,12 @@ def register_arch(
             widths=widths,
             default_output_stride=default_output_stride,
             default_attention=default_attention,
-            counting_view=counting_view or (lambda m: m),
-            summary=(builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else "",
+            counting_view=counting_view,
         )
         ARCHS.register(name, info)
-        return builder
+        return build
 
-    return wrap
+    return wrap if builder is None else wrap(builder)
 
 
 def architectures() -> dict[str, ArchInfo]:
@@ -195,19 +205,17 @@ def arch_info(name: str) -> ArchInfo:
 def counting_input_size(spec: ModelSpec) -> tuple[int, int]:
     """The (H, W) a spec's multiply-adds are counted at when none is given: the arch's paper size, or
     :data:`SMALL_INPUT_SIZE` for a ``small_input`` model (its stride pattern is the one for 32x32 inputs)."""
-    from cabench.models.catalogue import BUILTIN_ARCHS
-
     if spec.small_input:
         return SMALL_INPUT_SIZE
-    return (BUILTIN_ARCHS.get(spec.arch) or arch_info(spec.arch)).input_size  # a built-in arch's: no torch
+    return arch_info(spec.arch).input_size
 
 
 def validate_spec(spec: ModelSpec, *, probe: bool = True) -> None:
     """Raise ``ValueError`` with one readable sentence if ``spec`` cannot be built.
 
-    ``probe=False`` (listing or showing suites): a built-in arch with a built-in block and no block arguments is
-    checked against :mod:`cabench.models.catalogue` (options, widths, bounds) without importing torch or building
-    the block; any other spec is checked in full, as with ``probe=True``.
+    ``probe=False`` (listing or showing suites): a spec whose block is built in, with arguments the catalogue lists,
+    is checked against its arch's declaration (options, widths, bounds) and :mod:`cabench.models.catalogue`
+    without importing torch or building the block; any other spec is checked in full, as with ``probe=True``.
     """
     entry = None if probe else _catalogued(spec)
     if entry is not None:
@@ -219,12 +227,12 @@ def validate_spec(spec: ModelSpec, *, probe: bool = True) -> None:
         _validate_attention(spec.attention or info.default_attention, spec.reduction, spec.attention_args)
 
 
-def _catalogued(spec: ModelSpec) -> Any:
-    """The catalogue's entry for a built-in arch with a built-in block and listed block arguments, else None."""
-    from cabench.models.catalogue import BUILTIN_ARCHS, listed
+def _catalogued(spec: ModelSpec) -> ArchInfo | None:
+    """The arch's declaration when its block is built in with arguments the catalogue lists, else None."""
+    from cabench.models.catalogue import listed
 
-    entry = BUILTIN_ARCHS.get(spec.arch)
-    if entry is None or "attention" not in entry.options:
+    entry = arch_info(spec.arch)
+    if "attention" not in entry.options:
         return None
     if not listed(spec.attention or entry.default_attention, spec.reduction, dict(spec.attention_args)):
         return None
@@ -280,4 +288,4 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if spec.attention_args:  # the block travels with its arguments, to wherever the arch places attention
         kind = spec.attention or info.default_attention
         kwargs["attention"] = ConfiguredAttention(kind, canonical_args(kind, spec.attention_args))
-    return info.builder(**kwargs)
+    return info.build(**kwargs)

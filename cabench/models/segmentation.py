@@ -68,7 +68,6 @@ from torch import Tensor, nn
 from cabench.models.blocks import AttentionLike
 from cabench.models.layers import conv_bn_act
 from cabench.models.mobilenetv2 import InvertedResidual, MobileNetV2
-from cabench.models.registry import register_arch
 
 __all__ = ["ASPP", "DeepLabV3MobileNetV2", "deeplabv3_mobilenetv2", "dilate_mobilenetv2"]
 
@@ -245,14 +244,6 @@ def set_align_corners(model: nn.Module, align_corners: bool) -> None:
     model.align_corners = bool(align_corners)  # type: ignore[assignment]
 
 
-@register_arch(
-    "deeplabv3_mobilenetv2",
-    task="segment",
-    input_size=(513, 513),
-    num_classes=21,
-    options=("width", "attention", "reduction", "num_classes", "output_stride", "small_input"),
-    default_output_stride=16,
-)
 def deeplabv3_mobilenetv2(
     num_classes: int = 21,
     width: float = 1.0,
