@@ -33,6 +33,7 @@ from unittest import mock
 import torch
 from torch import nn
 
+from cabench.measure.bench import pinned_threads
 from cabench.measure.counted import Complexity
 from cabench.models.registry import ModelSpec, arch_info, build_model, counting_input_size
 
@@ -132,12 +133,8 @@ def _count_forked(i: int) -> Complexity:
 
 
 def _count_one(spec: ModelSpec, madds: bool, done: Callable[[ModelSpec], None] | None) -> Complexity:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with pinned_threads(1):
         found = count_model(spec, madds=madds)
-    finally:
-        torch.set_num_threads(previous)
     if done:
         done(spec)
     return found
@@ -146,9 +143,9 @@ def _count_one(spec: ModelSpec, madds: bool, done: Callable[[ModelSpec], None] |
 @contextlib.contextmanager
 def values_not_drawn() -> Iterator[None]:
     """Build models without drawing their initial weights: a count reads shapes, never values, and drawing them
-    is a tenth of ``cabench check --no-cache``. Every in-place initialiser of ``torch.nn.init`` (which torch's
-    layers, torchvision's and cabench's models call) zeroes its tensor instead for the block (zeros, not
-    uninitialised memory: the traced forward then meets no NaN or denormal)."""
+    was a tenth of ``cabench check --no-cache``. Every in-place initialiser of ``torch.nn.init`` (what torch's layers
+    and torchvision's models call; cabench's own :func:`~cabench.models.layers.init_weights` still draws) zeroes its
+    tensor instead for the block (zeros, not uninitialised memory: the traced forward meets no NaN or denormal)."""
     zeroing = {name: _zeroed for name in dir(torch.nn.init) if name.endswith("_") and not name.startswith("_")}
     with mock.patch.multiple(torch.nn.init, **zeroing):
         yield
