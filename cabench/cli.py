@@ -27,6 +27,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from cabench.launch.settings import LAUNCH_OPTIONS
+from cabench.measure import DEFAULT_BENCH_ROWS
 from cabench.profiles.workers import default_workers
 
 if TYPE_CHECKING:
@@ -964,7 +965,7 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed calls per row before each measurement.")] = 1,
     rows: Annotated[
         str, typer.Option(help="Comma-separated rows (baseline is required); see cabench.measure.bench_rows.")
-    ] = ",".join(("baseline", "backbone", "se", "cbam", "ca", "authors_ca", "timm_ca")),
+    ] = ",".join(DEFAULT_BENCH_ROWS),
     latency_batches: Annotated[str, typer.Option(help="Inference batch sizes ('' to skip).")] = "1,32",
     train_batches: Annotated[str, typer.Option(help="Training batch sizes ('' to skip).")] = "32,64",
     threads: Annotated[int, typer.Option(help="CPU threads for inference.")] = 1,

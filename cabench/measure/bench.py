@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from cabench.measure import DEFAULT_BENCH_ROWS
 from cabench.measure.bench_rows import RowUnavailable, build_row, row_label
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
     "time_interleaved",
 ]
 
-DEFAULT_ROWS = ("baseline", "backbone", "se", "cbam", "ca", "authors_ca", "timm_ca")
+DEFAULT_ROWS = DEFAULT_BENCH_ROWS
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
