@@ -189,21 +189,23 @@ def _load_suites(names: list[str], probe: bool = True) -> list[Suite]:
     return [load_suite(find_suite(n), probe=probe) for n in expanded]
 
 
-def _progress(label: str) -> tuple[Progress, Callable[[int, int, str], None]]:
+def _progress(label: str) -> tuple[Progress, Callable[..., None]]:
+    """A transient progress display on stderr (off when stderr is not a terminal) and its ``update(done, total,
+    info, **fields)``; the task's description starts as ``label``."""
     progress = Progress(
-        TextColumn(f"[bold]{label}[/]"),
+        TextColumn("[bold]{task.description}[/]"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[model]}"),
+        TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         console=err,
         transient=True,
         disable=not err.is_terminal,
     )
-    task = progress.add_task(label, total=None, model="")
+    task = progress.add_task(label, total=None, info="")
 
-    def update(done: int, total: int, model: str) -> None:
-        progress.update(task, completed=done, total=total, model=model)
+    def update(done: int, total: int | None, info: str, **fields: Any) -> None:
+        progress.update(task, completed=done, total=total, info=info, **fields)
 
     return progress, update
 
@@ -608,35 +610,22 @@ def _display(label: str) -> tuple[Progress, Any]:
     """One progress display on stderr and the hooks through which a profile drives it."""
     from cabench.profiles.base import Hooks
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
-    task = progress.add_task(label, total=None, info="")
+    progress, update = _progress(label)
     plain = _PlainProgress(label) if not err.is_terminal else None  # under nohup, a pipe, a CI log
 
-    def on_progress(done: int, total: int, what: str) -> None:
-        progress.update(task, completed=done, total=total, info=what)
-
     def on_row(suite: str, row: str, what: str) -> None:
-        progress.update(task, description=f"{suite}/{row}", completed=0, info="")
+        update(0, None, "", description=f"{suite}/{row}")
         if plain:
             plain.label = f"{suite}/{row}"
         err.print(f"{suite}/{row}: {what}", markup=False, highlight=False)
 
     def on_step(event: dict) -> None:
         completed, total, info = step_view(event)
-        progress.update(task, completed=completed, total=total, info=info)
+        update(completed, total, info)
         if plain:
             plain.show(completed, total, info)
 
-    return progress, Hooks(progress=on_progress, row=on_row, step=on_step)
+    return progress, Hooks(progress=update, row=on_row, step=on_step)
 
 
 class _PlainProgress:

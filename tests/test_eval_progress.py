@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from cabench.cli import step_view
-from cabench.engine import TrainSettings
+from cabench.engine import EvalSetup, TrainSettings
 from cabench.engine.sampling import eval_progress
 from cabench.tasks._impl.classification import evaluate_classifier, train_classifier
 
@@ -29,10 +29,10 @@ def _net() -> nn.Module:
 def test_an_evaluation_reports_images_done_over_total_batch_by_batch() -> None:
     seen: list[tuple[int, int]] = []
     with eval_progress(lambda done, total: seen.append((done, total))):
-        metrics = evaluate_classifier(_net(), _data(21), 8, 0, "cpu")
+        metrics = evaluate_classifier(_net(), _data(21), EvalSetup(8))
     assert seen == [(0, 21), (8, 21), (16, 21), (21, 21)] and metrics["n"] == 21
     seen.clear()
-    evaluate_classifier(_net(), _data(21), 8, 0, "cpu")  # outside the context: nothing reported
+    evaluate_classifier(_net(), _data(21), EvalSetup(8))  # outside the context: nothing reported
     assert seen == []
 
 

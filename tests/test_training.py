@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from cabench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cabench.engine import EvalSetup
 from cabench.engine.distributed import torchrun_command
 from cabench.engine.sampling import EpochSampler as _EpochSampler
 from cabench.recipe import Recipe, RecipeError, load_recipe
@@ -385,7 +386,7 @@ def test_torchrun_command_reexecutes_cabench() -> None:
 
 def test_evaluate_counts_every_sample_once() -> None:
     model = tiny_cnn()
-    ev = evaluate_classifier(model, synthetic(N_VAL, 1), batch_size=4, workers=0, device="cpu")
+    ev = evaluate_classifier(model, synthetic(N_VAL, 1), EvalSetup(batch_size=4))
     assert ev["n"] == N_VAL and 0 <= ev["top1"] <= ev["top5"] <= 100 and ev["loss"] > 0
     assert model.training  # mode restored
 

@@ -219,20 +219,25 @@ def _entry_name(kind: str, entry: object, k: int) -> str:
     return f"{kind} (entry {k})"
 
 
+def _check_record(where: str, kind: str, entry: object, keys: tuple[str, ...], seen: set[int]) -> None:
+    """Raise the DatasetError for a ``kind`` entry that is not an object, lacks one of ``keys``, or whose ``id``
+    is not an integer or is already in ``seen``."""
+    if not isinstance(entry, dict):
+        raise DatasetError(f"{where}: not an object")
+    for key in keys:
+        if key not in entry:
+            raise DatasetError(f"{where}: missing key '{key}'")
+    if not _is_int(entry["id"]):
+        raise DatasetError(f"{where}: id must be an integer")
+    if entry["id"] in seen:
+        raise DatasetError(f"{where}: duplicate {kind} id")
+
+
 def _parse_categories(ann_file: Path, entries: list) -> tuple[tuple[int, str, str], ...]:
     seen: set[int] = set()
     categories = []
     for k, cat in enumerate(entries):
-        where = f"{ann_file}: {_entry_name('category', cat, k)}"
-        if not isinstance(cat, dict):
-            raise DatasetError(f"{where}: not an object")
-        for key in ("id", "name"):
-            if key not in cat:
-                raise DatasetError(f"{where}: missing key '{key}'")
-        if not _is_int(cat["id"]):
-            raise DatasetError(f"{where}: id must be an integer")
-        if cat["id"] in seen:
-            raise DatasetError(f"{where}: duplicate category id")
+        _check_record(f"{ann_file}: {_entry_name('category', cat, k)}", "category", cat, ("id", "name"), seen)
         seen.add(cat["id"])
         categories.append((cat["id"], str(cat["name"]), str(cat.get("supercategory", ""))))
     if not categories:
@@ -254,16 +259,8 @@ def _parse_images(ann_file: Path, image_dir: Path, entries: list) -> tuple[list[
     seen: set[int] = set()
     for k, img in enumerate(entries):
         where = f"{ann_file}: {_entry_name('image', img, k)}"
-        if not isinstance(img, dict):
-            raise DatasetError(f"{where}: not an object")
-        for key in ("id", "file_name", "width", "height"):
-            if key not in img:
-                raise DatasetError(f"{where}: missing key '{key}'")
+        _check_record(where, "image", img, ("id", "file_name", "width", "height"), seen)
         image_id, name, width, height = img["id"], img["file_name"], img["width"], img["height"]
-        if not _is_int(image_id):
-            raise DatasetError(f"{where}: id must be an integer")
-        if image_id in seen:
-            raise DatasetError(f"{where}: duplicate image id")
         if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
             raise DatasetError(f"{where}: width/height must be positive integers, got {width!r}x{height!r}")
         if not isinstance(name, str) or not name:
@@ -408,15 +405,7 @@ def _annotation_error(
 ) -> None:
     """Raise the DatasetError that describes what is wrong with annotation entry ``k``."""
     where = f"{ann_file}: {_entry_name('annotation', ann, k)}"
-    if not isinstance(ann, dict):
-        raise DatasetError(f"{where}: not an object")
-    for key in ("id", "bbox", "category_id", "image_id"):
-        if key not in ann:
-            raise DatasetError(f"{where}: missing key '{key}'")
-    if not _is_int(ann["id"]):
-        raise DatasetError(f"{where}: id must be an integer")
-    if ann["id"] in seen:
-        raise DatasetError(f"{where}: duplicate annotation id")
+    _check_record(where, "annotation", ann, ("id", "bbox", "category_id", "image_id"), seen)
     bbox = ann["bbox"]
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
         raise DatasetError(f"{where}: bbox {_fmt_box(bbox)} is not a list of 4 finite numbers [x, y, w, h]")

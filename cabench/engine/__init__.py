@@ -69,12 +69,13 @@ from cabench.engine.loop import CHECKPOINT_NAME, LOG_NAME, check_held, check_run
 from cabench.engine.runtime import autocast, eval_mode, gather_objects, interleave_ranks, unwrap
 from cabench.engine.sampling import eval_loader
 from cabench.engine.schedule import lr_at, total_steps_of
-from cabench.engine.settings import LeaseLost, TrainingDiverged, TrainingInterrupted, TrainSettings
+from cabench.engine.settings import EvalSetup, LeaseLost, TrainingDiverged, TrainingInterrupted, TrainSettings
 from cabench.engine.task import ProgressFn, Task
 
 __all__ = [
     "CHECKPOINT_NAME",
     "LOG_NAME",
+    "EvalSetup",
     "LeaseLost",
     "ProgressFn",
     "Task",

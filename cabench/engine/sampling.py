@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from cabench.engine.distributed import get_rank, get_world_size
+from cabench.engine.settings import EvalSetup
 
 __all__ = [
     "EpochSampler",
@@ -191,47 +192,33 @@ def make_loader(
     )
 
 
-def eval_loader(
-    ds: Dataset,
-    batch_size: int,
-    workers: int,
-    *,
-    collate: Callable[[list[Any]], Any] | None = None,
-    pin_memory: bool = False,
-    seed: int = 0,
-) -> DataLoader:
+def eval_loader(ds: Dataset, setup: EvalSetup, collate: Callable[[list[Any]], Any] | None = None) -> DataLoader:
     """This rank's share of ``ds`` in order: ``range(rank, n, world)``, no padding, nothing counted twice.
 
     Items are loaded with the same per-sample seeding as training (a fixed pseudo-epoch), so an
     evaluation that draws random numbers is still a function of its inputs.
     """
+    batch_size, seed = setup.batch_size, setup.seed
+    rank, world = get_rank(), get_world_size()
     sampler = EpochSampler(
-        dataset_len(ds),
-        rank=get_rank(),
-        world=get_world_size(),
-        seed=seed,
-        shuffle=False,
-        per_rank_batch=batch_size,
-        drop_last=False,
+        dataset_len(ds), rank=rank, world=world, seed=seed, shuffle=False, per_rank_batch=batch_size, drop_last=False
     )
     sampler.set_epoch(-1)
     loader = make_loader(
         ds,
         sampler,
         batch_size=batch_size,
-        workers=workers,
+        workers=setup.workers,
         seed=seed,
-        pin_memory=pin_memory,
+        pin_memory=setup.pin_memory,
         persistent=False,
         drop_last=False,
         collate=collate,
     )
     report = _EVAL_PROGRESS.get()
-    return (
-        loader
-        if report is None
-        else _Counted(loader, len(range(get_rank(), len(ds), get_world_size())), batch_size, report)
-    )  # type: ignore[return-value]
+    if report is None:
+        return loader
+    return _Counted(loader, len(range(rank, len(ds), world)), batch_size, report)  # type: ignore[return-value]
 
 
 def dataset_len(ds: Dataset) -> int:

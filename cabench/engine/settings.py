@@ -9,7 +9,7 @@ from typing import Any
 
 from cabench.engine.distributed import get_world_size
 
-__all__ = ["TrainSettings", "TrainingDiverged", "TrainingInterrupted"]
+__all__ = ["EvalSetup", "TrainSettings", "TrainingDiverged", "TrainingInterrupted"]
 
 _RECIPE_FIELDS = (
     "optimizer",
@@ -67,6 +67,20 @@ class TrainingDiverged(ValueError):
         super().__init__(
             f"training diverged: the loss is {loss} at step {step}{where} (lower the learning rate, or check the data)"
         )
+
+
+@dataclass(frozen=True)
+class EvalSetup:
+    """How a model is evaluated: batch per process, loader workers, device, autocast (``amp``), channels-last
+    input, pinned memory and the loader's seed (:func:`cabench.engine.sampling.eval_loader`)."""
+
+    batch_size: int
+    workers: int = 0
+    device: Any = "cpu"
+    amp: str = "off"
+    channels_last: bool = False
+    pin_memory: bool = False
+    seed: int = 0
 
 
 @dataclass
@@ -148,9 +162,11 @@ class TrainSettings:
         if self.log_every < 1 or self.ckpt_every_steps < 0 or self.workers < 0:
             raise ValueError("log_every must be >= 1; ckpt_every_steps and workers >= 0")
 
-    def eval_batch_per_process(self) -> int:
-        """``eval_batch_size``, else this process's share of the global training batch."""
-        return self.eval_batch_size or max(1, self.batch_size // get_world_size())
+    def eval_setup(self, device: Any) -> EvalSetup:
+        """How this run evaluates on ``device``: per process, ``eval_batch_size``, else this process's share of the
+        global training batch; the run's loader workers, autocast and memory format."""
+        batch = self.eval_batch_size or max(1, self.batch_size // get_world_size())
+        return EvalSetup(batch, self.workers, device, amp=self.amp, channels_last=self.channels_last)
 
     def resolved(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,13 +10,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cabench.launch.base import ENDED, LAUNCHERS, QUEUED, RUNNING, Launcher, require_submitit
+from cabench.launch.base import ENDED, LAUNCHERS, QUEUED, RUNNING, Launcher, Submission
 from cabench.launch.records import submitit_folder, write_record
 from cabench.lease import host_name, pid_alive
 
 if TYPE_CHECKING:
-    from cabench.launch.job import JobSpec
-    from cabench.launch.settings import LaunchSettings
     from cabench.profiles.base import RowSeed
     from cabench.store import Store
 
@@ -30,15 +28,8 @@ class LocalLauncher(Launcher):
     description = "local processes through submitit's local executor, --max-parallel at a time"
     takes = frozenset({"gpus_per_job", "time_limit", "max_parallel"})
 
-    def submit(
-        self,
-        spec: JobSpec,
-        units: Sequence[RowSeed],
-        settings: LaunchSettings,
-        store: Store,
-        say: Callable[[str], None],
-    ) -> int:
-        require_submitit(self.name)
+    def submit(self, job: Submission) -> int:
+        spec, units, settings, store, say = job.spec, job.units, job.settings, job.store, job.say
         import submitit
 
         from cabench.launch.job import RowSeedJob

@@ -10,18 +10,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cabench.launch.base import ENDED, LAUNCHERS, QUEUED, RUNNING, Launcher, require_submitit
+from cabench.launch.base import ENDED, LAUNCHERS, QUEUED, RUNNING, Launcher, Submission
 from cabench.launch.records import submitit_folder, write_record
 from cabench.lease import host_name
 
 if TYPE_CHECKING:
-    from cabench.launch.job import JobSpec
     from cabench.launch.settings import LaunchSettings
-    from cabench.profiles.base import RowSeed
-    from cabench.store import Store
 
 __all__ = ["SlurmLauncher", "slurm_parameters"]
 
@@ -100,15 +97,8 @@ class SlurmLauncher(Launcher):
         {"partition", "gpus_per_job", "cpus_per_gpu", "time_limit", "mem", "account", "sbatch", "max_parallel"}
     )
 
-    def submit(
-        self,
-        spec: JobSpec,
-        units: Sequence[RowSeed],
-        settings: LaunchSettings,
-        store: Store,
-        say: Callable[[str], None],
-    ) -> int:
-        require_submitit(self.name)
+    def submit(self, job: Submission) -> int:
+        spec, units, settings, store, say = job.spec, job.units, job.settings, job.store, job.say
         import submitit
 
         from cabench.launch.job import RowSeedJob

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from cabench.launch.base import LAUNCHERS
+from cabench.launch.base import LAUNCHERS, Submission
 from cabench.launch.records import read_records, write_record
 from cabench.launch.status import UnitStatus, statuses
 
@@ -77,7 +77,7 @@ def launch(
         suites_dir=next((str(d.path.resolve()) for d in search_path() if d.origin == "--suites"), None),
         plugins=tuple(plugin_modules()),
     )
-    code = launcher.submit(spec, todo, settings, store, say)
+    code = launcher.submit(Submission(spec, todo, settings, store, say))
     return LaunchOutcome(before, len(todo), code, len(here))
 
 

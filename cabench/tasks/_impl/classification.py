@@ -23,6 +23,7 @@ from cabench import outcomes
 from cabench.engine import (
     CHECKPOINT_NAME,
     LOG_NAME,
+    EvalSetup,
     ProgressFn,
     TrainingInterrupted,
     TrainSettings,
@@ -66,17 +67,7 @@ class ClassificationTask:
         return nn.functional.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
 
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
-        batch = settings.eval_batch_per_process()
-        ev = evaluate_classifier(
-            model,
-            ds,
-            batch,
-            settings.workers,
-            device,
-            amp=settings.amp,
-            channels_last=settings.channels_last,
-            per_image=True,
-        )
+        ev = evaluate_classifier(model, ds, settings.eval_setup(device), per_image=True)
         if not math.isfinite(ev["loss"]):  # finite-but-huge weights: logits overflow; no metric of such a model
             raise ValueError(
                 f"the validation loss is {ev['loss']} on {ev['n']:,} images: the model's outputs overflow; "
@@ -87,27 +78,15 @@ class ClassificationTask:
 
 
 @torch.no_grad()
-def evaluate_classifier(
-    model: nn.Module,
-    ds: Dataset,
-    batch_size: int,
-    workers: int,
-    device: torch.device | str,
-    *,
-    amp: str = "off",
-    channels_last: bool = False,
-    pin_memory: bool = False,
-    seed: int = 0,
-    per_image: bool = False,
-) -> dict[str, Any]:
+def evaluate_classifier(model: nn.Module, ds: Dataset, setup: EvalSetup, *, per_image: bool = False) -> dict[str, Any]:
     """Top-1/top-5 accuracy (%) and mean cross-entropy over ``ds``: ``{"top1", "top5", "n", "loss"}``.
 
     In a process group each rank evaluates ``range(rank, n, world)`` (no padding, so nothing is counted
-    twice) and the sums are all-reduced; every rank returns the same numbers. ``batch_size`` is per process.
+    twice) and the sums are all-reduced; every rank returns the same numbers. ``setup.batch_size`` is per process.
     With ``per_image``, also each image's top-1/top-5 correctness in dataset order (:mod:`cabench.outcomes`).
     """
-    device = torch.device(device)
-    loader = eval_loader(ds, batch_size, workers, pin_memory=pin_memory, seed=seed)
+    device, amp, channels_last = torch.device(setup.device), setup.amp, setup.channels_last
+    loader = eval_loader(ds, setup)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, n
     hits: list[Tensor] = []  # this rank's [batch, 2] correct@1, correct@5
     with eval_mode(model) as net:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cabench import outcomes
-from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects
+from cabench.engine import EvalSetup, TrainSettings, autocast, eval_loader, eval_mode, gather_objects
 from cabench.engine.distributed import get_rank, is_distributed
 
 __all__ = ["DetectionTask", "collate_detection", "evaluate_detector"]
@@ -54,30 +54,21 @@ class DetectionTask:
         return sum(v.float() for v in losses.values())  # type: ignore[return-value]
 
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
-        batch = settings.eval_batch_per_process()
-        return evaluate_detector(model, ds, batch, settings.workers, device, amp=settings.amp, per_image=True)
+        return evaluate_detector(model, ds, settings.eval_setup(device), per_image=True)
 
 
 @torch.no_grad()
-def evaluate_detector(
-    model: nn.Module,
-    ds: Dataset,
-    batch_size: int,
-    workers: int,
-    device: torch.device | str,
-    *,
-    amp: str = "off",
-    per_image: bool = False,
-) -> dict[str, Any]:
-    """The dataset's detection metrics for ``model`` (see the module docstring); ``n`` is the image count.
+def evaluate_detector(model: nn.Module, ds: Dataset, setup: EvalSetup, *, per_image: bool = False) -> dict[str, Any]:
+    """The dataset's detection metrics for ``model`` (see the module docstring); ``n`` is the image count. The
+    images are a list of tensors, so ``setup.channels_last`` does not apply.
 
     With ``per_image``, rank 0's result also holds the evaluator's per-image outcomes (:mod:`cabench.outcomes`).
     """
-    device = torch.device(device)
+    device, amp = torch.device(setup.device), setup.amp
     evaluator = ds.make_evaluator()  # type: ignore[attr-defined]
     n = 0
     with eval_mode(model) as net:
-        for images, targets in eval_loader(ds, batch_size, workers, collate=collate_detection):
+        for images, targets in eval_loader(ds, setup, collate=collate_detection):
             with autocast(device, amp):
                 outputs = net([im.to(device, non_blocking=True) for im in images])
             outputs = [

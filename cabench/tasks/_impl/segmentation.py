@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cabench import outcomes
-from cabench.engine import TrainSettings, autocast, eval_loader, eval_mode, gather_objects, interleave_ranks
+from cabench.engine import EvalSetup, TrainSettings, autocast, eval_loader, eval_mode, gather_objects, interleave_ranks
 from cabench.engine.distributed import all_reduce_sum
 from cabench.tasks.segmentation import OUTCOME_KIND
 
@@ -66,32 +66,12 @@ class SegmentationTask:
         return nn.functional.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
 
     def evaluate(self, model: nn.Module, ds: Dataset, settings: TrainSettings, device: torch.device) -> dict[str, Any]:
-        batch = settings.eval_batch_per_process()
-        return evaluate_segmenter(
-            model,
-            ds,
-            batch,
-            settings.workers,
-            device,
-            amp=settings.amp,
-            channels_last=settings.channels_last,
-            per_image=True,
-            protocol=self.protocol,
-        )
+        return evaluate_segmenter(model, ds, settings.eval_setup(device), per_image=True, protocol=self.protocol)
 
 
 @torch.no_grad()
 def evaluate_segmenter(
-    model: nn.Module,
-    ds: Dataset,
-    batch_size: int,
-    workers: int,
-    device: torch.device | str,
-    *,
-    amp: str = "off",
-    channels_last: bool = False,
-    per_image: bool = False,
-    protocol: Any | None = None,
+    model: nn.Module, ds: Dataset, setup: EvalSetup, *, per_image: bool = False, protocol: Any | None = None
 ) -> dict[str, Any]:
     """``{"miou", "pixel_acc", "per_class_iou", "val_n"}`` of ``model`` on ``ds``, the same on every rank.
 
@@ -100,7 +80,7 @@ def evaluate_segmenter(
     """
     from cabench.metrics.segmentation import ConfusionMatrix, per_image_confusion
 
-    device = torch.device(device)
+    device, amp, channels_last = torch.device(setup.device), setup.amp, setup.channels_last
     matrix = ConfusionMatrix(
         ds.num_classes,  # type: ignore[attr-defined]
         ignore_index=IGNORE_INDEX,
@@ -110,7 +90,7 @@ def evaluate_segmenter(
     n = torch.zeros((), dtype=torch.int64, device=device)
     mats: list[Tensor] = []  # this rank's per-image matrices
     with eval_mode(model) as net:
-        for images, masks in eval_loader(ds, batch_size, workers, collate=_collate):
+        for images, masks in eval_loader(ds, setup, collate=_collate):
             images = images.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
