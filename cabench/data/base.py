@@ -10,11 +10,17 @@ generated datasets (``cabench fixtures KIND DIR``), one per data key, each regis
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cabench.data.errors import DatasetError
 from cabench.registry import Registry
 
 if TYPE_CHECKING:
@@ -26,8 +32,10 @@ __all__ = [
     "SMOKE_SIZES",
     "DatasetInfo",
     "Fixture",
+    "atomic_folder",
     "data_identity",
     "fills_cells",
+    "fixture",
     "register_dataset",
     "register_fixture",
     "write_fixture",
@@ -97,15 +105,51 @@ def register_fixture(fixture: Fixture) -> Fixture:
     return fixture
 
 
-def fixture(kind: str, *, layout: str, hint: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
-    """Register the decorated ``write(root, seed=0) -> root`` as the fixture ``kind`` (``layout``: what it holds;
-    ``hint``: a smoke command to try, with ``{root}``)."""
+def fixture(kind: str, *, layout: str, hint: str) -> Callable[[Callable[..., None]], Callable[..., Path]]:
+    """Register the decorated ``fill(folder, seed, **options)`` as the fixture ``kind`` (``layout``: what it holds;
+    ``hint``: a smoke command to try, with ``{root}``) and return its writer ``write(root, seed=0, **options)``.
 
-    def decorate(write: Callable[..., Path]) -> Callable[..., Path]:
+    The writer refuses a negative seed and writes atomically: ``fill`` fills a temporary sibling of ``root``, which
+    is renamed to ``root`` once complete, so a fixture never overwrites anything (``DatasetError`` if ``root``
+    exists and is not an empty folder) and a failure leaves nothing behind. It returns ``root``, absolute.
+    """
+
+    def decorate(fill: Callable[..., None]) -> Callable[..., Path]:
+        @functools.wraps(fill)
+        def write(root: str | os.PathLike[str], seed: int = 0, **options: Any) -> Path:
+            if seed < 0:
+                raise ValueError(f"{fill.__name__}: seed must be >= 0, got {seed}")
+            with atomic_folder(Path(root), kind) as folder:
+                fill(folder, seed, **options)
+            return Path(root).expanduser().absolute()
+
         register_fixture(Fixture(kind, write, layout, hint))
         return write
 
     return decorate
+
+
+@contextlib.contextmanager
+def atomic_folder(root: Path, what: str) -> Iterator[Path]:
+    """Yield a temporary sibling of ``root`` to fill; rename it to ``root`` when the block succeeds.
+
+    Refuses with :class:`DatasetError` if ``root`` exists and is not an empty folder, so a fixture
+    never overwrites anything and a crash leaves no half-written dataset behind.
+    """
+    root = Path(root).expanduser().absolute()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise DatasetError(f"{root}: refusing to write the {what} fixture: path exists and is not an empty folder")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0o700
+        yield tmp
+        if root.exists():
+            root.rmdir()  # empty (checked above); rename cannot replace a folder portably
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_fixture(kind: str, root: Path, seed: int = 0) -> Path:

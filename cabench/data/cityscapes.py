@@ -28,16 +28,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cabench.data.base import DatasetInfo, register_dataset
-from cabench.data.errors import DatasetError
+from cabench.data.errors import DatasetError, dataset_root
 from cabench.data.identity import PaperSplit, SplitFiles
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
     SEGMENTATION_RECIPE_FIELDS,
-    SegmentationEvalTransform,
-    SegmentationTrainTransform,
     at_smoke_sizes,
     bad_values,
+    deeplab_transforms,
     recipe_transforms,
 )
 
@@ -159,11 +158,7 @@ def _split_samples(root: Path, split: str) -> list[tuple[Path, Path]]:
 
 
 def _layout(root: Path) -> dict[str, list[tuple[Path, Path]]]:
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"{root}: dataset root does not exist ({_LAYOUT})")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root is not a folder ({_LAYOUT})")
+    root = dataset_root(root, _LAYOUT)
     for top in ("leftImg8bit", "gtFine"):
         for split in _SPLITS:
             if not (root / top / split).is_dir():
@@ -211,14 +206,11 @@ def cityscapes_datasets(
     """Validate ``root`` (structure) then return ``(train, val)``: train with the DeepLabV3 train transform
     (``crop_size``, ``scale_range``, horizontal flip with probability ``flip_p``; or ``train_transform``), val
     normalized at full resolution (or padded to ``eval_size`` if given; or ``eval_transform``)."""
+    train_tf, eval_tf = deeplab_transforms(crop_size, scale_range, eval_size, flip_p, train_transform, eval_transform)
     layout = _layout(root)
-    train = CityscapesSegmentation(
-        layout["train"],
-        train_transform or SegmentationTrainTransform(crop_size=crop_size, scale_range=scale_range, flip_p=flip_p),
-        split="train",
+    return CityscapesSegmentation(layout["train"], train_tf, split="train"), CityscapesSegmentation(
+        layout["val"], eval_tf, split="val"
     )
-    val = CityscapesSegmentation(layout["val"], eval_transform or SegmentationEvalTransform(eval_size), split="val")
-    return train, val
 
 
 def cityscapes_val_files(root: Path) -> SplitFiles:

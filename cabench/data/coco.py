@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
-from cabench.data.errors import DatasetError
+from cabench.data.errors import DatasetError, dataset_root
 from cabench.data.identity import PaperSplit, SplitFiles
 from cabench.yamlio import read_json_file
 
@@ -196,11 +196,7 @@ def _one_line(text: object) -> str:
 
 def coco_paths(root: Path) -> dict[str, tuple[Path, Path]]:
     """``{"train2017": (ann_file, image_dir), "val2017": (...)}`` after checking they exist (cheap)."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"{root}: dataset root does not exist ({_LAYOUT})")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root is not a folder ({_LAYOUT})")
+    root = dataset_root(root, _LAYOUT)
     paths = {}
     for split in _SPLITS:
         ann_file = root / "annotations" / f"instances_{split}.json"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cabench.data.base import SMOKE_SIZES, DatasetInfo, register_dataset
-from cabench.data.errors import BadImageError, DatasetError
+from cabench.data.errors import BadImageError, DatasetError, dataset_root
 from cabench.data.identity import PaperSplit, imagefolder_split
 from cabench.data.images import IMAGE_EXTENSIONS, decode_rgb, is_image, walk_files
 
@@ -102,11 +102,7 @@ def validate_imagefolder(root: Path, check_images: int = 0, splits: tuple[str, .
     checks the evaluation split alone (evaluating a checkpoint needs no ``train/``); ``n_train`` is then 0.
     """
     layout = _LAYOUT if splits == _SPLITS else "expected val/<class>/*.JPEG"
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"{root}: dataset root does not exist ({layout})")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root is not a folder ({layout})")
+    root = dataset_root(root, layout)
     for split in splits:
         if not (root / split).is_dir():
             raise DatasetError(f"{root}: no '{split}' folder ({layout})")

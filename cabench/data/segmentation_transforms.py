@@ -303,6 +303,21 @@ def at_smoke_sizes(recipe: Any) -> Any:
     return recipe.model_copy(update=update)
 
 
+def deeplab_transforms(
+    crop_size: int,
+    scale_range: tuple[float, float],
+    eval_size: int | None,
+    flip_p: float,
+    train_transform: Any | None = None,
+    eval_transform: Any | None = None,
+) -> tuple[Any, Any]:
+    """``(train, eval)`` transforms: those given, else DeepLabV3's (random scale in ``scale_range``, crop to
+    ``crop_size``, flip with probability ``flip_p``; evaluation normalised and padded to ``eval_size``, or at its
+    own size when None)."""
+    train = train_transform or SegmentationTrainTransform(crop_size=crop_size, scale_range=scale_range, flip_p=flip_p)
+    return train, eval_transform or SegmentationEvalTransform(eval_size)
+
+
 def recipe_transforms(recipe: Any) -> dict[str, Any]:
     """A segmentation recipe's ``train_transform`` and ``eval_transform`` (see :func:`segmentation_sizes`)."""
     sizes = segmentation_sizes(recipe)

@@ -48,7 +48,7 @@ from torch.utils.data import Dataset
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
-from cabench.data.errors import DatasetError
+from cabench.data.errors import DatasetError, dataset_root
 from cabench.data.identity import PaperSplit, SplitFiles
 
 if TYPE_CHECKING:
@@ -127,11 +127,7 @@ class _VocRecords:
 
 def voc_devkit(root: Path) -> Path:
     """The ``VOCdevkit`` folder: ``root/VOCdevkit`` if present, else ``root`` itself if it holds VOC2007/VOC2012."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"{root}: dataset root does not exist ({_LAYOUT})")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root is not a folder ({_LAYOUT})")
+    root = dataset_root(root, _LAYOUT)
     if (root / "VOCdevkit").is_dir():
         return root / "VOCdevkit"
     if (root / "VOC2007").is_dir() or (root / "VOC2012").is_dir():

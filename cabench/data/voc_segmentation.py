@@ -33,16 +33,15 @@ from typing import Any
 import numpy as np
 
 from cabench.data.base import DatasetInfo, register_dataset
-from cabench.data.errors import DatasetError
+from cabench.data.errors import DatasetError, dataset_root
 from cabench.data.identity import PaperSplit
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
     SEGMENTATION_RECIPE_FIELDS,
-    SegmentationEvalTransform,
-    SegmentationTrainTransform,
     at_smoke_sizes,
     bad_values,
+    deeplab_transforms,
     recipe_transforms,
 )
 from cabench.data.voc_detection import VOC_CLASSES, voc_split
@@ -110,11 +109,7 @@ class _VocLayout:
 
 
 def _voc2012_dir(root: Path) -> Path:
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"{root}: dataset root does not exist ({_LAYOUT})")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root is not a folder ({_LAYOUT})")
+    root = dataset_root(root, _LAYOUT)
     for candidate in (root / "VOCdevkit" / "VOC2012", root / "VOC2012"):
         if candidate.is_dir():
             return candidate
@@ -183,14 +178,9 @@ def voc_segmentation_datasets(
     """Validate ``root`` (structure) then return ``(train, val)``: train_aug with the DeepLabV3 train transform
     (``crop_size``, ``scale_range``, horizontal flip with probability ``flip_p``; or ``train_transform``), val
     with normalization and padding to ``eval_size`` (None: native size; or ``eval_transform``)."""
+    train_tf, eval_tf = deeplab_transforms(crop_size, scale_range, eval_size, flip_p, train_transform, eval_transform)
     layout = _layout(root)
-    train = VocSegmentation(
-        layout.train,
-        train_transform or SegmentationTrainTransform(crop_size=crop_size, scale_range=scale_range, flip_p=flip_p),
-        split="train_aug",
-    )
-    val = VocSegmentation(layout.val, eval_transform or SegmentationEvalTransform(eval_size), split="val")
-    return train, val
+    return VocSegmentation(layout.train, train_tf, split="train_aug"), VocSegmentation(layout.val, eval_tf, split="val")
 
 
 register_dataset(
