@@ -26,7 +26,6 @@ Only runs of the profiles that fill accuracy cells (``paper``, ``eval``) count; 
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -305,8 +304,3 @@ def judge(claim: Claim, runs_of: RunsOf, scope: str, published: Decimal | None =
     return Verdict(
         verdict="inconclusive", test="none", note="one term has a single run: Welch's test needs two per term", **base
     )
-
-
-def finite(x: float | None) -> float | None:
-    """``x``, or None where it is missing or not finite (for writing)."""
-    return None if x is None or not math.isfinite(x) else x
