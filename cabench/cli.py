@@ -967,12 +967,6 @@ def bench(
     compile_: Annotated[
         bool, typer.Option("--compile", metavar="", help="torch.compile every row (compile time untimed).")
     ] = False,
-    compiled_ca: Annotated[
-        bool,
-        typer.Option(
-            "--compiled-ca", metavar="", help="Add the row with cabench's batch-1 CA blocks compiled (Inductor)."
-        ),
-    ] = False,
     data: Annotated[
         list[str] | None,
         typer.Option(help="imagenet=PATH: also measure the training input pipeline (img/s per worker) on its JPEGs."),
@@ -995,9 +989,8 @@ def bench(
         fail(f"--threads {threads} --rounds {rounds}: expected threads in [1, 1024] and rounds at most 100000")
     result: dict[str, object] = {}
     if models_:
-        names = tuple(r.strip() for r in rows.split(",") if r.strip()) + (("ca_compiled",) if compiled_ca else ())
         opts = BenchOptions(
-            rows=names,
+            rows=tuple(r.strip() for r in rows.split(",") if r.strip()),
             latency_batches=_int_list(latency_batches, "--latency-batches"),
             train_batches=_int_list(train_batches, "--train-batches"),
             rounds=rounds,

@@ -7,8 +7,6 @@ block's own weights, on fresh random inputs.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,7 +17,6 @@ from cabench.models.attention import (
     CoordinateAttention,
     DirectionalAttention,
     SqueezeExcite,
-    compile_ca_blocks,
     create_attention,
     default_reduction,
 )
@@ -183,35 +180,3 @@ def test_ca_bottleneck_has_a_floor_of_eight_and_se_has_none() -> None:
     assert CoordinateAttention(960, reduction=32).conv1.out_channels == 30
     assert SqueezeExcite(96, reduction=24).fc1.out_channels == 4
     assert CBAM(144, reduction=24).mlp[0].out_features == 6
-
-
-@pytest.mark.skipif(
-    shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler for TorchInductor"
-)
-@pytest.mark.slow
-def test_compiled_ca_matches_the_eager_block_and_only_for_marked_blocks() -> None:
-    from cabench.models import ca_compiled
-
-    block = CoordinateAttention(32, reduction=4).eval()
-    _randomize(block)
-    unmarked = CoordinateAttention(32, reduction=4).eval()
-    unmarked.load_state_dict(block.state_dict())
-    x = torch.randn(1, 32, 8, 8)
-    cached = len(ca_compiled._CACHE)
-    with torch.inference_mode():
-        unmarked(x)
-    assert len(ca_compiled._CACHE) == cached  # an unmarked block never compiles
-    assert compile_ca_blocks(block, autotune=False) == 1
-    with torch.no_grad():
-        for b in (block, unmarked):  # training mode (both, as it updates BN statistics): nothing compiled
-            b.train()(x)
-            b.eval()
-        assert len(ca_compiled._CACHE) == cached
-        for _ in range(2):  # weights and BN statistics are read each call: a change shows at once
-            got = block(x)
-            want = unmarked._forward_modules(x)
-            assert len(ca_compiled._CACHE) == cached + 1
-            assert (got - want).abs().max().item() < 1e-5
-            for b in (block, unmarked):
-                b.bn1.running_mean.add_(0.5)
-                b.conv_w.bias.add_(0.1)

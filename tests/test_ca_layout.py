@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cabench.models.attention import CoordinateAttention
 from cabench.models.ca_layout import StripLayout, join_strips, split_strips
 
 MODELS = Path(__file__).resolve().parent.parent / "cabench" / "models"
@@ -40,7 +39,7 @@ def test_padded_layout_holds_the_plain_layout_with_zeros_between(hw: tuple[int, 
 
 def test_no_ca_module_writes_its_own_strip_layout() -> None:
     """Only ca_layout.py concatenates or splits along the strips; the CA paths call it."""
-    for name in ("attention.py", "ca_compiled.py", "ca_autograd.py"):
+    for name in ("attention.py", "ca_autograd.py"):
         tree = ast.parse((MODELS / name).read_text())
         calls = {
             ast.unparse(node.func)
@@ -50,26 +49,3 @@ def test_no_ca_module_writes_its_own_strip_layout() -> None:
         assert "torch.split" not in calls, name
         assert "_round_up" not in (MODELS / name).read_text(), name
     assert "round_up" in (MODELS / "ca_layout.py").read_text()
-
-
-def test_the_inference_function_is_injected_and_none_falls_back_to_the_eager_path() -> None:
-    torch.manual_seed(0)
-    block = CoordinateAttention(16, reduction=4).eval()
-    x = torch.randn(1, 16, 6, 9)
-    with torch.no_grad():
-        eager = block(x)
-        seen = []
-        block.inference = lambda b, t: seen.append(t.shape) or None  # declines: the eager path runs
-        assert torch.equal(block(x), eager) and seen == [x.shape]
-        block.inference = lambda b, t: torch.zeros_like(t)
-        assert torch.equal(block(x), torch.zeros_like(x))
-        assert not torch.equal(block(torch.randn(2, 16, 6, 9)), torch.zeros(2, 16, 6, 9))  # batches: module path
-        block.train()
-        assert not torch.equal(block(x), torch.zeros_like(x))  # training never calls it
-    assert CoordinateAttention(16).inference is None  # per block, not per class
-
-
-def test_ca_compiled_does_not_import_attention() -> None:
-    tree = ast.parse((MODELS / "ca_compiled.py").read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "cabench.models.attention" not in imported and "cabench.models.ca_layout" in imported

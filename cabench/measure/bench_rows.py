@@ -76,14 +76,16 @@ def _ca() -> nn.Module:
     return _cabench("ca")
 
 
-@bench_row("ca_compiled", "MobileNetV2 + CA (cabench block, batch-1 blocks compiled)")
-def _ca_compiled() -> nn.Module:
-    """The ``ca`` row with its batch-1 inference blocks compiled by TorchInductor on first call (other batch sizes
-    and training run the eager block); see ``cabench.models.ca_compiled``."""
-    from cabench.models.attention import compile_ca_blocks
+@bench_row("ca_modules", "MobileNetV2 + CA (cabench block, module path only)")
+def _ca_modules() -> nn.Module:
+    """The ``ca`` row with every block held to its module path (plain ops and autograd): against ``ca``, what the
+    block's batch-1 inference path and hand-written backward save."""
+    from cabench.models.attention import CoordinateAttention
 
     model = _cabench("ca")
-    compile_ca_blocks(model)
+    for block in model.modules():
+        if isinstance(block, CoordinateAttention):
+            block.forward = block._forward_modules  # type: ignore[method-assign]
     return model
 
 

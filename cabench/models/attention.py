@@ -64,7 +64,6 @@ __all__ = [
     "SqueezeExcite",
     "XAttention",
     "YAttention",
-    "compile_ca_blocks",
     "create_attention",
     "default_reduction",
     "make_activation",
@@ -225,12 +224,10 @@ class CoordinateAttention(nn.Module):
       dropped. Nothing is cached between calls, so changed weights, BatchNorm
       statistics or modes take effect at once.
 
-    The inference path is injectable: a block whose ``inference`` is set calls
-    ``inference(block, x)`` there first and runs the eager path when it returns
-    None. :func:`compile_ca_blocks` sets it to TorchInductor-compiled code
-    (``cabench.models.ca_compiled``). Both inference paths and the module and
-    training paths join and split the strips by one rule
-    (:mod:`cabench.models.ca_layout`).
+    The inference, module and training paths join and split the strips by one
+    rule (:mod:`cabench.models.ca_layout`). Under ``torch.compile`` the block
+    takes the module path, whose plain operations Inductor fuses with the
+    layers around it.
 
     Options (the defaults are the paper's block):
 
@@ -256,8 +253,6 @@ class CoordinateAttention(nn.Module):
     # products when rows are short); pooling is one matrix product for maps of at most this many pixels.
     _GATE_MAP_MAX_WIDTH = 28
     _POOL_GEMM_MAX_PIXELS = 64
-    # (block, x) -> output or None (then the eager inference path runs); set per block, e.g. by compile_ca_blocks.
-    inference: Callable[[nn.Module, torch.Tensor], torch.Tensor | None] | None = None
 
     def __init__(self, channels: int, reduction: int = 32, act: str = "hswish", softmax: bool = False) -> None:
         super().__init__()
@@ -289,13 +284,7 @@ class CoordinateAttention(nn.Module):
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return self._forward_modules(x)
         if not self.training and not torch.is_grad_enabled() and x.shape[0] == 1 and x.is_contiguous():
-            if self.softmax:
-                return self._forward_modules(x)
-            if self.inference is not None:
-                y = self.inference(self, x)
-                if y is not None:
-                    return y
-            return self._forward_inference(x)
+            return self._forward_modules(x) if self.softmax else self._forward_inference(x)
         if self.softmax or self.act_name != "hswish":  # the hand-written backward is the paper's block only
             return self._forward_modules(x)
         # Training and anything with gradients: hand-written backward passes (cabench.models.ca_autograd).
@@ -427,37 +416,3 @@ class YAttention(DirectionalAttention):
 
     def __init__(self, channels: int, reduction: int = 24) -> None:
         super().__init__(channels, reduction, "y")
-
-
-def compile_ca_blocks(model: nn.Module, *, autotune: bool = True) -> int:
-    """Give every :class:`CoordinateAttention` of ``model`` with the paper's h_swish (and sigmoid gates) the compiled
-    inference function :func:`cabench.models.ca_compiled.compiled_forward`; return how many.
-
-    **What is compiled.** Only the CA block's batch-1 inference computation (Eq. 4-9: strip means, ``conv1``,
-    BatchNorm in eval mode, h_swish, both gate convs, sigmoids, gating), traced with ``make_fx`` and compiled by
-    ``torch._inductor.standalone_compile`` into one callable per input shape, dtype, device, BatchNorm ``eps`` and
-    thread count (cached for the process, shared by blocks of equal shapes). ``autotune=True`` compiles with
-    inductor's ``max_autotune`` and C++/ATen GEMM backends (fastest code; slowest to compile).
-    The rest of the network stays eager, so comparing a marked model with the eager one measures the CA block only.
-
-    **When.** Compilation happens lazily on a marked block's first call with a new shape, and only on the path the
-    eager block would take for :meth:`CoordinateAttention._forward_inference` (eval mode, gradients off, batch 1,
-    contiguous input, not tracing); training, batches and everything else run exactly as before. Unmarked blocks
-    never compile. If compiling raises, the block warns once and keeps using the eager inference path.
-
-    **Nothing stale.** The weights, biases and BatchNorm running statistics are arguments of every call, read from
-    the block at that moment, so changing or loading them takes effect at once; nothing is frozen into the code.
-
-    **Cost.** On a 2-core CPU a cold compile of MobileNetV2+CA's 10 distinct CA shapes takes about 100 s with
-    autotuning (a few seconds each without), and about 2.5 s with a warm inductor cache (``TORCHINDUCTOR_CACHE_DIR``).
-    Needs a C++ compiler on CPU.
-    """
-    from cabench.models.ca_compiled import compiled_forward
-
-    fn = functools.partial(compiled_forward, autotune=autotune)
-    count = 0
-    for m in model.modules():
-        if isinstance(m, CoordinateAttention) and m.act_name == "hswish" and not m.softmax:  # what it compiles
-            m.inference = fn
-            count += 1
-    return count

@@ -6,12 +6,11 @@ the first ``H`` positions feed ``conv_h``, the rest ``conv_w``.
 
 * **Plain layout** ``[h | w]``, ``H + W`` positions (the module path and the training path,
   :mod:`cabench.models.ca_autograd`): :func:`join_strips` and :func:`split_strips`.
-* **Padded layout** (the batch-1 inference paths, eager in :mod:`cabench.models.attention` and compiled in
-  :mod:`cabench.models.ca_compiled`): zero-padded to a multiple of 16 columns, which keeps CPU BLAS on its fast
-  kernels, either compact ``[h | w | pad]`` (``conv1`` and both gate convs over all ``length`` columns:
-  ``3 * mip * C * length`` multiply-adds) or split ``[h | pad | w | pad]``, two halves of ``hp`` columns (``conv1``
-  over ``2 hp`` columns, each gate conv over its ``hp``: ``4 * mip * C * hp``), whichever is cheaper
-  (:class:`StripLayout`). Padded columns are computed and dropped.
+* **Padded layout** (the batch-1 inference path in :mod:`cabench.models.attention`): zero-padded to a multiple
+  of 16 columns, which keeps CPU BLAS on its fast kernels, either compact ``[h | w | pad]`` (``conv1`` and both
+  gate convs over all ``length`` columns: ``3 * mip * C * length`` multiply-adds) or split ``[h | pad | w | pad]``,
+  two halves of ``hp`` columns (``conv1`` over ``2 hp`` columns, each gate conv over its ``hp``:
+  ``4 * mip * C * hp``), whichever is cheaper (:class:`StripLayout`). Padded columns are computed and dropped.
 """
 
 from __future__ import annotations
