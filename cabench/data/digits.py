@@ -22,10 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from cabench.data.base import DatasetInfo, register_dataset
+from cabench.data.detection_transforms import detection_eval_transform, ssdlite_train_transform
 from cabench.data.errors import DatasetError
 from cabench.data.identity import GeneratorManifest, SplitFiles, imagefolder_split
-from cabench.data.voc_detection import voc_split
-from cabench.data.voc_segmentation import VocSegmentation
+from cabench.data.image_folder import FixedClassesImageFolder
+from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, validate_imagefolder
+from cabench.data.images import is_image
+from cabench.data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
+from cabench.data.voc_detection import validate_voc_detection, voc_detection_datasets, voc_split
+from cabench.data.voc_segmentation import VocSegmentation, _layout, validate_voc_segmentation
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -82,16 +87,10 @@ def validate_digits(root: Path, task: str) -> None:
     _manifest(root)
     root = Path(root).expanduser()
     if task == "classify":
-        from cabench.data.imagenet import validate_imagefolder
-
         validate_imagefolder(root / "classify", check_images=2)
     elif task == "detect":
-        from cabench.data.voc_detection import validate_voc_detection
-
         validate_voc_detection(root / "detect", DETECT_SETS["train"], DETECT_SETS["test"], DIGIT_CLASSES)
     else:
-        from cabench.data.voc_segmentation import validate_voc_segmentation
-
         validate_voc_segmentation(root / "segment", train_list="train", train_masks="SegmentationClass")
 
 
@@ -105,10 +104,6 @@ def digits_classify_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
     """``(train, val)`` ImageFolders of ``root/classify`` at the recipe's ``train_size``."""
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
-
-    from cabench.data.image_folder import FixedClassesImageFolder
-    from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
-    from cabench.data.images import is_image
 
     _refuse(recipe, "autoaugment", "random_erasing", "mixup")
     size = recipe.train_size
@@ -127,9 +122,6 @@ def digits_classify_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
 
 def digits_detection_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
     """``(train, test)`` VOC detection datasets of ``root/detect`` with the recipe's SSD augmentation."""
-    from cabench.data.detection_transforms import detection_eval_transform, ssdlite_train_transform
-    from cabench.data.voc_detection import voc_detection_datasets
-
     size = (recipe.train_size, recipe.train_size)
     train_tf = ssdlite_train_transform(size=size, flip_p=0.5 if recipe.hflip else 0.0)
     return voc_detection_datasets(
@@ -144,9 +136,6 @@ def digits_detection_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
 
 def digits_segmentation_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
     """``(train, val)`` of ``root/segment`` with DeepLabV3's augmentation at the recipe's sizes."""
-    from cabench.data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
-    from cabench.data.voc_segmentation import _layout
-
     layout = _layout(Path(root).expanduser() / "segment", train_list="train", train_masks="SegmentationClass")
     flip = 0.5 if recipe.hflip else 0.0
     train_tf = SegmentationTrainTransform(crop_size=recipe.crop_size, scale_range=recipe.scale_range, flip_p=flip)

@@ -24,6 +24,11 @@ from typing import Any
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
 from cabench.data.identity import BudgetSubset, SplitFiles
+from cabench.data.imagenet import TRAIN_LOADER, at_smoke_sizes, recipe_transforms
+from cabench.data.images import IMAGE_EXTENSIONS, is_image, load_rgb, walk_files
+from cabench.locate import recipe_files, subset_files
+from cabench.recipe import RecipeError
+from cabench.yamlio import read_yaml_mapping
 
 __all__ = ["Selection", "estimate", "load_selection", "register_subset", "selected_split", "subset_datasets"]
 
@@ -49,9 +54,6 @@ class Selection:
 
 def load_selection(name: str) -> Selection:
     """The selection ``name`` from the suites search path; one-line ``DatasetError`` when it is malformed."""
-    from cabench.locate import subset_files
-    from cabench.yamlio import read_yaml_mapping
-
     path = subset_files().get(name)
     if path is None:
         raise DatasetError(f"no class selection {name!r} (expected suites/subsets/{name}.yaml)")
@@ -85,10 +87,6 @@ def load_selection(name: str) -> Selection:
 def estimate(suite: Any) -> tuple[int, float] | None:
     """``(training images one row-seed reads, GPU-hours at the suite's declared speed)`` for a suite that declares
     a ``cost`` and trains on a class selection; None otherwise. Reads YAML only (``cabench show`` imports no torch)."""
-    from cabench.locate import recipe_files, subset_files
-    from cabench.recipe import RecipeError
-    from cabench.yamlio import read_yaml_mapping
-
     path = recipe_files().get(suite.recipe or "")
     if suite.cost is None or path is None:
         return None
@@ -120,9 +118,6 @@ def selected_split(selection: Selection, split: str = "val") -> Any:
     """``root -> SplitFiles``: the images of the selected classes in ``root/split`` (the identity check's view)."""
 
     def files(root: Path) -> SplitFiles:
-        from cabench.data.imagenet import IMAGE_EXTENSIONS
-        from cabench.data.images import walk_files
-
         folders = _class_folders(root, split, selection)
         images = [p for f in folders for p in walk_files(f, lambda n: n.lower().endswith(IMAGE_EXTENSIONS))]
         return SplitFiles(split, images, [], len(folders))
@@ -134,9 +129,7 @@ def subset_datasets(
     root: Path, recipe: Any, selection: Selection, splits: tuple[str, ...] = ("train", "val")
 ) -> tuple[Any, ...]:
     """ImageFolders of ``splits`` over the selected classes only, with the recipe's transforms and size."""
-    from cabench.data.image_folder import FixedClassesImageFolder
-    from cabench.data.imagenet import TRAIN_LOADER, recipe_transforms
-    from cabench.data.images import is_image, load_rgb
+    from cabench.data.image_folder import FixedClassesImageFolder  # imports torch: not on `cabench show`'s path
 
     for split in splits:
         _class_folders(root, split, selection)
@@ -157,7 +150,6 @@ def subset_datasets(
 
 def register_subset(name: str) -> DatasetInfo:
     """Register the selection ``suites/subsets/<name>.yaml`` as the dataset ``name`` (read from the imagenet key)."""
-    from cabench.data.imagenet import at_smoke_sizes
 
     def build(root: Path, recipe: Any) -> tuple[Any, Any]:
         return subset_datasets(root, recipe, load_selection(name))
