@@ -15,6 +15,13 @@ from typing import Any
 
 from torch import nn
 
+from cabench.data.base import DATASETS
+from cabench.engine.ema import build_ema
+from cabench.engine.runtime import build_optimizer
+from cabench.engine.schedule import lr_at, total_steps_of
+from cabench.tasks._impl.segmentation import predict
+from cabench.tasks.base import TASKS
+
 __all__ = ["apply_recipe", "configure_task", "describe_pipeline", "task_protocol", "transforms_for"]
 
 SAMPLER = (
@@ -24,8 +31,6 @@ SAMPLER = (
 
 
 def _task(recipe: Any) -> Any:
-    from cabench.tasks.base import TASKS
-
     return TASKS.get(recipe.task)
 
 
@@ -70,8 +75,6 @@ def transforms_for(recipe: Any) -> tuple[Any, Any]:
 
 
 def _optimizer(model: nn.Module, settings: Any) -> dict[str, Any]:
-    from cabench.engine.runtime import build_optimizer
-
     optimizer = build_optimizer(model, settings)
     groups = []
     for group in optimizer.param_groups:
@@ -84,8 +87,6 @@ def _optimizer(model: nn.Module, settings: Any) -> dict[str, Any]:
 
 def _schedule(settings: Any, steps_per_epoch: int) -> dict[str, Any]:
     """The learning rate the engine computes at 33 steps spread over the run (both ends and warmup included)."""
-    from cabench.engine.schedule import lr_at, total_steps_of
-
     total = total_steps_of(settings, steps_per_epoch)
     warmup = settings.warmup_iterations or round(settings.warmup_epochs * steps_per_epoch)
     marks = {round(k * (total - 1) / 32) for k in range(33)} | {warmup - 1, warmup, steps_per_epoch}
@@ -103,8 +104,6 @@ def _ema(settings: Any) -> dict[str, Any] | None:
     if not settings.ema:
         return None
     import torch
-
-    from cabench.engine.ema import build_ema
 
     decays = {}
     for step in (0, 10**6):
@@ -141,8 +140,6 @@ def _loss(recipe: Any, model: nn.Module, settings: Any) -> dict[str, Any]:
 
 
 def _evaluation(recipe: Any, val_ds: Any) -> dict[str, Any]:
-    from cabench.data.base import DATASETS
-
     out: dict[str, Any] = {"dataset": recipe.dataset, "transform": repr(getattr(val_ds, "transform", None))}
     protocol = task_protocol(recipe)
     if protocol is not None:
@@ -173,8 +170,6 @@ def _segmentation_probe(protocol: Any) -> float:
     """What :func:`cabench.tasks._impl.segmentation.predict` computes under ``protocol`` on a fixed 800x1100 probe
     image with a fixed network, summed with fixed weights: any change of flip, mode, window or stride shows."""
     import torch
-
-    from cabench.tasks._impl.segmentation import predict
 
     h, w = 800, 1100
     ys = torch.linspace(-1.0, 1.0, h)[:, None]

@@ -14,6 +14,9 @@ from typing import NamedTuple
 
 from torch import nn
 
+from cabench.measure.ca_reference import swap_in_authors_style
+from cabench.models.attention import CoordinateAttention
+from cabench.models.mobilenetv2 import MobileNetV2
 from cabench.registry import Registry
 
 __all__ = ["BENCH_ROWS", "BenchRow", "RowUnavailable", "bench_row", "build_row", "row_label"]
@@ -42,8 +45,6 @@ def bench_row(name: str, label: str) -> Callable[[Callable[[], nn.Module]], Call
 
 
 def _cabench(attention: str) -> nn.Module:
-    from cabench.models.mobilenetv2 import MobileNetV2
-
     return MobileNetV2(attention=attention)
 
 
@@ -80,8 +81,6 @@ def _ca() -> nn.Module:
 def _ca_modules() -> nn.Module:
     """The ``ca`` row with every block held to its module path (plain ops and autograd): against ``ca``, what the
     block's batch-1 inference path and hand-written backward save."""
-    from cabench.models.attention import CoordinateAttention
-
     model = _cabench("ca")
     for block in model.modules():
         if isinstance(block, CoordinateAttention):
@@ -91,8 +90,6 @@ def _ca_modules() -> nn.Module:
 
 @bench_row("authors_ca", "MobileNetV2 + CA (authors'-style block)")
 def _authors_ca() -> nn.Module:
-    from cabench.measure.ca_reference import swap_in_authors_style
-
     model = _cabench("ca")
     swap_in_authors_style(model)
     return model
@@ -115,8 +112,6 @@ def _timm_coord_attn() -> type[nn.Module]:
 def _timm_ca() -> nn.Module:
     """cabench's MobileNetV2+CA with every block replaced by timm's CoordAttn configured as the paper's block:
     ``mip = max(8, C // 32)`` channels, biases, BatchNorm, h_swish, sigmoid gates (the same state dict names)."""
-    from cabench.models.attention import CoordinateAttention
-
     coord_attn = _timm_coord_attn()
     model = _cabench("ca")
     for parent in list(model.modules()):

@@ -29,7 +29,9 @@ from pathlib import Path
 
 import torch
 
-from cabench.data.imagenet import IMAGE_EXTENSIONS
+from cabench.data.imagenet import IMAGE_EXTENSIONS, TRAIN_LOADER, train_transform
+from cabench.data.images import load_rgb
+from cabench.data.pipeline import gpu_train_batch, reference_train_transform
 
 __all__ = ["DATA_KEY", "PipelineError", "find_images", "format_pipeline", "run_pipeline_bench", "workers_per_gpu"]
 
@@ -62,8 +64,6 @@ def find_images(root: Path, limit: int) -> list[Path]:
 def _reference(size: int, autoaugment: bool) -> Callable[[Path], torch.Tensor]:
     from PIL import Image
 
-    from cabench.data.pipeline import reference_train_transform
-
     transform = reference_train_transform(size, autoaugment)
 
     def load(path: Path) -> torch.Tensor:
@@ -75,9 +75,6 @@ def _reference(size: int, autoaugment: bool) -> Callable[[Path], torch.Tensor]:
 
 
 def _cabench(size: int, autoaugment: bool, pil: bool = False) -> Callable[[Path], torch.Tensor]:
-    from cabench.data.imagenet import TRAIN_LOADER, train_transform
-    from cabench.data.images import load_rgb
-
     transform = train_transform(size, autoaugment=autoaugment)  # the training datasets' own loader and transform
     loader = load_rgb if pil else TRAIN_LOADER  # pil: the same transform after PIL's decode, the loader it replaced
     return lambda path: transform(loader(path))
@@ -106,8 +103,6 @@ def _time_chunks(
 
 
 def _gpu_rate(files: Sequence[Path], size: int, autoaugment: bool, batch: int) -> float:
-    from cabench.data.pipeline import gpu_train_batch
-
     gpu_train_batch(files[:batch], "cuda", size, autoaugment)  # warm-up (nvjpeg handles, kernels)
     torch.cuda.synchronize()
     start = time.perf_counter()

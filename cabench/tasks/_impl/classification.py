@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cabench import outcomes
+from cabench.data.imagenet import recipe_transforms
 from cabench.engine import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -36,6 +37,7 @@ from cabench.engine import (
     train,
 )
 from cabench.engine.distributed import all_reduce_sum
+from cabench.tasks.base import loss_on_probe
 from cabench.tasks.classification import OUTCOME_KIND
 
 __all__ = [
@@ -143,15 +145,11 @@ def make_task(columns: tuple[str, ...]) -> ClassificationTask:
 
 
 def transforms(recipe: Any) -> tuple[Any, Any]:
-    from cabench.data.imagenet import recipe_transforms
-
     return recipe_transforms(recipe)
 
 
 def describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
     """The loss on a fixed probe (logits favour class 0, target class 1)."""
-    from cabench.tasks.base import loss_on_probe
-
     probe = loss_on_probe(
         ClassificationTask(), torch.tensor([[2.0, 0.0, -1.0]]), (torch.zeros(1, 3), torch.tensor([1])), settings
     )

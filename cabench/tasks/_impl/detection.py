@@ -20,8 +20,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cabench import outcomes
+from cabench.data.detection_transforms import recipe_transforms
 from cabench.engine import EvalSetup, TrainSettings, autocast, eval_loader, eval_mode, gather_objects
 from cabench.engine.distributed import get_rank, is_distributed
+from cabench.models.detection import set_ssd_input_size
+from cabench.models.ssd_protocol import configure_ssd, describe_ssd
 
 __all__ = ["DetectionTask", "collate_detection", "evaluate_detector"]
 
@@ -99,21 +102,14 @@ def make_task(columns: tuple[str, ...]) -> DetectionTask:
 def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
     """The detector's fixed input at the recipe's ``train_size`` (320 in the paper's recipes, 64 in the CPU
     probe's), then the recipe's detection protocol (default boxes, loss, post-processing)."""
-    from cabench.models.detection import set_ssd_input_size
-    from cabench.models.ssd_protocol import configure_ssd
-
     set_ssd_input_size(model, recipe.train_size)  # type: ignore[arg-type]
     configure_ssd(model, recipe.detection, image_size or recipe.train_size)  # type: ignore[arg-type]
 
 
 def transforms(recipe: Any) -> tuple[Any, Any]:
-    from cabench.data.detection_transforms import recipe_transforms
-
     found = recipe_transforms(recipe)
     return found["train_transform"], found["eval_transform"]
 
 
 def describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
-    from cabench.models.ssd_protocol import describe_ssd
-
     return describe_ssd(model)  # type: ignore[arg-type]

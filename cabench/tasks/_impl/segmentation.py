@@ -30,8 +30,13 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cabench import outcomes
+from cabench.data.segmentation_transforms import pad_collate, recipe_transforms
 from cabench.engine import EvalSetup, TrainSettings, autocast, eval_loader, eval_mode, gather_objects, interleave_ranks
 from cabench.engine.distributed import all_reduce_sum
+from cabench.metrics.segmentation import ConfusionMatrix, per_image_confusion
+from cabench.models.segmentation import set_align_corners
+from cabench.recipe_protocols import SegmentationProtocol
+from cabench.tasks.base import loss_on_probe
 from cabench.tasks.segmentation import OUTCOME_KIND
 
 __all__ = ["IGNORE_INDEX", "SegmentationTask", "evaluate_segmenter", "predict"]
@@ -41,8 +46,6 @@ IGNORE_INDEX = 255
 
 
 def _collate(samples: list[Any]) -> Any:
-    from cabench.data.segmentation_transforms import pad_collate
-
     return pad_collate(samples)
 
 
@@ -78,8 +81,6 @@ def evaluate_segmenter(
     With ``per_image``, also one confusion matrix per image in dataset order (:mod:`cabench.outcomes`). Each
     prediction is made as ``protocol`` says (see the module docstring).
     """
-    from cabench.metrics.segmentation import ConfusionMatrix, per_image_confusion
-
     device, amp, channels_last = torch.device(setup.device), setup.amp, setup.channels_last
     matrix = ConfusionMatrix(
         ds.num_classes,  # type: ignore[attr-defined]
@@ -156,14 +157,10 @@ def predict(net: nn.Module, images: Tensor, protocol: Any | None = None) -> Tens
 
 def eval_protocol(recipe: Any) -> Any:
     """The recipe's segmentation block (or its defaults)."""
-    from cabench.recipe_protocols import SegmentationProtocol
-
     return recipe.segmentation or SegmentationProtocol()
 
 
 def apply_recipe(model: nn.Module, recipe: Any, image_size: int | None) -> None:
-    from cabench.models.segmentation import set_align_corners
-
     set_align_corners(model, eval_protocol(recipe).align_corners)
 
 
@@ -173,16 +170,12 @@ def make_task(columns: tuple[str, ...]) -> SegmentationTask:
 
 
 def transforms(recipe: Any) -> tuple[Any, Any]:
-    from cabench.data.segmentation_transforms import recipe_transforms
-
     found = recipe_transforms(recipe)
     return found["train_transform"], found["eval_transform"]
 
 
 def describe_loss(model: nn.Module, settings: TrainSettings) -> dict[str, Any]:
     """The loss on a fixed one-pixel probe (logits favour class 0, target class 1)."""
-    from cabench.tasks.base import loss_on_probe
-
     logits = torch.tensor([[2.0, 0.0, -1.0]])[:, :, None, None]
     batch = (torch.zeros(1, 3, 1, 1), torch.tensor([[[1]]]))
     return {
