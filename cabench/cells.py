@@ -21,6 +21,7 @@ from cabench.claims import summarize
 from cabench.columns import COLUMNS
 from cabench.data.base import fills_cells
 from cabench.data.identity import is_paper_data, not_paper_text
+from cabench.measure.ratio import ratio_status
 from cabench.profiles.base import PROFILES
 from cabench.recipe import suite_dataset
 from cabench.replicates import replicate_key, replicates
@@ -358,8 +359,6 @@ def _latency_status(suite: Suite, row_cells: list[tuple[Row, Cell, RunRecord | N
     :mod:`cabench.measure.ratio`): ``match`` inside, ``drift`` (``noted`` with a note) wholly outside,
     ``inconclusive`` when it straddles an edge or the run recorded no interval.
     """
-    from cabench.measure.ratio import ratio_status
-
     by_row = {row.key: (row, cell) for row, cell, _ in row_cells if COLUMNS[cell.column].kind == "latency"}
     base = by_row.get(suite.baseline or "")
     for r, cell, run in row_cells:

@@ -34,6 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from cabench.metrics.voc_eval import voc07_map_of_outcomes
+from cabench.store import atomic_write_bytes
+from cabench.tasks.base import TASKS
+
 __all__ = [
     "FILE_NAME",
     "KEY",
@@ -76,8 +80,6 @@ class Outcomes:
 
     def save(self, directory: Path | str) -> Path:
         """Write ``per_image.npz`` into ``directory`` (atomically) and return its path."""
-        from cabench.store import atomic_write_bytes
-
         path = Path(directory) / FILE_NAME
         atomic_write_bytes(path, self.to_bytes())
         return path
@@ -130,16 +132,12 @@ def miou_statistic(o: Outcomes, w: np.ndarray) -> float:
 
 def voc07_map_statistic(o: Outcomes, w: np.ndarray) -> float:
     """VOC07 11-point mAP (%) of the weighted detections and positives (see the module docstring)."""
-    from cabench.metrics.voc_eval import voc07_map_of_outcomes
-
     return voc07_map_of_outcomes(o.arrays, w)
 
 
 def statistic_for(kind: str, metric: str) -> Statistic | None:
     """How to recompute ``metric`` from outcomes of ``kind`` on a resample, as the task that writes that kind
     declares it; None where no registered task declares one."""
-    from cabench.tasks.base import TASKS
-
     for _, task in TASKS.items():
         if kind in task.outcomes:
             return task.outcomes[kind].get(metric)

@@ -26,7 +26,10 @@ from typing import Any
 
 import pandas as pd
 
+from cabench.columns import COLUMNS
+from cabench.store import atomic_write_bytes
 from cabench.suite import SUITES_DIR, SuiteError
+from cabench.tasks.base import TASKS
 from cabench.yamlio import read_yaml_mapping
 
 __all__ = [
@@ -77,8 +80,6 @@ COLUMN_KIND_ORDER: tuple[str, ...] = ("accuracy", "count", "latency")
 
 def _kind_rank(column: str) -> int:
     """Accuracy columns first, then counts, then latency; unknown columns last."""
-    from cabench.columns import COLUMNS
-
     known = COLUMNS.registered(column) or (COLUMNS.get(column) if column in COLUMNS else None)
     return COLUMN_KIND_ORDER.index(known.kind) if known else len(COLUMN_KIND_ORDER)
 
@@ -223,8 +224,6 @@ def _status(value: Any) -> str:
 def _save(fig: Any, path: Path) -> Path:
     """Render to memory, then write atomically: a kill mid-write leaves the previous PNG whole, and a symlink at
     ``path`` is replaced by the file rather than written through (its target is never touched)."""
-    from cabench.store import atomic_write_bytes
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())
@@ -467,8 +466,6 @@ class _Bar:
 def headline_column(cells: pd.DataFrame, suite: str) -> str | None:
     """The suite's headline metric among its cells' columns: the column that comes first in a registered task's
     ``headline`` (ties: the suite's column order); None when the suite has no such column."""
-    from cabench.tasks.base import TASKS
-
     rank = {}
     for _, task in TASKS.items():
         for i, (metric, _label) in enumerate(task.headline):

@@ -18,9 +18,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cabench.data.base import DATASETS
 from cabench.locate import recipe_files
 from cabench.recipe_protocols import DetectionProtocol, SegmentationProtocol
 from cabench.suite import SUITES_DIR, Suite, check_id
+from cabench.tasks.base import TASKS
 from cabench.yamlio import first_validation_error, read_yaml_mapping
 
 __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "known_recipes", "load_recipe", "suite_dataset"]
@@ -128,9 +130,6 @@ class Recipe(BaseModel):
         return self
 
     def _known_task_and_dataset(self) -> None:
-        from cabench.data.base import DATASETS
-        from cabench.tasks.base import TASKS
-
         if self.task not in TASKS:
             raise ValueError(TASKS.unknown(self.task))
         if self.dataset not in DATASETS:
@@ -149,7 +148,6 @@ class Recipe(BaseModel):
             raise ValueError("mixup is not implemented by cabench; set mixup: false")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError("crop_scale must be [low, high] with 0 < low <= high <= 1")
-        from cabench.tasks.base import TASKS
 
         for task, info in TASKS.items():  # each task declares the recipe fields only it reads
             stray = sorted(

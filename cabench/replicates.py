@@ -13,6 +13,7 @@ import json
 from collections.abc import Hashable, Sequence
 
 from cabench.claims import RowRuns
+from cabench.profiles.base import PROFILES
 from cabench.store import RunRecord, Store
 
 __all__ = ["counting_profiles", "replicate_key", "replicates", "row_runs"]
@@ -33,8 +34,6 @@ CONFIGURATION_KEYS = (
 
 def replicate_key(run: RunRecord) -> Hashable:
     """What tells replicates apart: the seed of a trained run, the checkpoint of an evaluated one."""
-    from cabench.profiles.base import PROFILES
-
     return PROFILES[run.profile].replicate(run) if run.profile in PROFILES else run.run_id
 
 
@@ -48,8 +47,6 @@ def _configuration(run: RunRecord) -> str:
 
 def counting_profiles() -> list[str]:
     """The profiles whose runs fill accuracy cells (``paper``, ``eval``; never ``smoke``)."""
-    from cabench.profiles.base import PROFILES
-
     return [name for name, profile in PROFILES.items() if "accuracy" in profile.fills]
 
 

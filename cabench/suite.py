@@ -34,9 +34,11 @@ from pydantic import (
 )
 
 from cabench.columns import COLUMNS
+from cabench.floors import FLOORS
 from cabench.locate import PACKAGED_SUITES, describe, suite_files
 from cabench.models.registry import MAX_CLASSES, MAX_REDUCTION, MAX_WIDTH, ModelSpec, validate_spec
 from cabench.registry import did_you_mean
+from cabench.tasks.base import TASKS
 from cabench.yamlio import StrictLoader, first_validation_error, read_yaml_mapping, shown
 
 __all__ = [
@@ -475,8 +477,6 @@ def _claim_rows(claim: dict[str, Any]) -> set[str]:
 
 
 def _check_semantics(suite: Suite, where: str, probe: bool = True) -> None:
-    from cabench.tasks.base import TASKS
-
     if suite.task not in TASKS:
         raise SuiteError(f"{where}: task: {TASKS.unknown(_cut(suite.task))}")
     for key in suite.columns:
@@ -501,8 +501,6 @@ def _check_semantics(suite: Suite, where: str, probe: bool = True) -> None:
                     raise SuiteError(f"{at}: {name}.{_cut(key)}: unknown column (this suite has {have})")
         _check_published(suite, row, at)
         if row.floor is not None:
-            from cabench.floors import FLOORS
-
             if row.floor not in FLOORS:
                 raise SuiteError(f"{at}: floor: {FLOORS.unknown(row.floor)}")
             floors = TASKS.get(suite.task).floors

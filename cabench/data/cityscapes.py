@@ -30,6 +30,7 @@ import numpy as np
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError, dataset_root
 from cabench.data.identity import PaperSplit, SplitFiles
+from cabench.data.images import walk_files
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
@@ -215,8 +216,6 @@ def cityscapes_datasets(
 
 def cityscapes_val_files(root: Path) -> SplitFiles:
     """``leftImg8bit/val/<city>/*_leftImg8bit.png``."""
-    from cabench.data.images import walk_files
-
     val = Path(root) / "leftImg8bit" / "val"
     if not val.is_dir():
         raise DatasetError(f"{root}: no leftImg8bit/val folder ({_LAYOUT})")

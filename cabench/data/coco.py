@@ -36,7 +36,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,10 +47,8 @@ from cabench.data.detection_dataset import DetectionTransform, checked_index, da
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError, dataset_root
 from cabench.data.identity import PaperSplit, SplitFiles
+from cabench.metrics.coco_eval import CocoEvaluator
 from cabench.yamlio import read_json_file
-
-if TYPE_CHECKING:
-    from cabench.metrics.coco_eval import CocoEvaluator
 
 __all__ = [
     "BBOX_TOLERANCE",
@@ -582,8 +580,6 @@ class CocoDetection(Dataset):
 
     def make_evaluator(self) -> CocoEvaluator:
         """A fresh COCO-AP evaluator over this split's annotation file."""
-        from cabench.metrics.coco_eval import CocoEvaluator
-
         return CocoEvaluator(self.ground_truth())
 
     def __repr__(self) -> str:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from cabench.data.base import SMOKE_SIZES
 from cabench.data.errors import DatasetError
 from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -291,8 +292,6 @@ def segmentation_sizes(recipe: Any) -> dict[str, Any]:
 def at_smoke_sizes(recipe: Any) -> Any:
     """A segmentation recipe at the smoke profile's 64-pixel crops, unpadded evaluation, and a sliding window (if
     the recipe evaluates with one) scaled like its crops."""
-    from cabench.data.base import SMOKE_SIZES
-
     crop = SMOKE_SIZES["crop_size"]
     update: dict[str, Any] = {"crop_size": crop, "eval_size": None}
     protocol = recipe.segmentation

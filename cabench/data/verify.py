@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cabench.data.base import DATASETS
 from cabench.data.errors import BadImageError, DatasetError
 from cabench.data.images import ScanResult, scan_images, walk_files
+from cabench.store import atomic_write_text
 
 __all__ = ["IMAGE_SUFFIXES", "check_dataset", "write_record"]
 
@@ -25,8 +27,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 def _validate(key: str, root: Path) -> None:
     """Run the validator of a dataset read from ``--data key=...``; DatasetError (one line) if none accepts it."""
-    from cabench.data.base import DATASETS
-
     infos = [info for _, info in DATASETS.items() if info.data_key == key]
     if not infos:
         keys = sorted({info.data_key for _, info in DATASETS.items()})
@@ -58,8 +58,6 @@ def check_dataset(
 
 def write_record(key: str, result: ScanResult, out_dir: Path) -> Path:
     """Write the scan's record (fingerprint, bad files, throughput) to ``out_dir/<key>.json``."""
-    from cabench.store import atomic_write_text
-
     record: dict[str, Any] = {
         "dataset": key,
         "root": str(result.root),

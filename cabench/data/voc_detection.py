@@ -39,7 +39,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,9 +50,7 @@ from cabench.data.detection_dataset import DetectionTransform, checked_index, da
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError, dataset_root
 from cabench.data.identity import PaperSplit, SplitFiles
-
-if TYPE_CHECKING:
-    from cabench.metrics.voc_eval import VocEvaluator
+from cabench.metrics.voc_eval import VocEvaluator, VocGroundTruth
 
 __all__ = [
     "TEST_SETS",
@@ -394,8 +392,6 @@ class VocDetection(Dataset):
     def make_evaluator(self) -> VocEvaluator:
         """A fresh VOC2007 11-point mAP evaluator over this dataset (image ids = indices), difficult flags from
         the parsed annotations (all objects, whatever ``keep_difficult`` says)."""
-        from cabench.metrics.voc_eval import VocEvaluator, VocGroundTruth
-
         rec = self._records
         ground_truth = {}
         for i, row in enumerate(self._rows):

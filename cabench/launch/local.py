@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cabench.launch.base import ENDED, LAUNCHERS, QUEUED, RUNNING, Launcher, Submission
 from cabench.launch.records import submitit_folder, write_record
+from cabench.launch.status import last_log_line
 from cabench.lease import host_name, pid_alive
 
 if TYPE_CHECKING:
@@ -147,8 +148,6 @@ def _clock(seconds: float) -> str:
 
 def _finished(store: Store, unit: RowSeed, record: dict[str, Any], say: Callable[[str], None]) -> bool:
     """Whether ``unit``'s job left it done or to a live holder; says which, or why it failed."""
-    from cabench.launch.status import last_log_line
-
     done = store.complete(unit.suite, unit.row, unit.profile, unit.resume_key)
     if done is not None:
         say(f"{unit.label}: done -> {done.path}")

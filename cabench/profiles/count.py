@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cabench.columns import ColumnInfo, register_column
+from cabench.measure.count_cache import load_counts, store_counts
+from cabench.models.blocks import attention_provenance
+from cabench.models.registry import ModelSpec, counting_input_size
 from cabench.profiles.base import Option, Outcome, Profile, Request, register_profile
 
 if TYPE_CHECKING:
     from cabench.measure.counted import Complexity
-    from cabench.models.registry import ModelSpec
     from cabench.store import RunRecord
     from cabench.suite import Suite
 
@@ -37,8 +39,6 @@ def count_specs(
     """Count each distinct spec once. ``wanted`` yields (spec, needs multiply-adds). ``cache``: reuse and fill
     the cache of traced counts (:mod:`cabench.measure.count_cache`, keyed by the counting code, the library
     versions and the spec)."""
-    from cabench.models.blocks import attention_provenance
-
     need: dict[str, tuple[ModelSpec, bool]] = {}
     for spec, madds in wanted:
         key = spec.key()
@@ -64,8 +64,6 @@ def _count(
     to_count: list[tuple[ModelSpec, bool]], total: int, progress: ProgressFn | None, cache: bool
 ) -> dict[str, Complexity]:
     from cabench.measure.complexity import count_models  # torch and fvcore: only for a count not cached
-    from cabench.measure.count_cache import store_counts
-    from cabench.models.blocks import attention_provenance
 
     finished = total - len(to_count)
 
@@ -83,8 +81,6 @@ def _count(
 
 
 def _cached(key: str, madds: bool) -> Complexity | None:
-    from cabench.measure.count_cache import load_counts
-
     return load_counts(key, madds)
 
 
@@ -106,9 +102,6 @@ class CountProfile(Profile):
     )
 
     def run(self, request: Request) -> Outcome:
-        from cabench.models.blocks import attention_provenance
-        from cabench.models.registry import counting_input_size
-
         jobs: list[tuple[Suite, str, ModelSpec]] = [
             (suite, row.key, row.model.spec())  # type: ignore[union-attr]
             for suite in request.suites

@@ -13,10 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cabench.data.base import DATASETS, data_identity
+from cabench.models.blocks import attention_provenance
+from cabench.models.registry import ModelSpec, arch_info, build_model
+from cabench.models.weights import load_weights
 from cabench.profiles.base import Outcome, Profile, Request, register_profile
+from cabench.tasks.base import TASKS
 
 if TYPE_CHECKING:
-    from cabench.models.registry import ModelSpec
     from cabench.store import RunRecord, Store
     from cabench.suite import Row, Suite
 
@@ -60,15 +64,10 @@ def evaluate_checkpoint(
     import torch
 
     from cabench import outcomes
-    from cabench.data.base import DATASETS, data_identity
     from cabench.data.roots import data_root
     from cabench.engine import TrainSettings
     from cabench.engine.sampling import eval_progress
-    from cabench.models.blocks import attention_provenance
-    from cabench.models.registry import arch_info, build_model
-    from cabench.models.weights import load_weights
     from cabench.recipe import load_recipe
-    from cabench.tasks.base import TASKS
 
     if suite is not None and suite.recipe is not None:
         recipe, task = load_recipe(suite.recipe), TASKS.get(suite.task)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cabench.columns import ColumnInfo, register_column
-from cabench.measure.ratio import MIN_ROUNDS
+from cabench.measure.ratio import MIN_ROUNDS, ratio_estimate
+from cabench.models.blocks import attention_provenance
+from cabench.models.registry import arch_info, build_model
 from cabench.profiles.base import Option, Outcome, Profile, Request, register_profile
 
 if TYPE_CHECKING:
@@ -48,10 +50,6 @@ class LatencyProfile(Profile):
         return Outcome(records, columns=(LATENCY.key, "latency_ratio"))
 
     def _suite(self, suite: Suite, request: Request) -> list[RunRecord]:
-        from cabench.measure.ratio import ratio_estimate
-        from cabench.models.blocks import attention_provenance
-        from cabench.models.registry import arch_info, build_model
-
         if LATENCY.key not in suite.columns:
             raise ValueError(f"{suite.id}: the suite has no latency column")
         threads, rounds = request.options["threads"], request.options["rounds"]

@@ -18,15 +18,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cabench.data.base import DATASETS, DatasetInfo, data_identity
+from cabench.floors import FLOORS
+from cabench.models.blocks import attention_provenance
+from cabench.models.registry import build_model
+from cabench.models.weights import load_backbone, sha256_of
 from cabench.profiles.base import Option, Outcome, Profile, Request, RowSeed, register_profile
 from cabench.profiles.workers import default_workers
+from cabench.store import RunRecord
+from cabench.tasks.base import TASKS, TaskInfo
 
 if TYPE_CHECKING:
-    from cabench.data.base import DatasetInfo
     from cabench.recipe import Recipe
-    from cabench.store import RunRecord
     from cabench.suite import Row, Suite
-    from cabench.tasks.base import TaskInfo
 
 __all__ = ["SMOKE_STEPS", "TrainProfile", "parse_seeds"]
 
@@ -253,11 +257,7 @@ class TrainProfile(Profile):
         return TrainSettings.from_recipe(plan.recipe, **knobs)
 
     def _plan(self, suite: Suite, request: Request, backbones: dict[str, Path]) -> _Plan:
-        from cabench.data.base import DATASETS
-        from cabench.models.registry import build_model
-        from cabench.models.weights import load_backbone
         from cabench.recipe import load_recipe
-        from cabench.tasks.base import TASKS
 
         if suite.recipe is None:
             raise ValueError(f"{suite.path or suite.id}: recipe: the suite names no training recipe")
@@ -303,8 +303,6 @@ class TrainProfile(Profile):
         built as :meth:`_train_row` builds it) and its engine settings."""
         import torch
 
-        from cabench.models.blocks import attention_provenance
-        from cabench.models.registry import build_model
         from cabench.pipeline import apply_recipe, describe_pipeline
 
         assert row.model is not None
@@ -354,7 +352,6 @@ class TrainProfile(Profile):
         """What a row-seed of a ``backbone_from`` suite starts from: the checkpoint of the source suite's run of the
         same row and seed *as the source would be run now* (its resume key), the file's sha256 and the run."""
         from cabench.engine.loop import CHECKPOINT_NAME
-        from cabench.models.weights import sha256_of
         from cabench.suite import find_suite, load_suite
 
         cache = (str(suite.backbone_from), str(request.store.root), str(request.options["data"]))
@@ -411,10 +408,7 @@ class TrainProfile(Profile):
         import torch
 
         from cabench.engine import check_held, distributed, train
-        from cabench.models.registry import build_model
-        from cabench.models.weights import load_backbone
         from cabench.pipeline import apply_recipe
-        from cabench.store import RunRecord
 
         store, suite, key, seed = request.store, plan.suite.id, config["resume_key"], config["seed"]
         say = request.hooks.row or (lambda *_: None)
@@ -505,8 +499,6 @@ def run_floors(
     A floor is a function of the data only (no seed): with ``reuse``, a complete floor run on the same data is
     reused.
     """
-    from cabench.floors import FLOORS
-
     suite, dataset = plan.suite, plan.dataset
     records = []
     say = request.hooks.row or (lambda *_: None)
@@ -548,8 +540,6 @@ _IDENTITIES: dict[tuple[str, str], dict[str, Any]] = {}
 
 def _identity(dataset: str, root: Path) -> dict[str, Any]:
     """The evaluation split's identity (cabench.data.identity), taken once per dataset root and process."""
-    from cabench.data.base import data_identity
-
     key = (dataset, str(Path(root).resolve()))
     if key not in _IDENTITIES:
         _IDENTITIES[key] = data_identity(dataset, root).as_dict()
