@@ -48,7 +48,7 @@ def count_specs(
     to_count: list[tuple[ModelSpec, bool]] = []
     for key, (spec, madds) in need.items():
         # A block defined outside cabench is recounted every time: the cache key does not cover its source.
-        found = _cached(key, madds) if cache and attention_provenance(spec.attention) is None else None
+        found = load_counts(key, madds) if cache and attention_provenance(spec.attention) is None else None
         if found is None:
             to_count.append((spec, madds))
         else:
@@ -78,10 +78,6 @@ def _count(
         if cache and attention_provenance(spec.attention) is None:
             store_counts(spec.key(), madds, found)
     return {spec.key(): found for (spec, _), found in zip(to_count, counted, strict=True)}
-
-
-def _cached(key: str, madds: bool) -> Complexity | None:
-    return load_counts(key, madds)
 
 
 def _metrics(suite: Suite, c: Complexity) -> dict[str, Any]:

@@ -45,16 +45,12 @@ __all__ = ["IGNORE_INDEX", "SegmentationTask", "evaluate_segmenter", "predict"]
 IGNORE_INDEX = 255
 
 
-def _collate(samples: list[Any]) -> Any:
-    return pad_collate(samples)
-
-
 class SegmentationTask:
     """DeepLabV3-style training and single-scale evaluation under ``protocol`` (default: whole image, no flip)."""
 
     name = "segment"
     headline = ("miou",)
-    collate = staticmethod(_collate)
+    collate = staticmethod(pad_collate)
 
     def __init__(self, protocol: Any | None = None) -> None:
         self.protocol = protocol
@@ -91,7 +87,7 @@ def evaluate_segmenter(
     n = torch.zeros((), dtype=torch.int64, device=device)
     mats: list[Tensor] = []  # this rank's per-image matrices
     with eval_mode(model) as net:
-        for images, masks in eval_loader(ds, setup, collate=_collate):
+        for images, masks in eval_loader(ds, setup, collate=pad_collate):
             images = images.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
