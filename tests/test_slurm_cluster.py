@@ -84,6 +84,15 @@ def _job_field(env: dict[str, str], job: str, field: str) -> str:
     raise AssertionError(f"{field} not in scontrol show job {job}: {shown.stdout}")
 
 
+def _begin_now(env: dict[str, str], job: str) -> None:
+    """Once the requeued ``job`` is pending again, move the BeginTime SLURM gave it to now."""
+    deadline = time.monotonic() + WAIT_S
+    while _job_field(env, job, "JobState") != "PENDING":
+        assert time.monotonic() < deadline, f"job {job} not pending again after {WAIT_S} s"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True, capture_output=True)
+
+
 def _wait_for(path: Path, what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not path.exists() or not path.read_text():
@@ -136,8 +145,9 @@ def work(tmp_path: Path) -> Path:
 
 
 def _requeue_a_held_job(work: Path, slurm_env: dict[str, str], imagenet: Path) -> Path:
-    """Submit one row-seed of hold.yaml that waits after its first checkpoint, `scontrol requeue` it, release it;
-    SLURM starts the requeued job about two minutes later (its BeginTime), so the caller goes on meanwhile."""
+    """Submit one row-seed of hold.yaml that waits after its first checkpoint, `scontrol requeue` it, release it.
+    SLURM holds a requeued job back until a BeginTime about two minutes on; the test sets it to now (scheduling
+    policy, not what is tested), and the caller goes on while the job starts again and resumes."""
     (work / "hold.yaml").write_text(SUITE.replace("id: tiny", "id: hold"))  # same models: smoke never twins them
     hold = work / "hold"
     hold.mkdir()
@@ -149,6 +159,7 @@ def _requeue_a_held_job(work: Path, slurm_env: dict[str, str], imagenet: Path) -
     _wait_for(hold / "held-1", "held job")  # step 1 trained and checkpointed; the job waits there
     subprocess.run(["scontrol", "requeue", job], env=slurm_env, check=True, capture_output=True)
     (hold / "release-1").touch()
+    _begin_now(slurm_env, job)
     return work / "runs" / "hold" / "ca" / "smoke"
 
 
