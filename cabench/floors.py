@@ -19,6 +19,7 @@ metric, one that runs the dataset's evaluator reports what the evaluator reports
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +28,22 @@ from cabench.registry import Registry
 if TYPE_CHECKING:
     import numpy as np  # imported where a floor is computed: naming floors (listing suites) imports no numpy
 
-__all__ = ["FLOORS", "FloorFn", "all_background", "logistic_pixels", "mean_box"]
+__all__ = ["FLOORS", "FloorFn", "all_background", "logistic_pixels", "mean_box", "spread_images"]
 
 FloorFn = Callable[[Any, Any, Any], dict[str, Any]]  # (train dataset, evaluation dataset, TaskInfo) -> metrics
 FLOORS: Registry[FloorFn] = Registry("floor")
+
+
+def spread_images(ds: Any, n: int) -> Any:
+    """An ImageFolder-like ``ds`` (one that lists ``samples``) cut to about ``n`` images taken at an even stride,
+    so every class keeps its share; any other dataset, or one of at most ``n`` images, as it is."""
+    samples = getattr(ds, "samples", None)
+    if not isinstance(samples, list) or len(samples) <= n:
+        return ds
+    cut = copy.copy(ds)
+    cut.samples = samples[:: -(-len(samples) // n)]
+    cut.imgs, cut.targets = cut.samples, [label for _, label in cut.samples]
+    return cut
 
 
 def _pixels(ds: Any) -> tuple[np.ndarray, np.ndarray]:

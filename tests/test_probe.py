@@ -171,3 +171,31 @@ def test_a_launched_probe_computes_its_floor_in_the_launching_process(tiny: Path
     again = runner.invoke(app, [*args, "--data", f"digits={tiny}", "--runs-dir", str(runs)])
     assert again.exit_code == 0, again.output
     assert len(list((runs / "probe-classify" / "floor" / "paper").iterdir())) == 1  # a floor is computed once
+
+
+def test_a_smoke_floor_fits_on_a_spread_sample_and_a_paper_floor_on_every_image(tmp_path: Path) -> None:
+    from torchvision.datasets import ImageFolder
+
+    from cabench.floors import spread_images
+    from cabench.profiles.train import SMOKE_FLOOR_IMAGES
+
+    root = tmp_path / "d"
+    few = {"detect_train": 2, "detect_test": 2, "segment_train": 2, "segment_val": 2}  # classification is what counts
+    write_digits(root, 0, params=DigitsParams(classify_train_per_glyph=1, classify_val_per_glyph=1, **few))
+    train = ImageFolder(str(root / "classify" / "train"))
+    assert len(train) > SMOKE_FLOOR_IMAGES  # the sample is a real cut here
+    cut = spread_images(train, SMOKE_FLOOR_IMAGES)
+    assert len(cut.samples) <= SMOKE_FLOOR_IMAGES and set(cut.targets) == set(train.targets)  # every class kept
+    assert cut.imgs == cut.samples and len(train.samples) > len(cut.samples)  # the dataset itself is untouched
+    runs = tmp_path / "runs"
+    for profile in ("smoke", "paper"):
+        args = ["run", "probe-classify", "--rows", "floor", "--profile", profile, "--data", f"digits={root}"]
+        result = runner.invoke(app, [*args, "--runs-dir", str(runs)])
+        assert result.exit_code == 0, result.output
+        (run,) = (runs / "probe-classify" / "floor" / profile).iterdir()
+        metrics = json.loads((run / "metrics.json").read_text())
+        config = json.loads((run / "config.json").read_text())
+        if profile == "smoke":
+            assert metrics["train_n"] == len(cut.samples) and config["floor_images"] == SMOKE_FLOOR_IMAGES
+        else:
+            assert metrics["train_n"] == len(train.samples) and "floor_images" not in config

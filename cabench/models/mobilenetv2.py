@@ -90,11 +90,6 @@ class InvertedResidual(nn.Module):
         layers += list(conv_bn_act(hidden, cout, kernel_size=1, act=False))
         self.conv = nn.Sequential(*layers)
 
-    @property
-    def expansion(self) -> nn.Sequential | None:
-        """The pointwise expansion (conv, BN, ReLU6), or None for expansion ratio 1."""
-        return self.conv[:3] if len(self.conv) > 6 else None
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
         return x + y if self.use_residual else y
