@@ -80,7 +80,7 @@ at::Tensor ca_region(at::Tensor x, at::Tensor w1, at::Tensor shift, at::Tensor s
         fk[j] = v * std::min(std::max(v + 3.f, 0.f), 6.f) / 6.f;
       }
     }
-    // Both gate convs, their biases and sigmoids (ATen's vectorised sigmoid: a scalar std::exp loop costs ~0.02).
+    // Both gate convs, their biases and sigmoids (ATen's vectorised sigmoid: a scalar std::exp loop cost ~0.01).
     gh = at::addmm(bh.view({C, 1}), wh, f.narrow(1, 0, H)).sigmoid_();  // (C, H)
     gw = at::addmm(bw.view({C, 1}), ww, f.narrow(1, H, W)).sigmoid_();  // (C, W)
   }
