@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar, overload
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PLUGINS_ENV",
+    "LazyCall",
     "Registry",
     "RegistryError",
     "import_object",
@@ -71,6 +72,36 @@ def import_object(path: str) -> Any:
             raise RegistryError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})") from None
     _imported_by_path[module_name] = None
     return obj
+
+
+class LazyCall:
+    """A function named by its ``"package.module:name"`` path, imported on the first call, with keyword arguments
+    bound in advance: how a light declaration (a dataset's, say) names its implementation without importing it.
+    Holds only the path and the bound values, so it pickles for worker processes as it is."""
+
+    def __init__(self, path: str, **bound: Any) -> None:
+        if not is_import_path(path):
+            raise RegistryError(f"{path!r} is not an import path of the form 'package.module:name'")
+        self.path, self.bound = path, bound
+        self._target: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._target is None:
+            self._target = import_object(self.path)
+        return self._target(*args, **self.bound, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "bound": self.bound, "_target": None}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LazyCall) and (self.path, self.bound) == (other.path, other.bound)
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __repr__(self) -> str:
+        bound = "".join(f", {k}={v!r}" for k, v in self.bound.items())
+        return f"LazyCall({self.path!r}{bound})"
 
 
 def imported_by_path() -> list[str]:

@@ -86,7 +86,8 @@ class Fixture:
     hint: str  # a smoke command to try, with {root}
 
 
-DATASETS = Registry[DatasetInfo]("dataset", builtin_modules=("cabench.data.*",))
+# The built-in datasets are data (suites/datasets/builtin.yaml), registered by a module that imports no dataset code.
+DATASETS = Registry[DatasetInfo]("dataset", builtin_modules=("cabench.data.declared",))
 FIXTURES = Registry[Fixture]("fixture", builtin_modules=("cabench.data.fixtures.*",))
 
 

@@ -27,15 +27,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError, dataset_root
-from cabench.data.identity import PaperSplit, SplitFiles
+from cabench.data.identity import SplitFiles
 from cabench.data.images import walk_files
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
-    SEGMENTATION_RECIPE_FIELDS,
-    at_smoke_sizes,
     bad_values,
     deeplab_transforms,
     recipe_transforms,
@@ -222,17 +219,6 @@ def cityscapes_val_files(root: Path) -> SplitFiles:
     return SplitFiles("val", walk_files(val, lambda name: name.endswith(_IMAGE_SUFFIX)), [], None)
 
 
-register_dataset(
-    DatasetInfo(
-        name="cityscapes",
-        task="segment",
-        data_key="cityscapes",
-        title="Cityscapes (leftImg8bit/{train,val}/<city>/, gtFine/{train,val}/<city>/)",
-        validate=validate_cityscapes,
-        build=lambda root, recipe: cityscapes_datasets(root, **recipe_transforms(recipe)),
-        at_smoke_sizes=at_smoke_sizes,
-        fixture="cityscapes",
-        requires=SEGMENTATION_RECIPE_FIELDS,
-        identity=PaperSplit("Cityscapes val", 500, None, files=cityscapes_val_files),
-    )
-)
+def build_cityscapes(root: Path, recipe: Any) -> tuple[Any, Any]:
+    """``(train, val)`` with DeepLabV3's transforms at the recipe's sizes (``cityscapes``' declared ``build``)."""
+    return cityscapes_datasets(root, **recipe_transforms(recipe))

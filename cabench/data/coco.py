@@ -42,11 +42,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError, dataset_root
-from cabench.data.identity import PaperSplit, SplitFiles
+from cabench.data.identity import SplitFiles
 from cabench.metrics.coco_eval import CocoEvaluator
 from cabench.yamlio import read_json_file
 
@@ -616,16 +615,6 @@ def coco_val_files(root: Path) -> SplitFiles:
     return SplitFiles("val2017", sorted(names), [ann], None)
 
 
-register_dataset(
-    DatasetInfo(
-        name="coco",
-        task="detect",
-        data_key="coco",
-        title="COCO 2017 (annotations/instances_{train,val}2017.json, train2017/, val2017/)",
-        validate=validate_coco,
-        build=lambda root, recipe: coco_datasets(root, **recipe_transforms(recipe)),
-        fixture="coco",
-        evaluation="COCOeval bbox",
-        identity=PaperSplit("COCO val2017", 5_000, None, files=coco_val_files),
-    )
-)
+def build_coco(root: Path, recipe: Any) -> tuple[Any, Any]:
+    """``(train2017, val2017)`` with the recipe's transforms (the ``coco`` dataset's declared ``build``)."""
+    return coco_datasets(root, **recipe_transforms(recipe))

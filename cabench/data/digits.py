@@ -17,14 +17,12 @@ fingerprint: :func:`digits_fingerprint` is what each run records in its config.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_transforms import detection_eval_transform, ssdlite_train_transform
 from cabench.data.errors import DatasetError
-from cabench.data.identity import GeneratorManifest, SplitFiles, imagefolder_split
+from cabench.data.identity import SplitFiles, imagefolder_split
 from cabench.data.image_folder import FixedClassesImageFolder
 from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, validate_imagefolder
 from cabench.data.images import is_image
@@ -40,6 +38,8 @@ __all__ = [
     "digits_detection_datasets",
     "digits_fingerprint",
     "digits_segmentation_datasets",
+    "eval_files",
+    "read_manifest",
     "validate_digits",
 ]
 
@@ -55,7 +55,7 @@ class DigitSegmentation(VocSegmentation):
     CLASSES = DIGIT_SEGMENTATION_CLASSES
 
 
-def _manifest(root: Path) -> dict[str, Any]:
+def read_manifest(root: Path) -> dict[str, Any]:
     path = Path(root).expanduser() / "manifest.json"
     if not path.is_file():
         raise DatasetError(f"{path}: no digits manifest ({_LAYOUT})")
@@ -71,7 +71,7 @@ def _manifest(root: Path) -> dict[str, Any]:
 def digits_fingerprint(root: Path) -> dict[str, Any]:
     """What a run records about the data: the manifest's fingerprint (sha256 over every file's sha256),
     generator, seed and parameters, and the number of files."""
-    m = _manifest(root)
+    m = read_manifest(root)
     return {
         "manifest": str(Path(root).expanduser().absolute() / "manifest.json"),
         "fingerprint": m["fingerprint"],
@@ -84,7 +84,7 @@ def digits_fingerprint(root: Path) -> dict[str, Any]:
 
 def validate_digits(root: Path, task: str) -> None:
     """The manifest and the ``task``'s layout under ``root``; one-line :class:`DatasetError` otherwise."""
-    _manifest(root)
+    read_manifest(root)
     root = Path(root).expanduser()
     if task == "classify":
         validate_imagefolder(root / "classify", check_images=2)
@@ -144,34 +144,11 @@ def digits_segmentation_datasets(root: Path, recipe: Any) -> tuple[Any, Any]:
     return train, val
 
 
-def _eval_files(folder: str) -> Callable[[Path], SplitFiles]:
-    """The evaluation split of one of the three layouts under a digits root."""
-    listers = {
-        "classify": lambda base: imagefolder_split(base, "val"),
-        "detect": lambda base: voc_split(base, "2007", "Main", "test"),
-        "segment": lambda base: voc_split(base, "2012", "Segmentation", "val"),
-    }
-    return lambda root: listers[folder](Path(root).expanduser() / folder)
-
-
-for _name, _task, _folder, _build, _evaluation in (
-    ("digits-classify", "classify", "classify", digits_classify_datasets, None),
-    ("digits-detection", "detect", "detect", digits_detection_datasets, "VOC07 11-point mAP"),
-    ("digits-segmentation", "segment", "segment", digits_segmentation_datasets, None),
-):
-    register_dataset(
-        DatasetInfo(
-            name=_name,
-            task=_task,
-            data_key="digits",
-            title=f"the handwritten-digits probe data ({_folder}/ under a `cabench fixtures digits DIR` root)",
-            validate=lambda root, task=_task: validate_digits(root, task),
-            build=_build,
-            fixture="digits-tiny",
-            fingerprint=digits_fingerprint,
-            # No paper numbers exist for the probe: its identity is the generator's manifest, and its runs fill
-            # the probe suites' own cells when the evaluation split is the manifest's files.
-            identity=GeneratorManifest(files=_eval_files(_folder), manifest=_manifest),
-            evaluation=_evaluation,
-        )
-    )
+def eval_files(root: Path, folder: str) -> SplitFiles:
+    """The evaluation split of the layout ``folder`` (classify, detect or segment) under a digits root."""
+    base = Path(root).expanduser() / folder
+    if folder == "classify":
+        return imagefolder_split(base, "val")
+    if folder == "detect":
+        return voc_split(base, "2007", "Main", "test")
+    return voc_split(base, "2012", "Segmentation", "val")

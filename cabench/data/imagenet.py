@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cabench.data.base import SMOKE_SIZES, DatasetInfo, register_dataset
+from cabench.data.base import SMOKE_SIZES
 from cabench.data.errors import BadImageError, DatasetError, dataset_root
-from cabench.data.identity import PaperSplit, imagefolder_split
-from cabench.data.images import IMAGE_EXTENSIONS, decode_rgb, is_image, walk_files
+from cabench.data.images import IMAGE_EXTENSIONS, decode_rgb, is_image, load_rgb, walk_files
+from cabench.data.subsets import Selection, class_folders, load_selection
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -44,11 +44,16 @@ __all__ = [
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "ImageFolderInfo",
+    "build_imagenet",
+    "build_subset",
     "eval_transform",
     "imagenet_datasets",
     "imagenet_eval_dataset",
+    "imagenet_eval_only",
     "recipe_train_transform",
     "recipe_transforms",
+    "subset_datasets",
+    "subset_eval_only",
     "train_transform",
     "validate_imagefolder",
 ]
@@ -295,24 +300,45 @@ def at_smoke_sizes(recipe: Any) -> Any:
     )
 
 
-def _build(root: Path, recipe: Any) -> tuple[Dataset, Dataset]:
+def build_imagenet(root: Path, recipe: Any) -> tuple[Dataset, Dataset]:
+    """``(train, val)`` with the recipe's transforms (the ``imagenet`` dataset's declared ``build``)."""
     train_tf, eval_tf = recipe_transforms(recipe)
     return imagenet_datasets(root, train_tf=train_tf, eval_tf=eval_tf)
 
 
-register_dataset(
-    DatasetInfo(
-        name="imagenet",
-        task="classify",
-        data_key="imagenet",
-        title="ImageNet (val/<class>/*.JPEG to evaluate, train/<class>/*.JPEG too to train)",
-        validate=lambda root: validate_imagefolder(root, check_images=2) and None,
-        build=_build,
-        fixture="imagenet",
-        at_smoke_sizes=at_smoke_sizes,
-        eval_only=lambda root, recipe: imagenet_eval_dataset(
-            root, size=recipe.train_size, resize=round(recipe.train_size * recipe.eval_resize / recipe.train_size)
-        ),
-        identity=PaperSplit("ImageNet val (ILSVRC-2012)", 50_000, 1_000, files=imagefolder_split),
-    )
-)
+def imagenet_eval_only(root: Path, recipe: Any) -> Dataset:
+    """The val split alone at the recipe's sizes (the ``imagenet`` dataset's declared ``eval_only``)."""
+    return imagenet_eval_dataset(root, size=recipe.train_size, resize=round(recipe.eval_resize))
+
+
+def subset_datasets(
+    root: Path, recipe: Any, selection: Selection, splits: tuple[str, ...] = ("train", "val")
+) -> tuple[Any, ...]:
+    """ImageFolders of ``splits`` over a budget selection's classes only, with the recipe's transforms and size."""
+    from cabench.data.image_folder import FixedClassesImageFolder
+
+    for split in splits:
+        class_folders(root, split, selection)
+    mapping = {wnid: k for k, wnid in enumerate(selection.classes)}
+    transforms = dict(zip(("train", "val"), recipe_transforms(recipe), strict=True))
+    root = Path(root).expanduser()
+    out = []
+    for split in splits:
+        loader = TRAIN_LOADER if split == "train" else load_rgb
+        dataset = FixedClassesImageFolder(
+            str(root / split), mapping, transform=transforms[split], is_valid_file=is_image, loader=loader
+        )
+        if len(dataset) == 0:
+            raise DatasetError(f"{root / split}: no images in the {len(mapping)} selected class folders")
+        out.append(dataset)
+    return tuple(out)
+
+
+def build_subset(root: Path, recipe: Any, name: str) -> tuple[Any, ...]:
+    """``(train, val)`` of the budget selection ``name`` (a subset dataset's declared ``build``)."""
+    return subset_datasets(root, recipe, load_selection(name))
+
+
+def subset_eval_only(root: Path, recipe: Any, name: str) -> Any:
+    """The val split of the budget selection ``name`` alone (a subset dataset's declared ``eval_only``)."""
+    return subset_datasets(root, recipe, load_selection(name), splits=("val",))[-1]

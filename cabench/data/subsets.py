@@ -9,6 +9,7 @@ A tree that lacks a selected class is one line naming it. The identity check (:c
 selection's size; numbers on it fill their budget suite's cells and never a paper cell.
 
 Resolution is the recipe's (``train_size``, ``eval_resize``): a budget recipe at 128 px down-samples on load.
+This module declares (it imports no torch); the loaders are :func:`cabench.data.imagenet.subset_datasets`.
 A plugin adds a selection with :func:`register_subset` after writing its YAML beside its suites; ``cabench
 fixtures imagewoof DIR`` writes a tiny ImageNet-shaped tree of a selection's classes
 (:mod:`cabench.data.fixtures.subsets`).
@@ -24,13 +25,22 @@ from typing import Any
 from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError
 from cabench.data.identity import BudgetSubset, SplitFiles
-from cabench.data.imagenet import TRAIN_LOADER, at_smoke_sizes, recipe_transforms
-from cabench.data.images import IMAGE_EXTENSIONS, is_image, load_rgb, walk_files
+from cabench.data.images import IMAGE_EXTENSIONS, walk_files
 from cabench.locate import recipe_files, subset_files
 from cabench.recipe import RecipeError
+from cabench.registry import LazyCall
 from cabench.yamlio import read_yaml_mapping
 
-__all__ = ["Selection", "estimate", "load_selection", "register_subset", "selected_split", "subset_datasets"]
+__all__ = [
+    "SHIPPED",
+    "Selection",
+    "class_folders",
+    "estimate",
+    "load_selection",
+    "register_subset",
+    "selected_files",
+    "validate_subset",
+]
 
 _WNID = re.compile(r"n\d{8}")
 _FIELDS = {"id", "title", "source", "val_per_class", "train_images", "classes"}
@@ -98,7 +108,7 @@ def estimate(suite: Any) -> tuple[int, float] | None:
     return images, images / suite.cost.img_per_s / 3600
 
 
-def _class_folders(root: Path, split: str, selection: Selection) -> list[Path]:
+def class_folders(root: Path, split: str, selection: Selection) -> list[Path]:
     """The selected class folders of ``root/split``; the first missing one is one line naming it."""
     root = Path(root).expanduser()
     if not (root / split).is_dir():
@@ -114,54 +124,23 @@ def _class_folders(root: Path, split: str, selection: Selection) -> list[Path]:
     return folders
 
 
-def selected_split(selection: Selection, split: str = "val") -> Any:
-    """``root -> SplitFiles``: the images of the selected classes in ``root/split`` (the identity check's view)."""
-
-    def files(root: Path) -> SplitFiles:
-        folders = _class_folders(root, split, selection)
-        images = [p for f in folders for p in walk_files(f, lambda n: n.lower().endswith(IMAGE_EXTENSIONS))]
-        return SplitFiles(split, images, [], len(folders))
-
-    return files
+def selected_files(root: Path, name: str, split: str = "val") -> SplitFiles:
+    """The images of the selection ``name``'s classes in ``root/split`` (the identity check's view)."""
+    folders = class_folders(root, split, load_selection(name))
+    images = [p for f in folders for p in walk_files(f, lambda n: n.lower().endswith(IMAGE_EXTENSIONS))]
+    return SplitFiles(split, images, [], len(folders))
 
 
-def subset_datasets(
-    root: Path, recipe: Any, selection: Selection, splits: tuple[str, ...] = ("train", "val")
-) -> tuple[Any, ...]:
-    """ImageFolders of ``splits`` over the selected classes only, with the recipe's transforms and size."""
-    from cabench.data.image_folder import FixedClassesImageFolder  # imports torch: not on `cabench show`'s path
-
-    for split in splits:
-        _class_folders(root, split, selection)
-    mapping = {wnid: k for k, wnid in enumerate(selection.classes)}
-    transforms = dict(zip(("train", "val"), recipe_transforms(recipe), strict=True))
-    root = Path(root).expanduser()
-    out = []
-    for split in splits:
-        loader = TRAIN_LOADER if split == "train" else load_rgb
-        dataset = FixedClassesImageFolder(
-            str(root / split), mapping, transform=transforms[split], is_valid_file=is_image, loader=loader
-        )
-        if len(dataset) == 0:
-            raise DatasetError(f"{root / split}: no images in the {len(mapping)} selected class folders")
-        out.append(dataset)
-    return tuple(out)
+def validate_subset(root: Path, name: str) -> None:
+    """Both splits of ``root`` hold every class folder of the selection ``name``."""
+    selection = load_selection(name)
+    for split in ("train", "val"):
+        class_folders(root, split, selection)
 
 
 def register_subset(name: str) -> DatasetInfo:
-    """Register the selection ``suites/subsets/<name>.yaml`` as the dataset ``name`` (read from the imagenet key)."""
-
-    def build(root: Path, recipe: Any) -> tuple[Any, Any]:
-        return subset_datasets(root, recipe, load_selection(name))
-
-    def validate(root: Path) -> None:
-        selection = load_selection(name)
-        for split in ("train", "val"):
-            _class_folders(root, split, selection)
-
-    def evaluation_only(root: Path, recipe: Any) -> Any:
-        return subset_datasets(root, recipe, load_selection(name), splits=("val",))[-1]
-
+    """Register the selection ``suites/subsets/<name>.yaml`` as the dataset ``name`` (read from the imagenet key);
+    its loaders are :func:`cabench.data.imagenet.subset_datasets`, imported when first used."""
     selection = load_selection(name)
     return register_dataset(
         DatasetInfo(
@@ -169,20 +148,21 @@ def register_subset(name: str) -> DatasetInfo:
             task="classify",
             data_key="imagenet",
             title=f"{selection.title}: {len(selection.classes)} classes of the user's ImageNet (train/ and val/)",
-            validate=validate,
-            build=build,
+            validate=LazyCall("cabench.data.subsets:validate_subset", name=name),
+            build=LazyCall("cabench.data.imagenet:build_subset", name=name),
             fixture=name,
-            at_smoke_sizes=at_smoke_sizes,
-            eval_only=evaluation_only,
+            at_smoke_sizes=LazyCall("cabench.data.imagenet:at_smoke_sizes"),
+            eval_only=LazyCall("cabench.data.imagenet:subset_eval_only", name=name),
             identity=BudgetSubset(
-                f"{selection.title} val", selection.val_images, len(selection.classes), selected_split(selection)
+                f"{selection.title} val",
+                selection.val_images,
+                len(selection.classes),
+                LazyCall("cabench.data.subsets:selected_files", name=name),
             ),
         )
     )
 
 
-#: The selections shipped in suites/subsets/, each a dataset (and a fixture) of its own.
+#: The selections shipped in suites/subsets/, each a dataset (and a fixture) of its own (registered by
+#: cabench.data.declared with the built-in datasets).
 SHIPPED = ("imagenet-100", "imagewoof")
-
-for _name in SHIPPED:
-    register_subset(_name)

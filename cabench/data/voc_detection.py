@@ -45,11 +45,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError, dataset_root
-from cabench.data.identity import PaperSplit, SplitFiles
+from cabench.data.identity import SplitFiles
 from cabench.metrics.voc_eval import VocEvaluator, VocGroundTruth
 
 __all__ = [
@@ -424,18 +423,6 @@ def voc_detection_datasets(
     return train, test
 
 
-register_dataset(
-    DatasetInfo(
-        name="voc-detection",
-        task="detect",
-        data_key="voc",
-        title="Pascal VOC (VOCdevkit/VOC2007 and VOCdevkit/VOC2012)",
-        validate=validate_voc_detection,
-        build=lambda root, recipe: voc_detection_datasets(root, **recipe_transforms(recipe)),
-        fixture="voc",
-        evaluation="VOC07 11-point mAP",
-        identity=PaperSplit(
-            "Pascal VOC2007 test", 4_952, None, files=lambda root: voc_split(root, "2007", "Main", "test")
-        ),
-    )
-)
+def build_voc_detection(root: Path, recipe: Any) -> tuple[Any, Any]:
+    """``(trainval 07+12, test 07)`` with the recipe's transforms (``voc-detection``'s declared ``build``)."""
+    return voc_detection_datasets(root, **recipe_transforms(recipe))

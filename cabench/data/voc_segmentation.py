@@ -32,19 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from cabench.data.base import DatasetInfo, register_dataset
 from cabench.data.errors import DatasetError, dataset_root
-from cabench.data.identity import PaperSplit
 from cabench.data.segmentation_dataset import PairedSegmentationDataset
 from cabench.data.segmentation_transforms import (
     IGNORE_INDEX,
-    SEGMENTATION_RECIPE_FIELDS,
-    at_smoke_sizes,
     bad_values,
     deeplab_transforms,
     recipe_transforms,
 )
-from cabench.data.voc_detection import VOC_CLASSES, voc_split
+from cabench.data.voc_detection import VOC_CLASSES
 
 __all__ = [
     "VOC_SEGMENTATION_CLASSES",
@@ -183,19 +179,6 @@ def voc_segmentation_datasets(
     return VocSegmentation(layout.train, train_tf, split="train_aug"), VocSegmentation(layout.val, eval_tf, split="val")
 
 
-register_dataset(
-    DatasetInfo(
-        name="voc-segmentation",
-        task="segment",
-        data_key="voc",
-        title="Pascal VOC 2012 with SBD (VOCdevkit/VOC2012 with SegmentationClassAug and train_aug.txt)",
-        validate=validate_voc_segmentation,
-        build=lambda root, recipe: voc_segmentation_datasets(root, **recipe_transforms(recipe)),
-        at_smoke_sizes=at_smoke_sizes,
-        fixture="voc",
-        requires=SEGMENTATION_RECIPE_FIELDS,
-        identity=PaperSplit(
-            "Pascal VOC2012 val", 1_449, None, files=lambda root: voc_split(root, "2012", "Segmentation", "val")
-        ),
-    )
-)
+def build_voc_segmentation(root: Path, recipe: Any) -> tuple[Any, Any]:
+    """``(train_aug, val)`` with DeepLabV3's transforms (``voc-segmentation``'s declared ``build``)."""
+    return voc_segmentation_datasets(root, **recipe_transforms(recipe))
