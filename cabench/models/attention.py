@@ -1,4 +1,4 @@
-"""Attention blocks compared in the paper, registered by name in :data:`cabench.models.blocks.ATTENTIONS`.
+"""Attention blocks compared in the paper, declared by name in :mod:`cabench.models.catalogue` (which points here).
 
 Every block maps ``(N, C, H, W) -> (N, C, H, W)`` and is built with
 :func:`~cabench.models.blocks.create_attention` from one vocabulary (``none``,
@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cabench.models.blocks import ATTENTIONS, create_attention, default_reduction, register_attention
+from cabench.models.blocks import ATTENTIONS, create_attention, default_reduction
 from cabench.models.ca_autograd import coordinate_attention_train
 from cabench.models.ca_layout import StripLayout, join_strips, split_strips
 
@@ -87,7 +87,6 @@ def make_activation(act: str, inplace: bool = False) -> nn.Module:
     return cls(inplace=True) if inplace else cls()
 
 
-@register_attention("none")
 def no_attention(channels: int, reduction: int | None = None) -> nn.Module:
     """No attention: ``nn.Identity`` in the block's slot, so state dict keys do not move."""
     return nn.Identity()
@@ -100,7 +99,6 @@ def reduced_channels(kind: str, channels: int, reduction: int) -> int:
     return max(1, channels // reduction)
 
 
-@register_attention("se")
 class SqueezeExcite(nn.Module):
     """Squeeze-and-Excitation (Hu et al.; the paper's Eq. 1-3).
 
@@ -123,7 +121,6 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.fc2(self.act(self.fc1(z))))
 
 
-@register_attention("cbam")
 class CBAM(nn.Module):
     """Convolutional Block Attention Module (Woo et al., ECCV 2018).
 
@@ -186,7 +183,6 @@ def _constant(kind: str, a: int, b: int, c: int, d: int, dtype: torch.dtype, dev
         return t.to(dtype=dtype, device=device)
 
 
-@register_attention("ca")
 class CoordinateAttention(nn.Module):
     """Coordinate Attention (Section 3.2, Eq. 4-9).
 
@@ -398,7 +394,6 @@ class DirectionalAttention(nn.Module):
         return x * torch.sigmoid(self.conv_h(f))
 
 
-@register_attention("x")
 class XAttention(DirectionalAttention):
     """Table 1's X Attention: the gate varies along the width (``DirectionalAttention(direction="x")``)."""
 
@@ -408,7 +403,6 @@ class XAttention(DirectionalAttention):
         super().__init__(channels, reduction, "x")
 
 
-@register_attention("y")
 class YAttention(DirectionalAttention):
     """Table 1's Y Attention: the gate varies along the height (``DirectionalAttention(direction="y")``)."""
 

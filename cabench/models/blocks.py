@@ -4,8 +4,9 @@ An attention block is any callable ``Block(channels, reduction=R, **attention_ar
 ``(N, C, H, W) -> (N, C, H, W)``. Blocks are named three ways, everywhere a block is named (suite rows,
 ``cabench count --attention``, :func:`create_attention`):
 
-* a registered name (``se``, ``ca``, ``eca``, ...): built-in blocks register themselves where they are defined with
-  :func:`register_attention` (exported as ``cabench.register_attention``); a plugin module does the same;
+* a registered name (``se``, ``ca``, ``eca``, ...): the built-in blocks are declared in :mod:`cabench.models.catalogue`
+  (each by its import path, imported when first built); a plugin module registers its own with
+  :func:`register_attention` (exported as ``cabench.register_attention``), on the class or by path;
 * an import path ``"package.module:Class"``;
 * the class (or factory function) itself.
 
@@ -15,8 +16,7 @@ An attention block is any callable ``Block(channels, reduction=R, **attention_ar
 by building it for a small probe tensor: a block that cannot be built, or whose output shape differs from its
 input's, is a :class:`ValueError` naming the block.
 
-The built-in blocks and architectures are whatever the modules of :mod:`cabench.models` register when imported
-(:data:`MODEL_MODULES`, found on disk, not listed by hand), loaded on the registries' first lookup.
+The built-in architectures are declared alike (:mod:`cabench.models.archs`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from cabench.registry import Registry, RegistryError, import_object, is_import_p
 
 __all__ = [
     "ATTENTIONS",
-    "MODEL_MODULES",
     "AttentionLike",
     "ConfiguredAttention",
     "attention_label",
@@ -50,14 +49,11 @@ __all__ = [
 ]
 
 
-#: Every module of :mod:`cabench.models` (found on disk); importing them registers the built-in blocks and
-#: architectures.
-MODEL_MODULES: tuple[str, ...] = ("cabench.models.*",)
-
-#: Attention blocks by name. Values are block classes (or factories) called as ``Block(channels, reduction=R)``.
-ATTENTIONS: Registry[Callable[..., Any]] = Registry(
-    "attention", builtin_modules=MODEL_MODULES, builtin_names=BUILTIN_BLOCKS
-)
+#: Attention blocks by name. Values are block classes (or factories) called as ``Block(channels, reduction=R)``;
+#: the built-in ones are registered by their declared paths, a plugin's where it is defined.
+ATTENTIONS: Registry[Callable[..., Any]] = Registry("attention")
+for _name, _entry in BUILTIN_BLOCKS.items():
+    ATTENTIONS.register(_name, _entry.path)
 
 
 def register_attention(name: str, obj: Any = None) -> Any:

@@ -29,8 +29,6 @@ import math
 import torch
 from torch import nn
 
-from cabench.models.blocks import register_attention
-
 __all__ = ["EfficientChannelAttention", "eca_kernel_size"]
 
 
@@ -40,7 +38,6 @@ def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
     return t if t % 2 else t + 1
 
 
-@register_attention("eca")
 class EfficientChannelAttention(nn.Module):
     """ECA block: GAP, a 1-D conv of adaptive size ``k`` across channels (no bias), sigmoid, channel gate."""
 

@@ -33,8 +33,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cabench.models.blocks import register_attention
-
 __all__ = ["AttentionGate", "TripletAttention", "z_pool"]
 
 
@@ -55,7 +53,6 @@ class AttentionGate(nn.Module):
         return x * torch.sigmoid(self.bn(self.conv(z_pool(x))))
 
 
-@register_attention("triplet")
 class TripletAttention(nn.Module):
     """Triplet attention: C-W, C-H and H-W gates, each from a rotated Z-pool, averaged (see module docstring)."""
 
