@@ -705,7 +705,7 @@ def report(
     from cabench.store import Store
 
     with user_errors():
-        loaded = _load_suites(suites or [])
+        loaded = _load_suites(suites or [], probe=False)  # rows checked against the catalogue: no torch to report
         store = reading_store(Store(runs_dir), out_dir)
         say = lambda line: out.print(line, markup=False)  # noqa: E731
         try:
