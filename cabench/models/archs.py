@@ -1,66 +1,17 @@
-"""The built-in architectures, declared: what each takes, what the paper counts it at, and where its builder lives.
+"""The built-in architectures, declared as data: ``suites/archs/builtin.yaml`` registered with :func:`register_arch`.
 
-Builders are named by import path and imported when a model is built, so listing, showing and checking suites (and
+Each names its builder by import path, imported when a model is built, so listing, showing and checking suites (and
 a count answered from the cache) read these declarations without importing torch. A plugin's arch registers the
 same way, or with ``@cabench.register_arch`` on its builder.
 """
 
 from __future__ import annotations
 
+from cabench.locate import PACKAGED_SUITES
 from cabench.models.registry import register_arch
+from cabench.yamlio import read_yaml_mapping
 
-_BACKBONE = ("width", "attention", "reduction", "num_classes")
-_SSD_VIEW = "cabench.models.detection:ssd_counting_view"  # the detector without its post-processing
+DECLARATIONS = PACKAGED_SUITES / "archs" / "builtin.yaml"
 
-register_arch(
-    "mobilenetv2",
-    builder="cabench.models.mobilenetv2:mobilenetv2",
-    task="classify",
-    input_size=(224, 224),
-    num_classes=1000,
-    options=(*_BACKBONE, "small_input"),
-)
-register_arch(
-    "mobilenext",
-    builder="cabench.models.mobilenext:mobilenext",
-    task="classify",
-    input_size=(224, 224),
-    num_classes=1000,
-    options=_BACKBONE,
-)
-register_arch(
-    "efficientnet_b0",
-    builder="cabench.models.efficientnet:efficientnet_b0",
-    task="classify",
-    input_size=(224, 224),
-    num_classes=1000,
-    options=("attention", "reduction", "num_classes"),
-    default_attention="se",
-)
-register_arch(
-    "ssdlite320_mobilenetv2",
-    builder="cabench.models.detection:ssdlite320_mobilenetv2",
-    task="detect",
-    input_size=(320, 320),
-    num_classes=81,
-    options=(*_BACKBONE, "small_input"),
-    counting_view=_SSD_VIEW,
-)
-register_arch(
-    "ssdlite320_mobilenext",
-    builder="cabench.models.detection:ssdlite320_mobilenext",
-    task="detect",
-    input_size=(320, 320),
-    num_classes=81,
-    options=_BACKBONE,
-    counting_view=_SSD_VIEW,
-)
-register_arch(
-    "deeplabv3_mobilenetv2",
-    builder="cabench.models.segmentation:deeplabv3_mobilenetv2",
-    task="segment",
-    input_size=(513, 513),
-    num_classes=21,
-    options=(*_BACKBONE, "output_stride", "small_input"),
-    default_output_stride=16,
-)
+for _name, _entry in read_yaml_mapping(DECLARATIONS, "architecture declarations", ValueError).items():
+    register_arch(_name, **{k: tuple(v) if isinstance(v, list) else v for k, v in _entry.items()})
