@@ -334,46 +334,42 @@ multi-node torchrun line. Options are grouped by the profiles that take them; `-
 """
 
 
+_LAUNCH_PANEL = "Launcher: each row x seed as a job (--launcher local or slurm)"
+
+
+def _run_options(
+    suites: Annotated[list[str], typer.Argument(help="Suite ids, suite file paths, or `all`.")],
+    profile: Annotated[str, typer.Option(help="count, latency, smoke, paper, ... (`cabench list`).")] = "count",
+    rows: Annotated[
+        list[str] | None, typer.Option("--rows", help="Only these rows (row id or printed name); repeatable.")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the runs as JSON (for scripts).")] = False,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            help="inline (this process, the default), local (a job per row x seed, local processes) or slurm "
+            "(a SLURM job array). `cabench status` shows the jobs.",
+            rich_help_panel=_LAUNCH_PANEL,
+        ),
+    ] = "inline",
+) -> None:
+    """`cabench run`'s own options; :func:`_run_signature` adds the launchers' and the profiles' declared ones."""
+
+
 def _run_signature() -> inspect.Signature:
-    """`cabench run`'s parameters: the suites, the profile, the rows, and every registered profile's options."""
+    """`cabench run`'s parameters: :func:`_run_options`, then each launcher option (``LAUNCH_OPTIONS``) and each
+    registered profile's options (``Profile.options``), as they are declared."""
     from cabench.profiles.base import profile_options
     from cabench.registry import RegistryError
 
     kw = inspect.Parameter.KEYWORD_ONLY
-    params = [
-        inspect.Parameter(
-            "suites", kw, annotation=Annotated[list[str], typer.Argument(help="Suite ids, suite file paths, or `all`.")]
-        ),
-        inspect.Parameter(
-            "profile",
-            kw,
-            default="count",
-            annotation=Annotated[str, typer.Option(help="count, latency, smoke, paper, ... (`cabench list`).")],
-        ),
-        inspect.Parameter(
-            "rows",
-            kw,
-            default=None,
-            annotation=Annotated[
-                list[str] | None, typer.Option("--rows", help="Only these rows (row id or printed name); repeatable.")
-            ],
-        ),
-        inspect.Parameter(
-            "runs_dir",
-            kw,
-            default=Path("runs"),
-            annotation=Annotated[Path, typer.Option(envvar="CABENCH_RUNS", help="Where run directories go.")],
-        ),
-        inspect.Parameter(
-            "as_json",
-            kw,
-            default=False,
-            annotation=Annotated[
-                bool, typer.Option("--json", metavar="", help="Print the runs as JSON (for scripts).")
-            ],
-        ),
-    ]
-    params += _launcher_params()
+    params = [p.replace(kind=kw) for p in inspect.signature(_run_options, eval_str=True).parameters.values()]
+    for name, kind, default, text in LAUNCH_OPTIONS:
+        option = typer.Option(
+            help=text + " Also read from [launcher] in the config file.", rich_help_panel=_LAUNCH_PANEL
+        )
+        params.append(inspect.Parameter(name, kw, default=default, annotation=Annotated[kind, option]))
     try:
         options = profile_options()
     except RegistryError as e:  # a broken plugin: reported as one line when the command runs
@@ -385,26 +381,6 @@ def _run_signature() -> inspect.Signature:
         annotation = Annotated[option.type, typer.Option(help=option.help, rich_help_panel=panel, **flag)]
         params.append(inspect.Parameter(name, kw, default=option.default, annotation=annotation))
     return inspect.Signature(params)
-
-
-_LAUNCH_PANEL = "Launcher: each row x seed as a job (--launcher local or slurm)"
-
-
-def _launcher_params() -> list[inspect.Parameter]:
-    """`cabench run`'s launcher options; each may also come from the config file's [launcher] table."""
-    kw = inspect.Parameter.KEYWORD_ONLY
-    launcher = typer.Option(
-        help="inline (this process, the default), local (a job per row x seed, local processes) or slurm "
-        "(a SLURM job array). `cabench status` shows the jobs.",
-        rich_help_panel=_LAUNCH_PANEL,
-    )
-    params = [inspect.Parameter("launcher", kw, default="inline", annotation=Annotated[str, launcher])]
-    for name, kind, default, text in LAUNCH_OPTIONS:
-        option = typer.Option(
-            help=text + " Also read from [launcher] in the config file.", rich_help_panel=_LAUNCH_PANEL
-        )
-        params.append(inspect.Parameter(name, kw, default=default, annotation=Annotated[kind, option]))
-    return params
 
 
 def run(**given: Any) -> None:
