@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
@@ -26,12 +26,25 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from cabench.check import check_suites
+from cabench.columns import COLUMNS
+from cabench.crash import crash_line, user_code_line
+from cabench.data.base import FIXTURES
+from cabench.data.errors import DatasetError
+from cabench.data.roots import parse_data_option
+from cabench.launch import INLINE, LAUNCHERS, launch, launch_settings
+from cabench.launch.records import read_records
 from cabench.launch.settings import LAUNCH_OPTIONS
+from cabench.launch.status import STATES, statuses
+from cabench.locate import set_suites_dir
 from cabench.measure import DEFAULT_BENCH_ROWS
+from cabench.models.registry import ModelSpec, architectures, validate_spec
+from cabench.profiles.base import PROFILES, Hooks, Request, profile_options
+from cabench.profiles.evaluate import evaluate_checkpoint
 from cabench.profiles.workers import default_workers
-
-if TYPE_CHECKING:
-    from cabench.suite import Suite
+from cabench.registry import RegistryError, load_plugins
+from cabench.store import Store
+from cabench.suite import Suite, all_suite_files, check_row_selection, find_suite, load_suite, suite_group
 
 
 class _PluginGroup(TyperGroup):
@@ -40,8 +53,6 @@ class _PluginGroup(TyperGroup):
     for every command."""
 
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
-        from cabench.registry import RegistryError, load_plugins
-
         argv, modules = _take_plugins(list(sys.argv[1:] if args is None else args))
         try:
             if _startup_error:
@@ -59,7 +70,6 @@ class _PluginGroup(TyperGroup):
                 name = str(e.filename or "")
                 err.print(f"cabench: error: a path is too long for this system: {name[:80]}…", markup=False)
                 sys.exit(EXIT_USAGE)
-            from cabench.crash import crash_line, user_code_line
 
             if (line := user_code_line(e)) is not None:  # a plugin's or a block's own error: bad input, not a bug
                 err.print(f"cabench: error: {line}", markup=False)
@@ -146,7 +156,6 @@ def _plugins(
     ] = False,
 ) -> None:
     """Rebuild the tables of the paper (see `cabench run --help`)."""
-    from cabench.locate import set_suites_dir
 
     with user_errors():
         set_suites_dir(suites_dir)
@@ -166,22 +175,8 @@ def user_errors() -> Iterator[None]:
         fail(str(e))
 
 
-# cabench.suite (pydantic, yaml) is imported by the commands that read suites, not by `cabench --help`.
-def load_suite(path: str | Path, *, probe: bool = True) -> Suite:
-    from cabench.suite import load_suite as load
-
-    return load(path, probe=probe)
-
-
-def find_suite(name_or_path: str) -> Path:
-    from cabench.suite import find_suite as find
-
-    return find(name_or_path)
-
-
 def _load_suites(names: list[str], probe: bool = True) -> list[Suite]:
     """The suites named (ids, groups, paths; none or ``all``: every suite); ``probe=False`` for listing."""
-    from cabench.suite import all_suite_files, suite_group
 
     if not names or names == ["all"]:
         return [load_suite(p, probe=probe) for p in all_suite_files().values()]
@@ -217,8 +212,6 @@ def list_suites(
     ] = False,
 ) -> None:
     """List the suites (one per paper table), their rows, and what each profile fills."""
-    from cabench.columns import COLUMNS
-    from cabench.profiles.base import PROFILES
 
     with user_errors():
         suites = _load_suites([], probe=False)  # listing builds no model: no torch import
@@ -360,8 +353,6 @@ def _run_options(
 def _run_signature() -> inspect.Signature:
     """`cabench run`'s parameters: :func:`_run_options`, then each launcher option (``LAUNCH_OPTIONS``) and each
     registered profile's options (``Profile.options``), as they are declared."""
-    from cabench.profiles.base import profile_options
-    from cabench.registry import RegistryError
 
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [p.replace(kind=kw) for p in inspect.signature(_run_options, eval_str=True).parameters.values()]
@@ -384,9 +375,6 @@ def _run_signature() -> inspect.Signature:
 
 
 def run(**given: Any) -> None:
-    from cabench.profiles.base import PROFILES, Request, profile_options
-    from cabench.store import Store
-
     suites, profile_name, rows, runs_dir, as_json = (
         given.pop(k) for k in ("suites", "profile", "rows", "runs_dir", "as_json")
     )
@@ -399,7 +387,6 @@ def run(**given: Any) -> None:
         if launcher != "inline" or any(v is not None for v in launch_given.values()):
             _launch(launcher, launch_given, profile, suites, rows, runs_dir, options)
             return
-        from cabench.suite import check_row_selection
 
         # Rows are checked against the catalogue (a model off it, a plugin's block or an import path, is built and
         # checked in full), so a row typo, --seeds abc or an unknown --data key is found before torch is imported,
@@ -463,9 +450,6 @@ def _launch(
     options: dict[str, Any],
 ) -> None:
     """`cabench run ... --launcher local|slurm`: a job per row-seed missing or failed (cabench.launch)."""
-    from cabench.launch import INLINE, LAUNCHERS, launch, launch_settings
-    from cabench.profiles.base import Request
-    from cabench.store import Store
 
     if launcher == INLINE:
         flag = next("--" + k.replace("_", "-") for k, v in given.items() if v is not None)
@@ -507,9 +491,6 @@ def status(
     """Each row x seed a launcher planned (`cabench run ... --launcher local|slurm`): done, running (job id),
     queued, failed (the last line of its log and the log's path) or missing. Submitting again submits only
     what is missing or failed."""
-    from cabench.launch.records import read_records
-    from cabench.launch.status import STATES, statuses
-    from cabench.store import Store
 
     with user_errors():
         loaded = _load_suites(suites) if suites else []
@@ -558,7 +539,6 @@ def _profile_option_values(profile: Any, given: dict[str, Any], known: dict[str,
 
 def _run_profile(profile: Any, request: Any) -> Any:
     """Run ``profile`` with progress shown on stderr; an interrupted training says how to resume."""
-    from cabench.data.errors import DatasetError
 
     display, request.hooks = _display(profile.name)
     try:
@@ -584,7 +564,6 @@ def _run_profile(profile: Any, request: Any) -> Any:
 
 def _display(label: str) -> tuple[Progress, Any]:
     """One progress display on stderr and the hooks through which a profile drives it."""
-    from cabench.profiles.base import Hooks
 
     progress, update = _progress(label)
     plain = _PlainProgress(label) if not err.is_terminal else None  # under nohup, a pipe, a CI log
@@ -678,7 +657,6 @@ def report(
     both); the config, env and metrics of each trained or evaluated run shown are copied there."""
     from cabench.cells import build_cells
     from cabench.report import reading_store, suite_summary, write_reports
-    from cabench.store import Store
 
     with user_errors():
         loaded = _load_suites(suites or [], probe=False)  # rows checked against the catalogue: no torch to report
@@ -718,7 +696,6 @@ def check(
 
     Exit codes: 0 all counts hold; 1 drift; 2 bad input.
     """
-    from cabench.check import check_suites
 
     with user_errors():
         # Catalogue-checked (a model off the catalogue is checked in full): with every count cached, no torch.
@@ -801,7 +778,6 @@ def count(
     ] = False,
 ) -> None:
     """Count one model's parameters and multiply-adds (paper convention: conv + linear, via fvcore)."""
-    from cabench.models.registry import ModelSpec, validate_spec
 
     with user_errors():
         args = _key_values(attention_arg or [], "--attention-arg")
@@ -851,11 +827,6 @@ def eval_(
     An architecture is evaluated on ImageNet val (top-1/top-5). A suite row is evaluated on its table's dataset
     with its metrics: COCO val AP (table6), VOC07 test mAP (table7), VOC12 val or Cityscapes val mIoU (table8-9).
     """
-    from cabench.data.errors import DatasetError
-    from cabench.data.roots import parse_data_option
-    from cabench.models.registry import ModelSpec, architectures
-    from cabench.profiles.evaluate import evaluate_checkpoint
-    from cabench.store import Store
 
     with user_errors():
         suite = row_obj = None
@@ -900,8 +871,6 @@ def fixtures(
 
     The smoke profile and the tests train and evaluate on these through the real loaders and evaluators.
     """
-    from cabench.data.base import FIXTURES
-    from cabench.data.errors import DatasetError
 
     with user_errors():
         fixture = FIXTURES.get(kind)
@@ -999,7 +968,6 @@ def bench(
 
 
 def _bench_pipeline(data: list[str], images: int, autoaugment: bool, gpu_decode: bool) -> dict[str, object]:
-    from cabench.data.roots import parse_data_option
     from cabench.measure.pipeline import DATA_KEY, PipelineError, run_pipeline_bench
 
     with user_errors():
@@ -1056,8 +1024,6 @@ def data_check(
     (the last checkpoint stays; fix or remove the file and run again). This check finds all of them first.
     Exit 0 when every file decodes, 2 when the layout is wrong or any file is bad.
     """
-    from cabench.data.errors import DatasetError
-    from cabench.data.roots import parse_data_option
     from cabench.data.verify import write_record
 
     if not 0 <= workers <= 1024:

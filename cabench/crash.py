@@ -15,6 +15,8 @@ import time
 import traceback
 from pathlib import Path
 
+from cabench.registry import imported_by_path, plugin_modules
+
 __all__ = ["EXIT_BUSY", "EXIT_CRASH", "EXIT_DRIFT", "EXIT_USAGE", "crash_line", "log_dir", "user_code_line"]
 
 EXIT_DRIFT = 1
@@ -46,7 +48,6 @@ def _extension_files() -> set[str]:
     """The files of the user's extensions loaded in this process: plugin modules, every module outside cabench
     that registered a block, arch, dataset, task or profile (installed ones too), and modules named by import
     path (``attention: mymodule:MyBlock``)."""
-    from cabench.registry import imported_by_path, plugin_modules
 
     modules = [*plugin_modules(), *imported_by_path()]
     files = (getattr(sys.modules.get(m), "__file__", None) for m in modules)

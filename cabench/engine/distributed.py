@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from cabench.registry import PLUGINS_ENV, plugin_modules
+
 __all__ = [
     "all_reduce_sum",
     "broadcast_path",
@@ -160,7 +162,6 @@ def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
     The workers get this process's plugins through ``CABENCH_PLUGINS`` (those loaded with --plugin and the
     modules of every registered extension outside cabench), so a block registered by a wrapper is known there.
     """
-    from cabench.registry import PLUGINS_ENV, plugin_modules
 
     env = {**os.environ, UNDER_TORCHRUN_ENV: "1"}
     if plugin_modules():

@@ -22,7 +22,9 @@ import submitit
 from cabench.lease import JOB_ID_ENV
 from cabench.locate import set_suites_dir
 from cabench.profiles.base import PROFILES, Hooks, Request, RowSeed
+from cabench.registry import load_plugins
 from cabench.store import Store
+from cabench.suite import find_suite, load_suite
 
 __all__ = ["JobSpec", "RowSeedJob", "option_args", "run_row_seed"]
 
@@ -65,8 +67,6 @@ def _say(line: str) -> None:
 
 def run_row_seed(spec: JobSpec, unit: RowSeed) -> dict[str, Any]:
     """Run ``unit`` in this process as ``cabench run`` does; what became of it (run directory, or why skipped)."""
-    from cabench.registry import load_plugins
-    from cabench.suite import find_suite, load_suite
 
     os.chdir(spec.cwd)
     load_plugins(spec.plugins)

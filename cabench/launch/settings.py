@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cabench.data.roots import config_path, read_config
+
 __all__ = ["DEFAULT_TIME_MIN", "LAUNCH_OPTIONS", "LaunchSettings", "launch_settings", "parse_time_limit"]
 
 DEFAULT_TIME_MIN = 24 * 60  # a job's time limit when none is given: one day (preempted/timed-out jobs requeue)
@@ -86,7 +88,6 @@ def _sbatch_items(items: dict[str, Any], where: str) -> dict[str, str]:
 
 def _from_config() -> tuple[dict[str, Any], str]:
     """The config file's [launcher] table (checked keys) and the file's name, or ({}, "")."""
-    from cabench.data.roots import config_path, read_config
 
     path = config_path()
     if path is None:

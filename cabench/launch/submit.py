@@ -11,6 +11,7 @@ from cabench.launch.base import LAUNCHERS, Submission
 from cabench.launch.records import read_records, write_record
 from cabench.launch.status import UnitStatus, statuses
 from cabench.locate import search_path
+from cabench.registry import plugin_modules
 
 if TYPE_CHECKING:
     from cabench.launch.settings import LaunchSettings
@@ -41,7 +42,6 @@ def launch(
     one line before any job. The local launcher waits for its jobs; the SLURM launcher returns once submitted.
     """
     from cabench.launch.job import JobSpec
-    from cabench.registry import plugin_modules
 
     launcher = LAUNCHERS.get(settings.launcher)
     launcher.check(settings)

@@ -28,6 +28,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from cabench import registry
 from cabench.measure.counted import Complexity
 
 __all__ = ["CACHE_FORMAT", "cache_dir", "cache_key", "code_fingerprint", "load_counts", "store_counts"]
@@ -70,9 +71,7 @@ def cache_dir() -> Path:
 
 
 def _usable() -> bool:
-    from cabench.registry import loaded_plugins
-
-    return not loaded_plugins()
+    return not registry.loaded_plugins()
 
 
 def _from_dict(d: dict[str, object]) -> Complexity:

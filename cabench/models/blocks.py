@@ -119,7 +119,6 @@ def canonical_args(kind: AttentionLike, args: Mapping[str, Any]) -> tuple[tuple[
 
 def _keyword_defaults(kind: AttentionLike) -> dict[str, Any]:
     """A block's keyword defaults: a built-in block's from the catalogue (no torch), any other's signature."""
-    from cabench.models.catalogue import BUILTIN_BLOCKS
 
     entry = BUILTIN_BLOCKS.get(kind) if isinstance(kind, str) else None
     if entry is not None:
@@ -245,7 +244,6 @@ def attention_provenance(kind: AttentionLike | None) -> dict[str, Any] | None:
         return None
     if isinstance(kind, ConfiguredAttention):
         kind = kind.kind
-    from cabench.models.catalogue import BUILTIN_BLOCKS
 
     if isinstance(kind, str) and kind in BUILTIN_BLOCKS:  # built in, by its registered name: nothing to import
         return None

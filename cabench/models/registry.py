@@ -27,6 +27,7 @@ from cabench.models.blocks import (
     default_reduction,
     resolve_attention,
 )
+from cabench.models.catalogue import BUILTIN_BLOCKS, listed
 from cabench.registry import Registry, import_object
 
 if TYPE_CHECKING:
@@ -86,7 +87,6 @@ class ModelSpec:
 
         A ``small_input`` model's key ends in ``-small``; without it the key is what it was before the option.
         """
-        from cabench.models.catalogue import BUILTIN_BLOCKS
 
         # An arch's facts come from its declaration and a built-in block's from the catalogue: no torch.
         info = arch_info(self.arch)
@@ -229,7 +229,6 @@ def validate_spec(spec: ModelSpec, *, probe: bool = True) -> None:
 
 def _catalogued(spec: ModelSpec) -> ArchInfo | None:
     """The arch's declaration when its block is built in with arguments the catalogue lists, else None."""
-    from cabench.models.catalogue import listed
 
     entry = arch_info(spec.arch)
     if "attention" not in entry.options:

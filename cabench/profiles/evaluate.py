@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cabench.data.base import DATASETS, data_identity
+from cabench.data.roots import data_root
 from cabench.models.blocks import attention_provenance
 from cabench.models.registry import ModelSpec, arch_info, build_model
 from cabench.models.weights import load_weights
 from cabench.profiles.base import Outcome, Profile, Request, register_profile
+from cabench.recipe import load_recipe
 from cabench.tasks.base import TASKS
 
 if TYPE_CHECKING:
@@ -64,10 +66,8 @@ def evaluate_checkpoint(
     import torch
 
     from cabench import outcomes
-    from cabench.data.roots import data_root
     from cabench.engine import TrainSettings
     from cabench.engine.sampling import eval_progress
-    from cabench.recipe import load_recipe
 
     if suite is not None and suite.recipe is not None:
         recipe, task = load_recipe(suite.recipe), TASKS.get(suite.task)

@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cabench.data.base import DATASETS, DatasetInfo, data_identity
+from cabench.data.roots import data_root, parse_data_option
 from cabench.floors import FLOORS, spread_images
 from cabench.models.blocks import attention_provenance
 from cabench.models.registry import build_model
 from cabench.models.weights import load_backbone, sha256_of
 from cabench.profiles.base import Option, Outcome, Profile, Request, RowSeed, register_profile
 from cabench.profiles.workers import default_workers
+from cabench.recipe import load_recipe
 from cabench.store import RunRecord
+from cabench.suite import find_suite, load_suite
 from cabench.tasks.base import TASKS, TaskInfo
 
 if TYPE_CHECKING:
@@ -224,8 +227,6 @@ class TrainProfile(Profile):
         return records
 
     def check_options(self, options: dict[str, Any]) -> None:
-        from cabench.data.roots import parse_data_option
-
         parse_seeds(options["seeds"], options["seed"])
         keep = options["keep_checkpoints"]
         if keep is not None and keep not in KEEP_CHOICES:
@@ -261,8 +262,6 @@ class TrainProfile(Profile):
         return TrainSettings.from_recipe(plan.recipe, **knobs)
 
     def _plan(self, suite: Suite, request: Request, backbones: dict[str, Path]) -> _Plan:
-        from cabench.recipe import load_recipe
-
         if suite.recipe is None:
             raise ValueError(f"{suite.path or suite.id}: recipe: the suite names no training recipe")
         recipe, applied = load_recipe(suite.recipe).with_overrides(**{k: request.options[k] for k in _OVERRIDES})
@@ -288,8 +287,6 @@ class TrainProfile(Profile):
         return _Plan(suite, recipe, applied, dataset, task, rows, loaded)
 
     def _roots(self, plans: list[_Plan], request: Request) -> dict[str, Path]:
-        from cabench.data.roots import data_root, parse_data_option
-
         given = parse_data_option(request.options["data"] or [])
         read = {p.dataset.data_key for p in plans}
         for key in sorted(set(given) - read):  # every option is consumed or refused: a root no row reads is a slip
@@ -356,7 +353,6 @@ class TrainProfile(Profile):
         """What a row-seed of a ``backbone_from`` suite starts from: the checkpoint of the source suite's run of the
         same row and seed *as the source would be run now* (its resume key), the file's sha256 and the run."""
         from cabench.engine.loop import CHECKPOINT_NAME
-        from cabench.suite import find_suite, load_suite
 
         cache = (str(suite.backbone_from), str(request.store.root), str(request.options["data"]))
         if cache not in self._sources:  # the source suite as its own recipe says (this command's overrides are ours)
