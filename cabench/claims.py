@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from cabench import outcomes
 from cabench.suite import Claim, Term
+from cabench.tasks.base import statistic_for
 
 __all__ = [
     "ALPHA",
@@ -195,8 +197,6 @@ def _resample_statistic(
     term: Term, replicate: Hashable, runs_of: RunsOf
 ) -> tuple[Callable[[np.ndarray], float], np.ndarray] | str:
     """The term's metric as a function of image weights, and its images; or why there is none."""
-    from cabench import outcomes
-
     loaded = []
     for key in term.rows():
         run_dir = _run_dir(term, key, replicate, runs_of)
@@ -204,7 +204,7 @@ def _resample_statistic(
         if got is None:
             return f"{term.suite}/{key} has no per-image outcomes"
         loaded.append(got)
-    stat = outcomes.statistic_for(loaded[0].kind, term.metric or "")
+    stat = statistic_for(loaded[0].kind, term.metric or "")
     if stat is None:
         return f"no per-image statistic for {term.metric}: the difference only"
     ids = loaded[0].image_ids

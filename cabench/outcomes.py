@@ -36,7 +36,6 @@ import numpy as np
 
 from cabench.metrics.voc_eval import voc07_map_of_outcomes
 from cabench.store import atomic_write_bytes
-from cabench.tasks.base import TASKS
 
 __all__ = [
     "FILE_NAME",
@@ -47,7 +46,6 @@ __all__ = [
     "load",
     "miou_statistic",
     "split",
-    "statistic_for",
     "voc07_map_statistic",
 ]
 
@@ -133,12 +131,3 @@ def miou_statistic(o: Outcomes, w: np.ndarray) -> float:
 def voc07_map_statistic(o: Outcomes, w: np.ndarray) -> float:
     """VOC07 11-point mAP (%) of the weighted detections and positives (see the module docstring)."""
     return voc07_map_of_outcomes(o.arrays, w)
-
-
-def statistic_for(kind: str, metric: str) -> Statistic | None:
-    """How to recompute ``metric`` from outcomes of ``kind`` on a resample, as the task that writes that kind
-    declares it; None where no registered task declares one."""
-    for _, task in TASKS.items():
-        if kind in task.outcomes:
-            return task.outcomes[kind].get(metric)
-    return None

@@ -37,10 +37,11 @@ def _assert_outcomes_give(run_dir: Path, metric: str, metrics: dict) -> None:
     import numpy as np
 
     from cabench import outcomes
+    from cabench.tasks.base import statistic_for
 
     got = outcomes.load(run_dir)
     assert got is not None and got.n == metrics["val_n"]
-    stat = outcomes.statistic_for(got.kind, metric)
+    stat = statistic_for(got.kind, metric)
     if got.kind == "coco":
         assert stat is None and len(got.arrays["det_box"]) == len(got.arrays["det_score"])
         return

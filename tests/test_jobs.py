@@ -57,10 +57,11 @@ def _assert_outcomes_give(run_dir: Path, metric: str) -> None:
     import numpy as np
 
     from cabench import outcomes
+    from cabench.tasks.base import statistic_for
 
     got = outcomes.load(run_dir)
     assert got is not None
-    stat = outcomes.statistic_for(got.kind, metric)
+    stat = statistic_for(got.kind, metric)
     assert stat is not None
     value = json.loads((run_dir / "metrics.json").read_text())[metric]
     assert stat(got, np.ones(got.n)) == pytest.approx(value, abs=1e-9)

@@ -12,6 +12,7 @@ from cabench import outcomes
 from cabench.data.voc_detection import VOC_CLASSES
 from cabench.metrics.segmentation import ConfusionMatrix, miou_of_matrix, per_image_confusion
 from cabench.metrics.voc_eval import VocEvaluator, VocGroundTruth, voc07_map_of_outcomes
+from cabench.tasks.base import statistic_for
 
 VOC_NAMES = ["__background__", *VOC_CLASSES]
 
@@ -86,7 +87,7 @@ def test_segmentation_per_image_matrices_sum_to_the_evaluators() -> None:
         for _ in range(k):
             twice.update(pred[i : i + 1], target[i : i + 1])
     o = outcomes.Outcomes("segment", np.arange(4), {"confusion": per.numpy().astype(np.int32)})
-    stat = outcomes.statistic_for("segment", "miou")
+    stat = statistic_for("segment", "miou")
     assert stat is not None and stat(o, weights) == pytest.approx(twice.compute()["miou"], abs=1e-12)
 
 
@@ -98,10 +99,10 @@ def test_outcomes_round_trip_through_the_run_directory(tmp_path: Path) -> None:
     back = outcomes.load(tmp_path)
     assert back is not None and back.kind == "classify" and back.n == 1001
     assert np.array_equal(back.arrays["correct1"], correct) and back.arrays["correct5"].all()
-    stat = outcomes.statistic_for("classify", "top1")
+    stat = statistic_for("classify", "top1")
     assert stat is not None and stat(back, np.ones(1001)) == pytest.approx(100 * correct.mean())
     assert outcomes.load(tmp_path / "nothing") is None
-    assert outcomes.statistic_for("coco", "ap") is None
+    assert statistic_for("coco", "ap") is None
 
 
 def test_split_takes_the_outcomes_out_of_the_metrics() -> None:

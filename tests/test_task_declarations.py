@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cabench import outcomes, plots
+from cabench import plots
 from cabench.floors import FLOORS
 from cabench.recipe import RecipeError, load_recipe
 from cabench.suite import SuiteError, load_suite
-from cabench.tasks.base import TASKS
+from cabench.tasks.base import TASKS, statistic_for
 
 
 def test_every_declared_outcome_statistic_is_what_statistic_for_returns() -> None:
@@ -24,10 +24,10 @@ def test_every_declared_outcome_statistic_is_what_statistic_for_returns() -> Non
             seen.add(kind)
             for metric, stat in stats.items():
                 assert metric in metrics, (task.name, kind, metric)
-                assert outcomes.statistic_for(kind, metric) is stat
+                assert statistic_for(kind, metric) is stat
     assert {"classify", "segment", "voc", "coco"} <= seen
-    assert outcomes.statistic_for("coco", "ap") is None  # declared, with no bootstrap statistic
-    assert outcomes.statistic_for("no-such-kind", "top1") is None
+    assert statistic_for("coco", "ap") is None  # declared, with no bootstrap statistic
+    assert statistic_for("no-such-kind", "top1") is None
 
 
 def test_every_task_floor_is_registered_and_fills_a_metric_of_the_task() -> None:

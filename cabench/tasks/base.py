@@ -18,7 +18,7 @@ from typing import Any
 from cabench.columns import ColumnInfo, register_column
 from cabench.registry import Registry, import_object
 
-__all__ = ["TASKS", "TaskInfo", "loss_on_probe", "register_task"]
+__all__ = ["TASKS", "TaskInfo", "loss_on_probe", "register_task", "statistic_for"]
 
 # A hook is a callable, or the "pkg.mod:obj" path of one, imported on first use: a task's declaration names its
 # implementation (the built-in tasks: cabench.tasks._impl) without importing torch, so listing suites stays fast.
@@ -85,3 +85,12 @@ def loss_on_probe(engine_task: Any, logits: Any, batch: Any, settings: Any) -> f
     import torch
 
     return round(float(engine_task.loss(lambda _: logits, batch, torch.device("cpu"), settings)), 6)
+
+
+def statistic_for(kind: str, metric: str) -> Callable[..., float] | None:
+    """How to recompute ``metric`` from per-image outcomes of ``kind`` on a resample, as the task that writes that
+    kind declares it (:attr:`TaskInfo.outcomes`); None where no registered task declares one."""
+    for _, task in TASKS.items():
+        if kind in task.outcomes:
+            return task.outcomes[kind].get(metric)
+    return None
