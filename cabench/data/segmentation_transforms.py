@@ -279,9 +279,6 @@ def pad_collate(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     return images, masks
 
 
-SEGMENTATION_RECIPE_FIELDS = ("crop_size", "scale_range")
-
-
 def segmentation_sizes(recipe: Any) -> dict[str, Any]:
     """Crop, scale range, flip probability and evaluation padding from a recipe."""
     flip = {"flip_p": 0.5 if recipe.hflip else 0.0}
