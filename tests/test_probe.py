@@ -61,6 +61,17 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tiny: Path, tmp_path: Path)
     assert fp[0] == fp[1] != fp[2]
 
 
+def test_layouts_written_by_worker_processes_are_the_same_bytes(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cabench.data.fixtures import digits
+
+    monkeypatch.setattr(digits, "PARALLEL_FROM_SCENES", 0)  # the tiny preset, written as a full one is
+    monkeypatch.setattr(digits.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    parallel = write_digits(tmp_path / "p", seed=0, params=TINY)
+    assert (parallel / "manifest.json").read_bytes() == (tiny / "manifest.json").read_bytes()
+
+
 def test_real_loaders_read_the_three_layouts(tiny: Path) -> None:
     for suite_id, n_classes in (("probe-classify", 10), ("probe-detect", 11), ("probe-segment", 11)):
         recipe = load_recipe(load_suite(f"suites/{suite_id}.yaml").recipe)

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cabench.data.classes import VOC_CLASSES
 from cabench.data.detection_dataset import DetectionTransform, checked_index, dataset_rows, open_annotated_image
 from cabench.data.detection_transforms import detection_eval_transform, recipe_transforms
 from cabench.data.errors import DatasetError, dataset_root
@@ -62,28 +63,6 @@ __all__ = [
     "voc_split",
 ]
 
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
 TRAIN_SETS: tuple[tuple[str, str], ...] = (("2007", "trainval"), ("2012", "trainval"))
 TEST_SETS: tuple[tuple[str, str], ...] = (("2007", "test"),)
 _LAYOUT = "expected VOCdevkit/VOC2007 and VOCdevkit/VOC2012 with Annotations, JPEGImages, ImageSets/Main"
