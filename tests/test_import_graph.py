@@ -1,6 +1,6 @@
 """The package's import graph has no cycle (issue 8): every ``import cabench...`` / ``from cabench... import``,
-at module level or inside a function, read from the source with :mod:`ast` (imports under
-``if TYPE_CHECKING:`` never run, so they are not edges)."""
+at module level, inside a function or under ``if TYPE_CHECKING:`` (a type-only import is still a dependency a
+reader follows: issue 23), read from the source with :mod:`ast`."""
 
 from __future__ import annotations
 
@@ -18,17 +18,8 @@ def _module_name(path: Path) -> str:
 def _imports(path: Path, modules: set[str]) -> set[str]:
     """The cabench modules ``path`` imports (``from pkg import name`` counts ``pkg.name`` when that is a module)."""
     tree = ast.parse(path.read_text(), str(path))
-    typing_only = {
-        id(inner)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for stmt in node.body
-        for inner in ast.walk(stmt)
-    }
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name in modules)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module in modules:
