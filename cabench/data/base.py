@@ -1,10 +1,11 @@
-"""Datasets and fixtures as registries: each dataset module registers what it is and how to use it.
+"""Datasets and fixtures as registries: each dataset is declared (what it is, and its code by import path).
 
 A recipe names its dataset (``dataset: coco``); :data:`DATASETS` maps that name to a
 :class:`DatasetInfo`: which ``--data`` key gives its root (Tables 7 and 8 both read ``voc``: one
 VOCdevkit holds VOC2007 and VOC2012), which generated fixture stands in for it in the smoke profile,
 how to validate a root (one line, exit 2, before any work), which recipe fields it needs, and how to
-build the train and evaluation datasets with the recipe's augmentation. :data:`FIXTURES` holds the
+build the train and evaluation datasets with the recipe's augmentation. The built-in ones are data
+(``suites/datasets/builtin.yaml``, registered by :mod:`cabench.data.declared`). :data:`FIXTURES` holds the
 generated datasets (``cabench fixtures KIND DIR``), one per data key, each registered by its writer.
 """
 

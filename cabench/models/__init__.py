@@ -1,7 +1,9 @@
 """Models of the paper: attention blocks, backbones, detector and segmenter, behind two registries.
 
-Importing this package is cheap: the architectures and blocks register themselves when the registries
-(:data:`cabench.models.registry.ARCHS`, :data:`cabench.models.blocks.ATTENTIONS`) are first asked.
+Importing this package is cheap: the built-in architectures (``suites/archs/builtin.yaml``) and blocks
+(:mod:`cabench.models.catalogue`) are declared with their code's import path, registered in
+:data:`cabench.models.registry.ARCHS` and :data:`cabench.models.blocks.ATTENTIONS`, and a model's module is
+imported when it is first built.
 """
 
 from cabench.models.blocks import ATTENTIONS, attention_provenance, create_attention, register_attention
