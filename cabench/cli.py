@@ -70,7 +70,6 @@ class _PluginGroup(TyperGroup):
                 name = str(e.filename or "")
                 err.print(f"cabench: error: a path is too long for this system: {name[:80]}…", markup=False)
                 sys.exit(EXIT_USAGE)
-
             if (line := user_code_line(e)) is not None:  # a plugin's or a block's own error: bad input, not a bug
                 err.print(f"cabench: error: {line}", markup=False)
                 sys.exit(EXIT_USAGE)
@@ -156,7 +155,6 @@ def _plugins(
     ] = False,
 ) -> None:
     """Rebuild the tables of the paper (see `cabench run --help`)."""
-
     with user_errors():
         set_suites_dir(suites_dir)
 
@@ -177,7 +175,6 @@ def user_errors() -> Iterator[None]:
 
 def _load_suites(names: list[str], probe: bool = True) -> list[Suite]:
     """The suites named (ids, groups, paths; none or ``all``: every suite); ``probe=False`` for listing."""
-
     if not names or names == ["all"]:
         return [load_suite(p, probe=probe) for p in all_suite_files().values()]
     expanded = [m for n in names for m in (suite_group(n) or [n])]
@@ -212,7 +209,6 @@ def list_suites(
     ] = False,
 ) -> None:
     """List the suites (one per paper table), their rows, and what each profile fills."""
-
     with user_errors():
         suites = _load_suites([], probe=False)  # listing builds no model: no torch import
     if as_json:
@@ -450,7 +446,6 @@ def _launch(
     options: dict[str, Any],
 ) -> None:
     """`cabench run ... --launcher local|slurm`: a job per row-seed missing or failed (cabench.launch)."""
-
     if launcher == INLINE:
         flag = next("--" + k.replace("_", "-") for k, v in given.items() if v is not None)
         raise ValueError(f"{flag} applies to a launcher: add --launcher local or --launcher slurm")
@@ -491,7 +486,6 @@ def status(
     """Each row x seed a launcher planned (`cabench run ... --launcher local|slurm`): done, running (job id),
     queued, failed (the last line of its log and the log's path) or missing. Submitting again submits only
     what is missing or failed."""
-
     with user_errors():
         loaded = _load_suites(suites) if suites else []
         store = Store(runs_dir)
@@ -539,7 +533,6 @@ def _profile_option_values(profile: Any, given: dict[str, Any], known: dict[str,
 
 def _run_profile(profile: Any, request: Any) -> Any:
     """Run ``profile`` with progress shown on stderr; an interrupted training says how to resume."""
-
     display, request.hooks = _display(profile.name)
     try:
         with display:
@@ -564,7 +557,6 @@ def _run_profile(profile: Any, request: Any) -> Any:
 
 def _display(label: str) -> tuple[Progress, Any]:
     """One progress display on stderr and the hooks through which a profile drives it."""
-
     progress, update = _progress(label)
     plain = _PlainProgress(label) if not err.is_terminal else None  # under nohup, a pipe, a CI log
 
@@ -696,7 +688,6 @@ def check(
 
     Exit codes: 0 all counts hold; 1 drift; 2 bad input.
     """
-
     with user_errors():
         # Catalogue-checked (a model off the catalogue is checked in full): with every count cached, no torch.
         loaded = _load_suites(suites or [], probe=False)
@@ -778,7 +769,6 @@ def count(
     ] = False,
 ) -> None:
     """Count one model's parameters and multiply-adds (paper convention: conv + linear, via fvcore)."""
-
     with user_errors():
         args = _key_values(attention_arg or [], "--attention-arg")
         spec = ModelSpec(
@@ -827,7 +817,6 @@ def eval_(
     An architecture is evaluated on ImageNet val (top-1/top-5). A suite row is evaluated on its table's dataset
     with its metrics: COCO val AP (table6), VOC07 test mAP (table7), VOC12 val or Cityscapes val mIoU (table8-9).
     """
-
     with user_errors():
         suite = row_obj = None
         if target in architectures():
@@ -871,7 +860,6 @@ def fixtures(
 
     The smoke profile and the tests train and evaluate on these through the real loaders and evaluators.
     """
-
     with user_errors():
         fixture = FIXTURES.get(kind)
     try:

@@ -48,7 +48,6 @@ def _extension_files() -> set[str]:
     """The files of the user's extensions loaded in this process: plugin modules, every module outside cabench
     that registered a block, arch, dataset, task or profile (installed ones too), and modules named by import
     path (``attention: mymodule:MyBlock``)."""
-
     modules = [*plugin_modules(), *imported_by_path()]
     files = (getattr(sys.modules.get(m), "__file__", None) for m in modules)
     return {str(Path(f).resolve()) for f in files if f}

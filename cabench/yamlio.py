@@ -206,7 +206,6 @@ def first_validation_error(e: ValidationError) -> tuple[tuple[Any, ...], str]:
 def _misspelt_field(errors: list[Any]) -> tuple[tuple[Any, ...], str] | None:
     """An unknown field next to a missing one it resembles (``colums:`` for ``columns:``): the unknown field,
     with the suggestion, rather than "missing field" for the one the reader did write."""
-
     missing = [tuple(x["loc"]) for x in errors if x["type"] == "missing"]
     for x in errors:
         loc = tuple(x["loc"])

@@ -162,7 +162,6 @@ def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
     The workers get this process's plugins through ``CABENCH_PLUGINS`` (those loaded with --plugin and the
     modules of every registered extension outside cabench), so a block registered by a wrapper is known there.
     """
-
     env = {**os.environ, UNDER_TORCHRUN_ENV: "1"}
     if plugin_modules():
         env[PLUGINS_ENV] = ",".join(plugin_modules())

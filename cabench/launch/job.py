@@ -67,7 +67,6 @@ def _say(line: str) -> None:
 
 def run_row_seed(spec: JobSpec, unit: RowSeed) -> dict[str, Any]:
     """Run ``unit`` in this process as ``cabench run`` does; what became of it (run directory, or why skipped)."""
-
     os.chdir(spec.cwd)
     load_plugins(spec.plugins)
     set_suites_dir(Path(spec.suites_dir) if spec.suites_dir else None)

@@ -88,7 +88,6 @@ def _sbatch_items(items: dict[str, Any], where: str) -> dict[str, str]:
 
 def _from_config() -> tuple[dict[str, Any], str]:
     """The config file's [launcher] table (checked keys) and the file's name, or ({}, "")."""
-
     path = config_path()
     if path is None:
         return {}, ""

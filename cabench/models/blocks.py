@@ -119,7 +119,6 @@ def canonical_args(kind: AttentionLike, args: Mapping[str, Any]) -> tuple[tuple[
 
 def _keyword_defaults(kind: AttentionLike) -> dict[str, Any]:
     """A block's keyword defaults: a built-in block's from the catalogue (no torch), any other's signature."""
-
     entry = BUILTIN_BLOCKS.get(kind) if isinstance(kind, str) else None
     if entry is not None:
         return dict(entry.defaults)

@@ -87,7 +87,6 @@ class ModelSpec:
 
         A ``small_input`` model's key ends in ``-small``; without it the key is what it was before the option.
         """
-
         # An arch's facts come from its declaration and a built-in block's from the catalogue: no torch.
         info = arch_info(self.arch)
         attention = self.attention or info.default_attention
@@ -229,7 +228,6 @@ def validate_spec(spec: ModelSpec, *, probe: bool = True) -> None:
 
 def _catalogued(spec: ModelSpec) -> ArchInfo | None:
     """The arch's declaration when its block is built in with arguments the catalogue lists, else None."""
-
     entry = arch_info(spec.arch)
     if "attention" not in entry.options:
         return None
