@@ -130,8 +130,9 @@ def test_a_fifo_named_like_an_image_is_refused_before_it_is_opened(tmp_path: Pat
     fifo = tmp_path / "x.JPEG"
     os.mkfifo(fifo)
     assert image_problem(fifo) == "ValueError: not a regular file (a FIFO, socket or device named like an image)"
-    with pytest.raises(BadImageError, match=r"x\.JPEG: unreadable image .*not a regular file"):
-        load_rgb(fifo)
+    for loader in (load_rgb, decode_rgb):  # evaluation's PIL loader and training's tensor loader
+        with pytest.raises(BadImageError, match=r"x\.JPEG: unreadable image .*not a regular file"):
+            loader(fifo)
 
 
 @pytest.mark.parametrize("how", ["truncated", "text", "bomb"])

@@ -169,8 +169,9 @@ def train_transform(
     ImageNet's mean/std in one pass), ``RandomErasing(p=random_erasing)`` if the probability is positive. The
     defaults are MobileNetV2's (Inception-style crop and flip). The input is the training loader's uint8 tensor
     (:data:`TRAIN_LOADER`) or a PIL image, made a uint8 tensor first (cropping and resizing a tensor is faster than
-    PIL's); a tensor needs no ``ToImage`` wrapping (v2 treats a lone plain tensor as the image), which with the
-    fused normalisation saves a third of the transform's time per image.
+    PIL's); a tensor needs no ``ToImage`` wrapping (v2 treats a lone plain tensor as the image). The steps run as
+    v2's image kernels with each step's own draws (:class:`~cabench.data.kernel_compose.KernelCompose`: the same
+    outputs as ``v2.Compose`` of the same steps).
     """
     if size < 1:
         raise ValueError(f"train_transform: size must be positive, got {size}")
@@ -190,7 +191,9 @@ def train_transform(
     steps.append(v2.Lambda(to_normalized_float, torch.Tensor))
     if random_erasing > 0:
         steps.append(v2.RandomErasing(p=random_erasing))
-    return v2.Compose(steps)
+    from cabench.data.kernel_compose import KernelCompose
+
+    return KernelCompose(steps)
 
 
 def to_normalized_float(image: Any) -> Any:

@@ -41,6 +41,7 @@ __all__ = [
     "files_fingerprint",
     "image_problem",
     "is_image",
+    "jpeg_size",
     "load_rgb",
     "one_line_dataset_error",
     "scan_images",
@@ -58,6 +59,11 @@ def _refuse_special(path: Path) -> None:
         raise ValueError("not a regular file (a FIFO, socket or device named like an image)")
 
 
+def _within_pixel_limit(width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(f"{width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
+
+
 @contextlib.contextmanager
 def _within_limit(source: Any) -> Iterator[Image.Image]:
     """PIL's image opened from ``source`` (a path or a file object): its header parsed, refused above the pixel
@@ -65,9 +71,7 @@ def _within_limit(source: Any) -> Iterator[Image.Image]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
         with Image.open(source) as image:
-            w, h = image.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise Image.DecompressionBombError(f"{w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
+            _within_pixel_limit(*image.size)
             yield image
 
 
@@ -78,10 +82,48 @@ def _open_checked(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic): the frame header
+# after them holds the image's height and width. C4 (DHT), C8 (JPG) and CC (DAC) share the range and are not frames.
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data: bytes | bytearray) -> tuple[int, int] | None:
+    """``(width, height)`` from a JPEG's frame header, walking the marker segments before it (what PIL's header
+    parse finds, without decoding its tables); None when ``data`` is not a JPEG or its markers do not parse."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+        elif marker in _JPEG_FRAMES:
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        elif marker in (0xD9, 0xDA):  # end of image or scan data before any frame header
+            return None
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _read_regular(path: Path) -> bytearray:
+    """The bytes of ``path``, refusing a FIFO, socket or device without blocking on it (one open, no extra stat)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file (a FIFO, socket or device named like an image)")
+        return bytearray(file.read())
+
+
 def _decode_checked(path: Path) -> torch.Tensor:
-    """:func:`_open_checked`'s policy from the header alone, then a ``(3, H, W)`` uint8 RGB tensor: JPEGs (by their
-    content, not their name) through ``torchvision.io.decode_jpeg``, anything else through PIL. The file is read
-    once; PIL parses the header from those bytes."""
+    """:func:`_open_checked`'s policy, then a ``(3, H, W)`` uint8 RGB tensor. A JPEG (by its content, not its
+    name) whose frame header :func:`jpeg_size` reads is checked against the pixel limit and decoded by
+    ``torchvision.io.decode_jpeg`` (a corrupt body raises there); anything else goes through PIL. The file is read
+    once."""
     import numpy as np
     import torch
 
@@ -89,11 +131,12 @@ def _decode_checked(path: Path) -> torch.Tensor:
         from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:  # torchvision's image decoding is deprecated since 0.29 (TorchCodec replaces it)
         decode_jpeg = None
-    _refuse_special(path)
-    data = bytearray(path.read_bytes())
-    with _within_limit(io.BytesIO(data)) as image:
-        if image.format != "JPEG" or decode_jpeg is None:
+    data = _read_regular(path)
+    size = jpeg_size(data)
+    if size is None or decode_jpeg is None:
+        with _within_limit(io.BytesIO(data)) as image:
             return torch.from_numpy(np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy())
+    _within_pixel_limit(*size)
     return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 

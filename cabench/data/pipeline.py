@@ -9,6 +9,8 @@ rounding (PIL and torch implement antialiased bilinear separately); the decoded 
 
 * :func:`reference_train_transform` is torchvision's reference classification preset on PIL images, the baseline
   ``cabench bench --no-models`` reports the training pipeline against.
+* :func:`plain_v2_train_transform` is the PIL path cabench's training took before (PIL decode, then the recipe's
+  steps in plain ``transforms.v2``), the second baseline.
 * :func:`gpu_train_batch` is the GPU option: files are read on the CPU, decoded in one batched
   ``torchvision.io.decode_jpeg(..., device="cuda")`` call, and the same ``transforms.v2`` training transform runs
   per image on the GPU before stacking. Non-JPEG files are decoded on the CPU and moved.
@@ -25,7 +27,7 @@ import torch
 from cabench.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, train_transform
 from cabench.data.images import decode_rgb
 
-__all__ = ["gpu_train_batch", "reference_train_transform"]
+__all__ = ["gpu_train_batch", "plain_v2_train_transform", "reference_train_transform"]
 
 
 def reference_train_transform(size: int = 224, autoaugment: bool = False) -> Any:
@@ -46,6 +48,19 @@ def reference_train_transform(size: int = 224, autoaugment: bool = False) -> Any
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ]
     return transforms.Compose(steps)
+
+
+def plain_v2_train_transform(size: int = 224, autoaugment: bool = False) -> Any:
+    """The same steps as :func:`~cabench.data.imagenet.train_transform` written plainly in ``transforms.v2`` on a
+    PIL image (``ToImage``, RandomResizedCrop, flip, [AutoAugment], ``ToDtype(scale=True)``, ``Normalize``): the
+    path cabench's training loader took before it decoded into tensors, kept as its benchmark baseline."""
+    from torchvision.transforms import v2
+
+    steps: list[Any] = [v2.ToImage(), v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+    if autoaugment:
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return v2.Compose(steps)
 
 
 def gpu_train_batch(

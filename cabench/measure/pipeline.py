@@ -8,8 +8,9 @@ one untimed warm-up chunk each. Reported: img/s of each pipeline (total images /
 torchvision's reference preset measured in the same run.
 
 Pipelines (see :mod:`cabench.data.pipeline`): ``reference``: PIL open + torchvision's reference training preset
-(v1 transforms on PIL); ``cabench_pil``: PIL's decode (:func:`cabench.data.images.load_rgb`, the loader training
-used before) then cabench's training transform; ``cabench``: what cabench's ImageNet training datasets run per
+(v1 transforms on PIL); ``pil_v2``: the PIL path cabench's training took before (:func:`cabench.data.images.load_rgb`,
+then the recipe's steps in plain ``transforms.v2``, :func:`~cabench.data.pipeline.plain_v2_train_transform`);
+``cabench``: what cabench's ImageNet training datasets run per
 image, their loader
 (:data:`cabench.data.imagenet.TRAIN_LOADER`: ``torchvision.io`` JPEG decode after the bad-image header checks)
 and :func:`~cabench.data.imagenet.train_transform` (``transforms.v2`` on uint8 tensors). With
@@ -31,7 +32,7 @@ import torch
 
 from cabench.data.imagenet import IMAGE_EXTENSIONS, TRAIN_LOADER, train_transform
 from cabench.data.images import load_rgb
-from cabench.data.pipeline import gpu_train_batch, reference_train_transform
+from cabench.data.pipeline import gpu_train_batch, plain_v2_train_transform, reference_train_transform
 
 __all__ = ["DATA_KEY", "PipelineError", "find_images", "format_pipeline", "run_pipeline_bench", "workers_per_gpu"]
 
@@ -74,10 +75,14 @@ def _reference(size: int, autoaugment: bool) -> Callable[[Path], torch.Tensor]:
     return load
 
 
-def _cabench(size: int, autoaugment: bool, pil: bool = False) -> Callable[[Path], torch.Tensor]:
+def _cabench(size: int, autoaugment: bool) -> Callable[[Path], torch.Tensor]:
     transform = train_transform(size, autoaugment=autoaugment)  # the training datasets' own loader and transform
-    loader = load_rgb if pil else TRAIN_LOADER  # pil: the same transform after PIL's decode, the loader it replaced
-    return lambda path: transform(loader(path))
+    return lambda path: transform(TRAIN_LOADER(path))
+
+
+def _pil_v2(size: int, autoaugment: bool) -> Callable[[Path], torch.Tensor]:
+    transform = plain_v2_train_transform(size, autoaugment)
+    return lambda path: transform(load_rgb(path))
 
 
 def _time_chunks(
@@ -137,7 +142,7 @@ def run_pipeline_bench(
         rates = _time_chunks(
             {
                 "reference": _reference(size, autoaugment),
-                "cabench_pil": _cabench(size, autoaugment, pil=True),
+                "pil_v2": _pil_v2(size, autoaugment),
                 "cabench": _cabench(size, autoaugment),
             },
             files,
@@ -153,7 +158,7 @@ def run_pipeline_bench(
         "autoaugment": autoaugment,
         "per_worker_img_s": rates,
         "ratio_cabench_to_reference": rates["cabench"] / rates["reference"],
-        "ratio_cabench_to_pil": rates["cabench"] / rates["cabench_pil"],
+        "ratio_cabench_to_pil_v2": rates["cabench"] / rates["pil_v2"],
         "workers_per_gpu": {name: workers_per_gpu(rate, gpu_rates) for name, rate in rates.items()},
         "gpu_decode_img_s": None,
     }
@@ -180,7 +185,7 @@ def format_pipeline(result: dict[str, object]) -> str:
         lines.append(f"  {name:11s} {rate:8.1f} img/s per worker  ({need} per GPU)")
     lines.append(
         f"  ratio cabench / reference: {result['ratio_cabench_to_reference']:.3f}x; "
-        f"cabench / cabench_pil (the same transform after PIL's decode): {result['ratio_cabench_to_pil']:.3f}x"
+        f"cabench / pil_v2 (PIL's decode, the steps in plain transforms.v2): {result['ratio_cabench_to_pil_v2']:.3f}x"
     )
     gpu = result.get("gpu_decode_img_s")
     if isinstance(gpu, float):
