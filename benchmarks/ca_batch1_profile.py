@@ -3,7 +3,8 @@
     python benchmarks/ca_batch1_profile.py [--rounds 60]
 
 One thread, eval mode, inference_mode, 224x224, rows interleaved per round, medians:
-baseline (cabench MobileNetV2, no attention), CA (the eager block), CA with every block replaced by identity
+baseline (cabench MobileNetV2, no attention), CA (the eager block, its BatchNorm folded into conv1 as `cabench bench`
+runs it), CA with the BatchNorm kept, CA with every block replaced by identity
 (the same backbone without the block's work: its expansion-layer shapes are the baseline's), and the CA blocks'
 own ops from torch.profiler (self CPU time per op name, summed over the 17 blocks of one forward).
 """
@@ -17,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from cabench.models.attention import CoordinateAttention
+from cabench.models.attention import CoordinateAttention, fold_for_inference
 from cabench.models.registry import ModelSpec, build_model
 
 
@@ -42,7 +43,8 @@ def main() -> None:
     torch.manual_seed(0)
     rows = {
         "baseline": build_model(ModelSpec(arch="mobilenetv2", attention="none")).eval(),
-        "ca": build_model(ModelSpec(arch="mobilenetv2", attention="ca", reduction=32)).eval(),
+        "ca": fold_for_inference(build_model(ModelSpec(arch="mobilenetv2", attention="ca", reduction=32)).eval()),
+        "ca_batchnorm_kept": build_model(ModelSpec(arch="mobilenetv2", attention="ca", reduction=32)).eval(),
         "ca_blocks_as_identity": _without_blocks(
             build_model(ModelSpec(arch="mobilenetv2", attention="ca", reduction=32)).eval()
         ),

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 from typer.testing import CliRunner
 
+import cabench.measure.bench
 from cabench.cli import app
 from cabench.data.errors import BadImageError
 from cabench.data.fixtures.photos import write_photo_jpegs
@@ -23,6 +25,7 @@ from cabench.data.pipeline import gpu_train_batch, reference_train_transform
 from cabench.measure.bench import BenchOptions, format_bench, run_bench
 from cabench.measure.bench_rows import build_row
 from cabench.measure.pipeline import PipelineError, find_images, run_pipeline_bench, workers_per_gpu
+from cabench.models.attention import CoordinateAttention
 
 runner = CliRunner()
 
@@ -39,12 +42,18 @@ def test_the_three_ca_rows_compute_the_same_function() -> None:
 
 
 @pytest.mark.slow
-def test_run_bench_reports_ratios_to_the_baseline_of_the_same_run() -> None:
+def test_run_bench_reports_ratios_to_the_baseline_of_the_same_run(monkeypatch: pytest.MonkeyPatch) -> None:
     opts = BenchOptions(
         rows=("baseline", "ca", "authors_ca"), latency_batches=(1,), train_batches=(2,), rounds=2, input_size=32
     )
+    folded: list[nn.Module] = []
+    fold = cabench.measure.bench.fold_for_inference
+    monkeypatch.setattr("cabench.measure.bench.fold_for_inference", lambda m: folded.append(fold(m)) or m)
     seen: list[str] = []
     result = run_bench(opts, progress=lambda what, done, total: seen.append(what))
+    # Latency times the CA block as deployed (its BatchNorm folded, a copy per section); training the block as is.
+    blocks = [m for model in folded for m in model.modules() if isinstance(m, CoordinateAttention)]
+    assert len(folded) == 3 and len(blocks) >= 16 and all(isinstance(b.bn1, nn.Identity) for b in blocks)
     assert [s["kind"] for s in result["sections"]] == ["latency", "train"]
     for section in result["sections"]:
         rows = section["rows"]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from cabench.measure.ca_reference import AuthorsStyleCoordinateAttention, swap_in_authors_style
-from cabench.models.attention import CoordinateAttention
+from cabench.models.attention import CoordinateAttention, fold_for_inference
 from cabench.models.mobilenetv2 import MobileNetV2
 
 ATOL = 1e-5
@@ -133,6 +133,27 @@ def test_changed_weights_and_modes_take_effect_at_once() -> None:
     assert not torch.equal(mean_before, block.bn1.running_mean)
     _check(block, torch.randn(shape), training=False)  # the updated running statistics are used
     _check(block, torch.randn(1, 48, 7, 7), training=False)  # another map size right after
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_folded_block_computes_eq_4_to_9_of_the_unfolded_one(shape: tuple[int, int, int]) -> None:
+    block = CoordinateAttention(shape[0], reduction=4).eval()
+    _randomize(block, seed=sum(shape) + 1)
+    inputs = [
+        torch.randn(1, *shape),
+        torch.randn(2, *shape),
+        torch.randn(1, *shape).contiguous(memory_format=torch.channels_last),
+    ]
+    want = [_eq_4_to_9(block, x, training=False) for x in inputs]  # from the BatchNorm the fold removes
+    fold_for_inference(nn.Sequential(block))
+    assert isinstance(block.bn1, nn.Identity) and "bn1.running_mean" not in block.state_dict()
+    for x, expected in zip(inputs, want, strict=True):
+        for grad in (False, True):  # the batch-1 inference path and the module path
+            with torch.set_grad_enabled(grad):
+                assert (block(x).double() - expected).abs().max().item() < ATOL
+    block.train()
+    with pytest.raises(RuntimeError, match=r"folded for inference .* cannot train"):
+        block(inputs[1])
 
 
 def test_channels_last_input() -> None:

@@ -9,7 +9,9 @@ times. Reported per row: the median, the 10th and 90th percentiles (the spread),
 baseline's median (latency: ``row / baseline``, lower is better; training img/s: ``row / baseline``, higher is
 better).
 
-* inference: ``model(x)`` in eval mode under ``torch.inference_mode()`` on a fixed random batch;
+* inference: ``model(x)`` in eval mode under ``torch.inference_mode()`` on a fixed random batch, each attention
+  block's own BatchNorm folded into its convolution where the block can (:func:`cabench.models.attention.
+  fold_for_inference`: cabench's CA block; the backbones' BatchNorm and other implementations' blocks as they are);
 * training: one SGD step (zero_grad, forward in train mode, cross-entropy on fixed random labels, backward,
   ``optimizer.step()``; SGD momentum 0.9), reported as images per second.
 
@@ -34,6 +36,7 @@ from torch import nn
 
 from cabench.measure import DEFAULT_BENCH_ROWS
 from cabench.measure.bench_rows import RowUnavailable, build_row, row_label
+from cabench.models.attention import fold_for_inference
 
 __all__ = [
     "DEFAULT_ROWS",
@@ -131,7 +134,7 @@ def _input(batch: int, opts: BenchOptions) -> torch.Tensor:
 
 
 def _inference_step(model: nn.Module, batch: int, opts: BenchOptions) -> Callable[[], None]:
-    model = model.eval()
+    model = fold_for_inference(model.eval())  # the blocks' own BatchNorm, as deployed (this copy only)
     runner = torch.compile(model) if opts.compile else model
     x = _input(batch, opts)
 

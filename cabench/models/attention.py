@@ -66,6 +66,7 @@ __all__ = [
     "YAttention",
     "create_attention",
     "default_reduction",
+    "fold_for_inference",
     "make_activation",
     "no_attention",
     "reduced_channels",
@@ -90,6 +91,17 @@ def make_activation(act: str, inplace: bool = False) -> nn.Module:
 def no_attention(channels: int, reduction: int | None = None) -> nn.Module:
     """No attention: ``nn.Identity`` in the block's slot, so state dict keys do not move."""
     return nn.Identity()
+
+
+def fold_for_inference(model: nn.Module) -> nn.Module:
+    """``model`` with every attention block's own BatchNorm folded for inference: each module with a
+    ``fold_batchnorm()`` method (the CA block; a plugin's block may define one) is asked to fold. One-way: the
+    model then evaluates only. Returns ``model``."""
+    for module in list(model.modules()):
+        fold = getattr(module, "fold_batchnorm", None)
+        if callable(fold):
+            fold()
+    return model
 
 
 def reduced_channels(kind: str, channels: int, reduction: int) -> int:
@@ -273,7 +285,20 @@ class CoordinateAttention(nn.Module):
                 state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def fold_batchnorm(self) -> None:
+        """Fold ``bn1`` into ``conv1`` for inference, once (torch's ``fuse_conv_bn_eval``): in eval mode the block
+        computes the same outputs to float rounding with one operation fewer, and it can no longer train (the
+        running statistics are gone). Nothing is cached: the folded conv replaces both modules, so later edits to
+        its weights take effect. ``cabench bench`` folds its latency rows' copies; :func:`fold_for_inference`."""
+        if isinstance(self.bn1, nn.BatchNorm2d):
+            from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+            self.conv1, self.bn1 = fuse_conv_bn_eval(self.conv1.eval(), self.bn1.eval()), nn.Identity()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        folded = not isinstance(self.bn1, nn.BatchNorm2d)
+        if folded and self.training:
+            raise RuntimeError("this CA block's BatchNorm was folded for inference (fold_batchnorm); it cannot train")
         # Tracing (fvcore's operation counts) takes the module path so that counts are the convolutions' own;
         # under torch.compile the plain ops of the module path are what Inductor fuses with the layers around
         # the block (the hand-scheduled eager path below compiles to slower code: 1.46x the compiled baseline).
@@ -281,7 +306,7 @@ class CoordinateAttention(nn.Module):
             return self._forward_modules(x)
         if not self.training and not torch.is_grad_enabled() and x.shape[0] == 1 and x.is_contiguous():
             return self._forward_modules(x) if self.softmax else self._forward_inference(x)
-        if self.softmax or self.act_name != "hswish":  # the hand-written backward is the paper's block only
+        if self.softmax or self.act_name != "hswish" or folded:  # the hand-written backward: the paper's block only
             return self._forward_modules(x)
         # Training and anything with gradients: hand-written backward passes (cabench.models.ca_autograd).
         return coordinate_attention_train(x, self.conv1, self.bn1, self.conv_h, self.conv_w)
@@ -333,17 +358,11 @@ class CoordinateAttention(nn.Module):
             if length > w_offset + w:
                 parts.append(_constant("zeros", c, length - w_offset - w, 0, 0, dtype, device))
             f = torch.addmm(conv1["bias"].view(mip, 1), w1, torch.cat(parts, dim=1), alpha=alpha)
-        bn_params, bn_buffers = bn._parameters, bn._buffers
-        f = F.batch_norm(
-            f.unsqueeze(0),
-            bn_buffers["running_mean"],
-            bn_buffers["running_var"],
-            bn_params["weight"],
-            bn_params["bias"],
-            False,
-            0.0,
-            bn.eps,
-        )
+        f = f.unsqueeze(0)
+        if isinstance(bn, nn.BatchNorm2d):  # else folded into conv1 (fold_batchnorm)
+            bn_params, bn_buffers = bn._parameters, bn._buffers
+            mean, var = bn_buffers["running_mean"], bn_buffers["running_var"]
+            f = F.batch_norm(f, mean, var, bn_params["weight"], bn_params["bias"], False, 0.0, bn.eps)
         f = self._act_inplace(f, inplace=True)  # (1, mip, length); h_swish by default
         weights = torch.stack([gate_h["weight"].view(c, mip), gate_w["weight"].view(c, mip)])  # (2, C, mip)
         biases = torch.stack([gate_h["bias"], gate_w["bias"]]).unsqueeze(2)  # (2, C, 1)
