@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,16 @@ def test_a_fifo_named_like_an_image_is_refused_before_it_is_opened(tmp_path: Pat
     for loader in (load_rgb, decode_rgb):  # evaluation's PIL loader and training's tensor loader
         with pytest.raises(BadImageError, match=r"x\.JPEG: unreadable image .*not a regular file"):
             loader(fifo)
+
+
+def test_a_socket_or_a_folder_named_like_an_image_is_refused_in_the_same_words(tmp_path: Path) -> None:
+    (tmp_path / "folder.jpg").mkdir()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "socket.jpg"))
+        for name in ("folder.jpg", "socket.jpg"):
+            for loader in (load_rgb, decode_rgb):
+                with pytest.raises(BadImageError, match=rf"{name}: unreadable image \(ValueError: not a regular file"):
+                    loader(tmp_path / name)
 
 
 @pytest.mark.parametrize("how", ["truncated", "text", "bomb"])

@@ -112,11 +112,18 @@ def jpeg_size(data: bytes | bytearray) -> tuple[int, int] | None:
 
 def _read_regular(path: Path) -> bytearray:
     """The bytes of ``path``, refusing a FIFO, socket or device without blocking on it (one open, no extra stat)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with open(fd, "rb") as file:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        _refuse_special(path)  # a socket cannot be opened at all: say what it is
+        raise
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError("not a regular file (a FIFO, socket or device named like an image)")
-        return bytearray(file.read())
+        with open(fd, "rb", closefd=False) as file:
+            return bytearray(file.read())
+    finally:
+        os.close(fd)
 
 
 def _decode_checked(path: Path) -> torch.Tensor:
